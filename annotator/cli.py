@@ -1,0 +1,128 @@
+"""The ``annotator`` command line. Each command is a thin layer over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from annotator import __version__
+from annotator.config import AnnotatorConfig, ConfigError, load_config
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML configuration file (environment variables ANNOTATOR_… override it).",
+)
+
+
+def _load(config_path: Path | None, **overrides) -> AnnotatorConfig:
+    try:
+        return load_config(config_path, **overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="annotator")
+def main() -> None:
+    """Label large audio archives with transcripts and emotions, query them with SQL."""
+
+
+@main.group()
+def models() -> None:
+    """Build and inspect model profiles and bundles."""
+
+
+@models.command("init")
+@click.option(
+    "--profile",
+    type=click.Choice(["small"]),
+    default="small",
+    show_default=True,
+    help="Profile to build. Only `small` is built locally; `paper` models load by name on a cluster.",
+)
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Cache directory (default: ANNOTATOR_HOME or ~/.cache/annotator).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random parts.")
+@click.option("--force", is_flag=True, help="Rebuild even if an intact build exists.")
+@CONFIG_OPTION
+def models_init(
+    profile: str, home: Path | None, seed: int, force: bool, config_path: Path | None
+) -> None:
+    """Build the small profile offline and deterministically (same seed, same bytes)."""
+    from rich.console import Console
+
+    from annotator.models.profiles import ProfileError, build_small_profile
+
+    console = Console(stderr=True)
+    home = home or _load(config_path).models.home
+    try:
+        with console.status("building the small profile") as status:
+            root = build_small_profile(
+                home,
+                seed=seed,
+                force=force,
+                on_step=lambda step: status.update(f"small profile: {step}"),
+            )
+    except ProfileError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"small profile ready at {root}")
+    _print_profile(root)
+
+
+@models.command("show")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Cache directory (default: ANNOTATOR_HOME or ~/.cache/annotator).",
+)
+@CONFIG_OPTION
+def models_show(home: Path | None, config_path: Path | None) -> None:
+    """Verify the built small profile and list its files with their SHA-256."""
+    from annotator.models.profiles import ProfileError, small_dir, verify_profile
+
+    root = small_dir(home or _load(config_path).models.home)
+    try:
+        verify_profile(root)
+    except ProfileError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_profile(root)
+
+
+def _print_profile(root: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from annotator.models.profiles import PROFILE_MANIFEST
+
+    manifest = json.loads((root / PROFILE_MANIFEST).read_text())
+    table = Table(
+        "file", "bytes", "sha256", title=f"{manifest['profile']} profile (seed {manifest['seed']})"
+    )
+    for name, digest in manifest["files"].items():
+        table.add_row(name, f"{(root / name).stat().st_size:,}", digest[:16])
+    Console().print(table)
+
+
+@main.command("config")
+@CONFIG_OPTION
+def show_config(config_path: Path | None) -> None:
+    """Print the resolved configuration (profile defaults + YAML + environment) as YAML."""
+    import yaml
+
+    config = _load(config_path)
+    click.echo(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False), nl=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

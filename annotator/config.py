@@ -1,0 +1,286 @@
+"""Configuration for the whole system: one pydantic model, loaded from YAML with environment overrides.
+
+Precedence, lowest first: the profile's defaults (``small`` or ``paper``), the YAML file, then
+environment variables ``ANNOTATOR_<SECTION>__<FIELD>`` (for example
+``ANNOTATOR_STAGES__ASR__BATCH_SIZE=16`` or ``ANNOTATOR_OUTPUT=s3://bucket/out``).
+
+Every mistake is reported once, as a :class:`ConfigError` that names the field, never as a
+traceback from deep inside a stage.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "ANNOTATOR_"
+
+
+def default_home() -> Path:
+    """``ANNOTATOR_HOME``, else ``$XDG_CACHE_HOME/annotator``, else ``~/.cache/annotator``."""
+    if os.environ.get("ANNOTATOR_HOME"):
+        return Path(os.environ["ANNOTATOR_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "annotator"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the field and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StageResources(_Strict):
+    """Resources of one Ray Data stage.
+
+    Attributes:
+        batch_size: rows handed to one ``__call__`` of the stage.
+        concurrency: number of actors (model stages) or parallel tasks (cheap stages).
+        num_cpus: CPUs reserved per actor or task.
+        num_gpus: GPU share per actor; fractions let several model stages share one GPU.
+    """
+
+    batch_size: int = Field(8, ge=1)
+    concurrency: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class StagesConfig(_Strict):
+    """Per-stage resources; the names follow the data flow in docs/architecture."""
+
+    decode: StageResources = StageResources(batch_size=1, concurrency=1, num_cpus=1)
+    asr: StageResources = StageResources(batch_size=8)
+    features: StageResources = StageResources(batch_size=8)
+    label: StageResources = StageResources(batch_size=64)
+
+
+class S3Config(_Strict):
+    """Where ``s3://`` URIs go. Credentials may also come from the usual AWS variables.
+
+    Attributes:
+        endpoint_url: a non-AWS endpoint (MinIO, a test server); None for AWS itself.
+        key / secret: credentials; None defers to the AWS credential chain.
+        region: region name passed to the client.
+    """
+
+    endpoint_url: str | None = None
+    key: str | None = None
+    secret: str | None = None
+    region: str | None = None
+
+
+class AudioConfig(_Strict):
+    """Decoding, archive safety and segmentation.
+
+    Attributes:
+        sample_rate: every recording is resampled to this rate (Hz).
+        channels: ``mix`` averages channels to mono; ``split`` makes one recording per channel.
+        extensions: file endings treated as audio when listing directories and archives.
+        max_archive_bytes: refuse an archive whose members decompress to more than this.
+        max_member_bytes: refuse a single archive member larger than this.
+        max_segment_s: longest speech segment handed to ASR (seconds).
+        chunk_s: decode and run VAD over windows of this length, so memory stays flat.
+        vad_threshold / min_silence_ms / speech_pad_ms: Silero VAD options.
+    """
+
+    sample_rate: int = 16_000
+    channels: Literal["mix", "split"] = "mix"
+    extensions: list[str] = Field(
+        default_factory=lambda: [
+            ".wav",
+            ".flac",
+            ".mp3",
+            ".ogg",
+            ".opus",
+            ".m4a",
+            ".aac",
+            ".webm",
+            ".mp4",
+        ]
+    )
+    max_archive_bytes: int = Field(20 * 1024**3, ge=1)
+    max_member_bytes: int = Field(4 * 1024**3, ge=1)
+    max_segment_s: float = Field(30.0, gt=0)
+    chunk_s: float = Field(300.0, gt=0)
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+    min_silence_ms: int = Field(500, ge=0)
+    speech_pad_ms: int = Field(200, ge=0)
+
+
+class ASRConfig(_Strict):
+    """faster-whisper options.
+
+    Attributes:
+        model: a CTranslate2 model directory or a faster-whisper model name (cluster only).
+        compute_type: CTranslate2 compute type (``int8`` on CPU, ``float16`` on GPU).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        beam_size: beam width of the decoder.
+        language: force a language, or None to detect it.
+        cpu_threads: CTranslate2 threads per actor (0 = its default).
+    """
+
+    model: str = "small:whisper"
+    compute_type: str = "int8"
+    device: str = "cpu"
+    beam_size: int = Field(5, ge=1)
+    language: str | None = None
+    cpu_threads: int = Field(0, ge=0)
+
+
+class ModelsConfig(_Strict):
+    """Which models the annotator loads.
+
+    Values beginning with ``small:`` name parts of the small profile built by
+    ``annotator models init`` under ``home``; other values are hub names or paths/URIs (clusters).
+
+    Attributes:
+        home: cache directory of built profiles and bundles (env ``ANNOTATOR_HOME``).
+        hubert: HuBERT checkpoint (name or path).
+        hubert_layer: which hidden layer feeds the EmoQ-Former (-1 = last).
+        text_encoder: BERT-family checkpoint that initialises the EmoQ-Former.
+        llm: base LLM (Qwen2 family) name or path.
+        bundle: the trained EmoQ bundle to serve (directory).
+        dtype: dtype the LLM runs in.
+    """
+
+    home: Path = Field(default_factory=default_home)
+    hubert: str = "small:hubert"
+    hubert_layer: int = -1
+    text_encoder: str = "small:text-encoder"
+    llm: str = "small:llm"
+    bundle: str = "small:bundle"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    asr: ASRConfig = Field(default_factory=ASRConfig)
+
+
+class AnnotatorConfig(BaseSettings):
+    """The whole system's configuration.
+
+    Attributes:
+        profile: ``small`` (CPU, offline, tests and demo) or ``paper`` (GPU cluster, paper sizes).
+        output: where Parquet goes (local path or ``s3://bucket/prefix``).
+        ray_address: None for a local cluster, ``auto`` or ``ray://host:10001`` for a running one.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    profile: Literal["small", "paper"] = "small"
+    output: str | None = None
+    ray_address: str | None = None
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    s3: S3Config = Field(default_factory=S3Config)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    stages: StagesConfig = Field(default_factory=StagesConfig)
+
+    @field_validator("output")
+    @classmethod
+    def _output_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a path or s3:// URI, not empty")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the YAML file (passed as init kwargs), as the docstring says.
+        return env_settings, init_settings
+
+
+# Defaults that differ per profile, applied under the YAML file.
+PROFILES: dict[str, dict[str, Any]] = {
+    "small": {},
+    "paper": {
+        "models": {
+            "hubert": "facebook/hubert-large-ll60k",
+            "text_encoder": "FacebookAI/roberta-base",
+            "llm": "Qwen/Qwen2.5-7B-Instruct",
+            "bundle": "bundles/emoq-paper",
+            "dtype": "bfloat16",
+            "asr": {
+                "model": "large-v3-turbo",
+                "compute_type": "float16",
+                "device": "cuda",
+                "beam_size": 5,
+            },
+        },
+        # Fractions of one 80 GB GPU per actor; cluster/README.md shows the arithmetic.
+        "stages": {
+            "decode": {"batch_size": 1, "concurrency": 8, "num_cpus": 1},
+            "asr": {"batch_size": 16, "concurrency": 2, "num_cpus": 2, "num_gpus": 0.25},
+            "features": {"batch_size": 32, "concurrency": 1, "num_cpus": 2, "num_gpus": 0.1},
+            "label": {"batch_size": 256, "concurrency": 1, "num_cpus": 4, "num_gpus": 0.35},
+        },
+    },
+}
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        env = ENV_PREFIX + "__".join(str(p).upper() for p in item["loc"])
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {field}: {item['msg']}{shown}  [env {env}]")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> AnnotatorConfig:
+    """Build the configuration from the profile, an optional YAML file, env and overrides.
+
+    ``overrides`` are nested dicts as in the YAML (the CLI passes ``--out`` and ``--address`` so).
+    Raises :class:`ConfigError` with one line per bad field.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must be a mapping of sections, not {loaded!r}")
+        data = loaded
+    data = _deep_merge(data, {k: v for k, v in overrides.items() if v is not None})
+    profile = os.environ.get(ENV_PREFIX + "PROFILE") or data.get("profile", "small")
+    if profile not in PROFILES:
+        raise ConfigError(
+            f"invalid configuration ({source}):\n  profile: must be one of "
+            f"{', '.join(PROFILES)} (got {profile!r})  [env {ENV_PREFIX}PROFILE]"
+        )
+    data = _deep_merge(PROFILES[profile], data)
+    try:
+        return AnnotatorConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None

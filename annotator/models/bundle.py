@@ -1,0 +1,232 @@
+"""The bundle: everything the annotator serves, in one directory, with a content hash as version.
+
+Layout::
+
+    bundle.json               label set, emotion-token ids, base-model names, shapes, version
+    emoq_former.json/.safetensors
+    projector.json/.safetensors
+    text-tokenizer/           the EmoQ-Former's tokenizer (BERT family)
+    lora/                     PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors)
+
+The version is a hash of every file's bytes plus ``bundle.json`` without its version field; it is
+written on every output row, so a row always says which weights labelled it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BUNDLE_FORMAT = 1
+META = "bundle.json"
+REQUIRED = (
+    "emoq_former.json",
+    "emoq_former.safetensors",
+    "projector.json",
+    "projector.safetensors",
+    "text-tokenizer/tokenizer_config.json",
+    "lora/adapter_config.json",
+    "lora/adapter_model.safetensors",
+)
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+class BundleError(RuntimeError):
+    """A bundle that is missing a part, or whose parts do not agree."""
+
+
+def content_version(root: Path, meta: dict[str, Any]) -> str:
+    digest = hashlib.sha256()
+    unversioned = {k: v for k, v in meta.items() if k != "version"}
+    digest.update(json.dumps(unversioned, sort_keys=True).encode())
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != META):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle's description; the weights load on demand (actors load what they need).
+
+    Attributes:
+        root: the bundle directory.
+        labels: emotion words, in the order of every probability vector.
+        emotion_token_ids: first LLM token of each label after ``Emotion:``.
+        base: base-model names (hubert, text_encoder, llm), as in the config.
+        version: content hash.
+    """
+
+    root: Path
+    labels: list[str]
+    emotion_token_ids: list[int]
+    base: dict[str, str]
+    version: str
+    lora_rank: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lora_dir(self) -> Path:
+        return self.root / "lora"
+
+    @property
+    def text_tokenizer_dir(self) -> Path:
+        return self.root / "text-tokenizer"
+
+    def load_emoq_former(self):
+        from annotator.models.emoq_former import EmoQFormer
+
+        return EmoQFormer.load(self.root)
+
+    def load_projector(self):
+        from annotator.models.projector import Projector
+
+        return Projector.load(self.root)
+
+    @classmethod
+    def load(cls, root: str | Path, verify: bool = True) -> Bundle:
+        root = Path(root)
+        if not (root / META).is_file():
+            raise BundleError(f"{root} is not a bundle: {META} is missing")
+        missing = [name for name in REQUIRED if not (root / name).is_file()]
+        if missing:
+            raise BundleError(f"bundle {root} is missing: {', '.join(missing)}")
+        meta = json.loads((root / META).read_text())
+        if meta.get("format") != BUNDLE_FORMAT:
+            raise BundleError(
+                f"bundle {root} has format {meta.get('format')!r}; this annotator reads {BUNDLE_FORMAT}"
+            )
+        if verify and content_version(root, meta) != meta["version"]:
+            raise BundleError(
+                f"bundle {root} was modified after it was written (version hash mismatch)"
+            )
+        return cls(
+            root=root,
+            labels=list(meta["labels"]),
+            emotion_token_ids=list(meta["emotion_token_ids"]),
+            base=dict(meta["base"]),
+            version=meta["version"],
+            lora_rank=int(meta["lora_rank"]),
+            extra=dict(meta.get("extra", {})),
+        )
+
+    def check_llm_tokenizer(self, tokenizer) -> None:
+        """The served LLM must give the labels the token ids the bundle was built with."""
+        from annotator.models.prompt import emotion_token_ids
+
+        actual = emotion_token_ids(tokenizer, self.labels)
+        if actual != self.emotion_token_ids:
+            raise BundleError(
+                f"bundle {self.root} was built for other emotion-token ids ({self.emotion_token_ids}) "
+                f"than this LLM's tokenizer gives ({actual}): wrong base LLM?"
+            )
+
+
+def save_lora(peft_model, directory: Path, base_name: str) -> None:
+    """Save a PEFT adapter so vLLM can load it, naming the base by its config name, not a path."""
+    peft_model.save_pretrained(directory, safe_serialization=True)
+    config_path = directory / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = base_name
+    # PEFT writes target_modules from a set (order varies by hash seed) and a README with paths:
+    # both would make the same weights hash differently.
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    (directory / "README.md").unlink(missing_ok=True)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def write_bundle(
+    root: Path,
+    emoq_former,
+    projector,
+    text_tokenizer,
+    lora_model,
+    labels: Sequence[str],
+    llm_tokenizer,
+    base: dict[str, str],
+    lora_rank: int,
+    extra: dict[str, Any] | None = None,
+) -> Bundle:
+    """Write all parts, then ``bundle.json`` with the content hash last (its presence = complete)."""
+    from annotator.models.prompt import emotion_token_ids
+
+    root.mkdir(parents=True, exist_ok=True)
+    emoq_former.save(root)
+    projector.save(root)
+    text_tokenizer.save_pretrained(root / "text-tokenizer")
+    save_lora(lora_model, root / "lora", base["llm"])
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "labels": list(labels),
+        "emotion_token_ids": emotion_token_ids(llm_tokenizer, labels),
+        "base": dict(base),
+        "lora_rank": lora_rank,
+        "extra": extra or {},
+    }
+    meta["version"] = content_version(root, meta)
+    (root / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return Bundle.load(root)
+
+
+def lora_config(rank: int, dropout: float = 0.1, init: bool | str = True):
+    """The LoRA the paper trains: attention projections, dropout 0.1, no ``modules_to_save``
+    (vLLM cannot serve adapters that carry full modules)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=dropout,
+        target_modules=list(LORA_TARGETS),
+        init_lora_weights=init,
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_untrained_bundle(
+    root: Path,
+    text_encoder: Path,
+    hubert: Path,
+    llm: Path,
+    base_names: dict[str, str],
+    seed: int = 0,
+    labels: Sequence[str] | None = None,
+    num_queries: int = 16,
+    lora_rank: int = 8,
+) -> Bundle:
+    """A bundle with a freshly initialised EmoQ-Former/projector and a zero LoRA: the starting
+    point of training, and what the pipeline serves before any training."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from annotator.models.emoq_former import EmoQFormer
+    from annotator.models.projector import Projector
+    from annotator.schema import DEFAULT_LABEL_SET, label_set
+
+    labels = list(labels or label_set(DEFAULT_LABEL_SET))
+    torch.manual_seed(seed)
+    audio_dim = AutoConfig.from_pretrained(hubert).hidden_size
+    emoq = EmoQFormer.from_pretrained(
+        str(text_encoder), audio_dim=audio_dim, num_queries=num_queries
+    )
+    llm_model = AutoModelForCausalLM.from_pretrained(llm, dtype=torch.float32)
+    projector = Projector(emoq.config.embed_dim, llm_model.config.hidden_size)
+    lora = get_peft_model(llm_model, lora_config(lora_rank))
+    return write_bundle(
+        root,
+        emoq,
+        projector,
+        AutoTokenizer.from_pretrained(text_encoder),
+        lora,
+        labels,
+        AutoTokenizer.from_pretrained(llm),
+        base_names,
+        lora_rank,
+        extra={"trained": False},
+    )

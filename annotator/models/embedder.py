@@ -1,0 +1,55 @@
+"""HuBERT + EmoQ-Former + projector in one place: audio and transcript in, soft tokens out.
+
+These three run in one actor on one device: HuBERT's frames (~740 MB per audio hour at paper size)
+never leave it; only e (one vector per segment) and its projection do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from annotator.models.bundle import Bundle
+from annotator.models.hubert import HubertFeatures
+
+MAX_TEXT_TOKENS = 128
+
+
+class EmotionEmbedder:
+    def __init__(
+        self, bundle: Bundle, hubert: str, hubert_layer: int = -1, device: str = "cpu"
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        self.hubert = HubertFeatures(hubert, layer=hubert_layer, device=device)
+        self.former = bundle.load_emoq_former().to(device)
+        self.projector = bundle.load_projector().to(device)
+        if self.former.config.audio_dim != self.hubert.dim:
+            raise ValueError(
+                f"bundle {bundle.root} expects {self.former.config.audio_dim}-dim audio frames, "
+                f"HuBERT {hubert} gives {self.hubert.dim}"
+            )
+        self.tokenizer = AutoTokenizer.from_pretrained(bundle.text_tokenizer_dir)
+        self.device = device
+
+    def tokenize(self, transcripts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tokenizer(
+            [t or "" for t in transcripts],
+            padding=True,
+            truncation=True,
+            max_length=MAX_TEXT_TOKENS,
+            return_tensors="pt",
+        )
+        return enc["input_ids"].to(self.device), enc["attention_mask"].bool().to(self.device)
+
+    @torch.inference_mode()
+    def __call__(
+        self, waveforms: Sequence[np.ndarray], transcripts: Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(e, soft tokens): (batch, embed_dim) unit vectors and (batch, llm_dim) projections."""
+        frames, frame_mask = self.hubert(waveforms)
+        ids, text_mask = self.tokenize(transcripts)
+        e = self.former(frames, frame_mask, ids, text_mask)
+        return e, self.projector(e)

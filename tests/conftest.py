@@ -1,0 +1,59 @@
+"""Session-scoped fixtures: the expensive real parts (model profile, Ray, vLLM) start once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the tests may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def small_home() -> Path:
+    """ANNOTATOR_HOME with the small profile built (quick when `make setup` already built it)."""
+    from annotator.config import default_home
+    from annotator.models.profiles import build_small_profile
+
+    home = default_home()
+    build_small_profile(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def small_dir(small_home: Path) -> Path:
+    return small_home / "small"
+
+
+@pytest.fixture(scope="session")
+def lora_bundle(small_dir: Path, tmp_path_factory) -> Path:
+    """The untrained bundle with a random, non-zero LoRA, so that the adapter visibly acts."""
+    from tests.factories import bundle_with_random_lora
+
+    return bundle_with_random_lora(small_dir, tmp_path_factory.mktemp("lora-bundle"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def vllm_labeler(small_dir: Path, lora_bundle: Path):
+    """One real vLLM engine on the CPU for the whole session (start-up ≈ 40 s on 2 cores)."""
+    from annotator.models.bundle import Bundle
+    from annotator.models.labeler.vllm import VLLMLabeler
+
+    bundle = Bundle.load(lora_bundle)
+    labeler = VLLMLabeler(small_dir / "llm", bundle.emotion_token_ids, bundle.lora_dir)
+    yield labeler
+    labeler.close()
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real Ray local cluster with 2 CPUs."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

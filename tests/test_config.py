@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+
+from annotator.config import ConfigError, load_config
+
+
+def test_yaml_then_env_override(tmp_path, monkeypatch):
+    path = tmp_path / "annotator.yaml"
+    path.write_text(
+        "output: /data/out\n"
+        "audio:\n  channels: split\n  max_segment_s: 20\n"
+        "stages:\n  asr:\n    batch_size: 4\n    concurrency: 2\n"
+    )
+    monkeypatch.setenv("ANNOTATOR_STAGES__ASR__BATCH_SIZE", "16")
+    monkeypatch.setenv("ANNOTATOR_OUTPUT", "s3://bucket/prefix")
+    config = load_config(path)
+    assert config.stages.asr.batch_size == 16  # env wins over YAML
+    assert config.stages.asr.concurrency == 2  # YAML kept where env is silent
+    assert config.output == "s3://bucket/prefix"
+    assert config.audio.channels == "split"
+    assert config.audio.max_segment_s == 20.0
+    assert config.stages.label.batch_size == 64  # untouched default
+
+
+def test_wrong_type_names_the_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("stages:\n  asr:\n    batch_size: lots\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "stages.asr.batch_size" in message
+    assert "'lots'" in message
+    assert "ANNOTATOR_STAGES__ASR__BATCH_SIZE" in message
+    assert "Traceback" not in message
+
+
+def test_unknown_field_and_bad_choice(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("audio:\n  channels: stereo\n  sample_rte: 8000\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "audio.channels" in message
+    assert "audio.sample_rte" in message
+
+
+def test_bad_env_value_is_reported(monkeypatch):
+    monkeypatch.setenv("ANNOTATOR_STAGES__LABEL__NUM_GPUS", "-1")
+    with pytest.raises(ConfigError, match=r"stages\.label\.num_gpus"):
+        load_config()
+
+
+def test_paper_profile_defaults_and_yaml_over_profile(tmp_path):
+    path = tmp_path / "paper.yaml"
+    path.write_text("profile: paper\nstages:\n  asr:\n    num_gpus: 0.5\n")
+    config = load_config(path)
+    assert config.models.llm == "Qwen/Qwen2.5-7B-Instruct"
+    assert config.stages.asr.num_gpus == 0.5
+    assert config.stages.label.num_gpus == 0.35  # from the profile
+    assert load_config().models.llm == "small:llm"
+
+
+def test_unreadable_and_non_mapping_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
