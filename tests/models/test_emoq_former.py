@@ -1,0 +1,102 @@
+"""Shape and mask facts of the EmoQ-Former and of HuBERT + EmoQ-Former + projector together."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from annotator.models.bundle import Bundle
+from annotator.models.emoq_former import EmoQFormer
+
+TOL = 1e-5  # float32; batching reorders reductions, nothing more
+
+
+@pytest.fixture(scope="module")
+def former(small_dir):
+    return Bundle.load(small_dir / "bundle").load_emoq_former().eval()
+
+
+def _inputs(former, b=3, frames=40, tokens=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    audio = torch.randn(b, frames, former.config.audio_dim, generator=g)
+    ids = torch.randint(1000, 2000, (b, tokens), generator=g)
+    return audio, ids
+
+
+def test_embedding_is_unit_length_and_sized(former):
+    audio, ids = _inputs(former)
+    e = former(audio, torch.ones(3, 40, dtype=torch.bool), ids, torch.ones(3, 12, dtype=torch.bool))
+    assert e.shape == (3, former.config.embed_dim)
+    assert torch.allclose(e.norm(dim=-1), torch.ones(3), atol=1e-6)
+
+
+def test_padded_frames_and_tokens_do_not_change_e(former):
+    audio, ids = _inputs(former)
+    audio_mask = torch.ones(3, 40, dtype=torch.bool)
+    audio_mask[1, 25:] = False
+    text_mask = torch.ones(3, 12, dtype=torch.bool)
+    text_mask[2, 7:] = False
+    with torch.no_grad():
+        e = former(audio, audio_mask, ids, text_mask)
+        audio2, ids2 = audio.clone(), ids.clone()
+        audio2[1, 25:] = 1e3 * torch.randn(15, former.config.audio_dim)
+        ids2[2, 7:] = 5
+        e2 = former(audio2, audio_mask, ids2, text_mask)
+        # ...while a real frame or token does change it (the masks are not hiding everything).
+        audio3 = audio.clone()
+        audio3[1, 3] += 5.0
+        e3 = former(audio3, audio_mask, ids, text_mask)
+    assert torch.allclose(e, e2, atol=TOL)
+    assert (e3[1] - e[1]).abs().max() > 1e-4
+
+
+def test_batch_equals_items_one_by_one(former):
+    audio, ids = _inputs(former)
+    lengths_a, lengths_t = [40, 22, 31], [12, 5, 9]
+    audio_mask = torch.arange(40)[None] < torch.tensor(lengths_a)[:, None]
+    text_mask = torch.arange(12)[None] < torch.tensor(lengths_t)[:, None]
+    with torch.no_grad():
+        batch = former(audio, audio_mask, ids, text_mask)
+        for i in range(3):
+            one = former(
+                audio[i : i + 1, : lengths_a[i]],
+                torch.ones(1, lengths_a[i], dtype=torch.bool),
+                ids[i : i + 1, : lengths_t[i]],
+                torch.ones(1, lengths_t[i], dtype=torch.bool),
+            )
+            assert torch.allclose(batch[i], one[0], atol=TOL), (batch[i] - one[0]).abs().max()
+
+
+def test_starts_from_the_pretrained_encoder(small_dir):
+    from safetensors.torch import load_file
+
+    bert = load_file(small_dir / "text-encoder" / "model.safetensors")
+    former = EmoQFormer.from_pretrained(str(small_dir / "text-encoder"), audio_dim=96, num_layers=2)
+    assert former.config.num_layers == 2
+    key = "encoder.layer.1.attention.self.query.weight"
+    prefix = "" if key in bert else "bert."
+    assert torch.equal(former.layers[1].self_attn.query.weight, bert[prefix + key])
+    assert torch.equal(
+        former.layers[1].ffn.output.weight, bert[prefix + "encoder.layer.1.output.dense.weight"]
+    )
+    assert torch.equal(
+        former.word_embeddings.weight, bert[prefix + "embeddings.word_embeddings.weight"]
+    )
+
+
+def test_embedder_batch_equals_single_items(small_dir):
+    """HuBERT + EmoQ-Former + projector: waveforms of different lengths in one batch."""
+    from annotator.models.embedder import EmotionEmbedder
+
+    bundle = Bundle.load(small_dir / "bundle")
+    embedder = EmotionEmbedder(bundle, str(small_dir / "hubert"))
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 9000, 23456)]
+    texts = ["I am so happy today", "no", "why would you ever do that to me"]
+    e, soft = embedder(waves, texts)
+    assert soft.shape == (3, 128)
+    for i in range(3):
+        e1, soft1 = embedder([waves[i]], [texts[i]])
+        assert torch.allclose(e[i], e1[0], atol=1e-4), (e[i] - e1[0]).abs().max()
+        assert torch.allclose(soft[i], soft1[0], atol=1e-4)
