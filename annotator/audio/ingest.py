@@ -1,0 +1,135 @@
+"""``sources → decode → segment`` for one input URI: a stream of segments, recording summaries and
+typed errors. Bad input never raises out of here; it becomes an :class:`IngestError`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+import numpy as np
+
+from annotator.audio.decode import AudioError, iter_decoded
+from annotator.audio.segment import SAMPLE_RATE, StreamingSegmenter
+from annotator.audio.sources import filesystem, is_archive, iter_members, recording_id
+from annotator.config import AudioConfig, S3Config
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One recording: a file, or an archive member, mixed or one channel of it.
+
+    Attributes:
+        call_id: the id of the mixed recording; the channels of one call share it.
+        channel: None when channels were mixed, else the channel index.
+    """
+
+    source_uri: str
+    member: str
+    channel: int | None
+    recording_id: str
+    call_id: str
+
+
+@dataclass
+class Segment:
+    recording: Recording
+    index: int
+    start_s: float
+    end_s: float
+    audio: np.ndarray = field(repr=False)
+
+    @property
+    def segment_id(self) -> str:
+        return f"{self.recording.recording_id}-{self.index:06d}"
+
+
+@dataclass
+class RecordingDone:
+    """Emitted after a recording's last segment: how many there were, or that it failed."""
+
+    recording: Recording
+    n_segments: int
+    duration_s: float
+    ok: bool
+
+
+@dataclass
+class IngestError:
+    source_uri: str
+    member: str
+    stage: str
+    error_type: str
+    message: str
+
+
+Item = Segment | RecordingDone | IngestError
+
+
+def ingest(uri: str, audio: AudioConfig, s3: S3Config) -> Iterator[Item]:
+    """Everything one input URI holds, as segments, per-recording summaries and errors."""
+    try:
+        fs, path = filesystem(uri, s3)
+        if not fs.exists(path):
+            yield IngestError(uri, "", "source", "not_found", "no such file or object")
+            return
+        size = fs.size(path)
+        handle_cm = fs.open(path, "rb")
+    except Exception as exc:  # a source that cannot even be opened: credentials, network, perms
+        yield IngestError(uri, "", "source", "unreadable", f"{type(exc).__name__}: {exc}")
+        return
+    with handle_cm as handle:
+        if size == 0:
+            yield IngestError(uri, "", "decode", "empty_file", "zero bytes")
+        elif is_archive(path):
+            for member in iter_members(handle, uri, audio):
+                if isinstance(member, AudioError):
+                    yield IngestError(uri, "", member.stage, member.error_type, member.message)
+                elif member.size == 0:
+                    yield IngestError(uri, member.name, "decode", "empty_file", "zero bytes")
+                else:
+                    yield from _recordings(uri, member.name, member.file, audio)
+        else:
+            yield from _recordings(uri, "", handle, audio)
+
+
+def _recordings(uri: str, member: str, handle: IO[bytes], audio: AudioConfig) -> Iterator[Item]:
+    """Decode one file and segment each of its recordings (one when mixed, one per channel)."""
+    call_id = recording_id(uri, member, None)
+    recordings: list[Recording] = []
+    segmenters: list[StreamingSegmenter] = []
+    counts: list[int] = []
+
+    def start(n_channels: int) -> None:
+        channels = [None] if audio.channels == "mix" else list(range(n_channels))
+        for ch in channels:
+            rid = call_id if ch is None else recording_id(uri, member, ch)
+            recordings.append(Recording(uri, member, ch, rid, call_id))
+            segmenters.append(StreamingSegmenter(audio))
+            counts.append(0)
+
+    def emit(i: int, spans) -> Iterator[Segment]:
+        for begin, end, samples in spans:
+            yield Segment(recordings[i], counts[i], begin / SAMPLE_RATE, end / SAMPLE_RATE, samples)
+            counts[i] += 1
+
+    name = f"{uri}!{member}" if member else uri
+    try:
+        for block in iter_decoded(handle, audio.sample_rate, name=name):
+            if not recordings:
+                start(block.shape[0])
+            channels = [block.mean(axis=0)] if audio.channels == "mix" else list(block)
+            for i, samples in enumerate(channels):
+                yield from emit(i, segmenters[i].feed(samples))
+        for i, segmenter in enumerate(segmenters):
+            yield from emit(i, segmenter.finish())
+    except AudioError as exc:
+        yield IngestError(uri, member, exc.stage, exc.error_type, exc.message)
+        for rec, seg in zip(recordings, segmenters, strict=True):
+            yield RecordingDone(rec, 0, seg.total / SAMPLE_RATE, ok=False)
+        return
+    for rec, seg, n in zip(recordings, segmenters, counts, strict=True):
+        if n == 0:
+            channel = "" if rec.channel is None else f" (channel {rec.channel})"
+            yield IngestError(uri, member, "segment", "no_speech", f"no speech found{channel}")
+        yield RecordingDone(rec, n, seg.total / SAMPLE_RATE, ok=True)

@@ -1,0 +1,191 @@
+"""Sources: the URIs a run is given, expanded lazily into audio files and archives.
+
+A URI may be a local file, a directory (recursive, by extension), a glob, an ``s3://`` object,
+prefix or glob; ``.tar``, ``.tar.gz``/``.tgz`` and ``.zip`` archives are opened where they are
+processed, not on the driver, so listing stays a stream of names even for millions of files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import tarfile
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from annotator.audio.decode import AudioError
+from annotator.config import AudioConfig, S3Config
+
+ARCHIVE_ENDINGS = (".tar", ".tar.gz", ".tgz", ".zip")
+GLOB_CHARS = set("*?[")
+
+
+def is_archive(name: str) -> bool:
+    return name.lower().endswith(ARCHIVE_ENDINGS)
+
+
+def is_audio(name: str, audio: AudioConfig) -> bool:
+    return name.lower().endswith(tuple(e.lower() for e in audio.extensions))
+
+
+def recording_id(source_uri: str, member: str = "", channel: int | None = None) -> str:
+    """Stable id of one recording: the same URI, member and channel give the same id everywhere."""
+    key = f"{source_uri}\0{member}\0{'mix' if channel is None else channel}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def storage_options(uri: str, s3: S3Config) -> dict[str, Any]:
+    if not uri.startswith("s3://"):
+        return {}
+    options: dict[str, Any] = {}
+    if s3.endpoint_url:
+        options["client_kwargs"] = {"endpoint_url": s3.endpoint_url}
+    if s3.region:
+        options.setdefault("client_kwargs", {})["region_name"] = s3.region
+    if s3.key is not None:
+        options["key"], options["secret"] = s3.key, s3.secret
+    return options
+
+
+def filesystem(uri: str, s3: S3Config):
+    """(fsspec filesystem, path within it) for a local path or ``s3://`` URI."""
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(uri, **storage_options(uri, s3))
+
+
+def _full_uri(fs, path: str) -> str:
+    return fs.unstrip_protocol(path) if fs.protocol not in ("file", ("file", "local")) else path
+
+
+def iter_sources(uris: Iterable[str], audio: AudioConfig, s3: S3Config) -> Iterator[str]:
+    """Yield the URI of every audio file and archive the inputs name, lazily and in a stable order.
+
+    A name that matches nothing is yielded as it is: opening it later reports ``not_found`` in the
+    errors table instead of silently dropping an input.
+    """
+    for uri in uris:
+        fs, path = filesystem(uri, s3)
+        if GLOB_CHARS & set(path):
+            matches = fs.glob(path)
+            for match in sorted(matches):
+                if fs.isdir(match):
+                    yield from _walk(fs, match, audio)
+                elif is_audio(match, audio) or is_archive(match):
+                    yield _full_uri(fs, match)
+            if not matches:
+                yield uri
+        elif fs.isdir(path):
+            yield from _walk(fs, path, audio)
+        else:
+            yield _full_uri(fs, path) if fs.exists(path) else uri
+
+
+def _walk(fs, root: str, audio: AudioConfig) -> Iterator[str]:
+    # fs.walk yields one directory at a time: memory follows the widest directory, not the tree.
+    for directory, dirs, files in fs.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if is_audio(name, audio) or is_archive(name):
+                yield _full_uri(fs, posixpath.join(directory, name))
+
+
+@dataclass
+class Member:
+    """One audio member of an archive, readable as a file object while the archive is open."""
+
+    name: str
+    size: int
+    file: IO[bytes]
+
+
+def _safe_name(name: str) -> bool:
+    norm = posixpath.normpath(name.replace("\\", "/"))
+    return not (
+        norm.startswith("/") or norm == ".." or norm.startswith("../") or ":" in norm.split("/")[0]
+    )
+
+
+def iter_members(
+    handle: IO[bytes], archive_name: str, audio: AudioConfig
+) -> Iterator[Member | AudioError]:
+    """Audio members of a tar/zip archive; unsafe or oversized members come out as errors.
+
+    The archive's total decompressed size is checked against ``max_archive_bytes`` before any
+    member is handed out, so an over-large archive is refused whole (one error), not half-done.
+    Nothing is ever extracted to disk: members are streamed to the decoder.
+    """
+    lower = archive_name.lower()
+    try:
+        if lower.endswith(".zip"):
+            yield from _zip_members(handle, audio)
+        else:
+            yield from _tar_members(handle, audio)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        yield AudioError("archive", "unreadable_archive", f"{archive_name}: {exc}")
+
+
+def _check_total(total: int, audio: AudioConfig) -> AudioError | None:
+    if total > audio.max_archive_bytes:
+        return AudioError(
+            "archive",
+            "archive_too_large",
+            f"members decompress to more than {audio.max_archive_bytes:,} bytes (max_archive_bytes)",
+        )
+    return None
+
+
+def _member_error(name: str, size: int, regular: bool, audio: AudioConfig) -> AudioError | None:
+    if not _safe_name(name):
+        return AudioError(
+            "archive", "unsafe_member", f"member path {name!r} escapes the archive root"
+        )
+    if not regular:
+        return AudioError(
+            "archive", "unsafe_member", f"member {name!r} is a link or device, not a file"
+        )
+    if size > audio.max_member_bytes:
+        return AudioError(
+            "archive", "member_too_large", f"member {name!r} is {size:,} bytes (max_member_bytes)"
+        )
+    return None
+
+
+def _tar_members(handle: IO[bytes], audio: AudioConfig) -> Iterator[Member | AudioError]:
+    with tarfile.open(fileobj=handle, mode="r:*") as tar:
+        total = 0
+        for info in tar:  # headers only: a first pass bounds the total before any work starts
+            total += info.size if info.isfile() else 0
+            if error := _check_total(total, audio):
+                yield error
+                return
+        for info in tar.getmembers():
+            if info.isdir() or not (is_audio(info.name, audio) or not _safe_name(info.name)):
+                continue
+            if error := _member_error(info.name, info.size, info.isfile(), audio):
+                yield error
+                continue
+            yield Member(info.name, info.size, tar.extractfile(info))
+
+
+def _zip_members(handle: IO[bytes], audio: AudioConfig) -> Iterator[Member | AudioError]:
+    with zipfile.ZipFile(handle) as archive:
+        infos = archive.infolist()
+        # zipfile never reads more than a member's declared size, so declared sizes bound the total.
+        if error := _check_total(sum(i.file_size for i in infos), audio):
+            yield error
+            return
+        for info in infos:
+            if info.is_dir() or not (
+                is_audio(info.filename, audio) or not _safe_name(info.filename)
+            ):
+                continue
+            mode = (info.external_attr >> 16) & 0o170000
+            regular = mode in (0, 0o100000)  # 0: written by tools that store no Unix mode
+            if error := _member_error(info.filename, info.file_size, regular, audio):
+                yield error
+                continue
+            with archive.open(info) as member:
+                yield Member(info.filename, info.file_size, member)
