@@ -64,7 +64,7 @@ def iter_decoded(
         # MP4/M4A store the exact sample count; their last AAC frame is padded past it.
         limit = None
         if declared is not None and {"mov", "mp4"} & set(container.format.name.split(",")):
-            limit = int(round(declared * sample_rate))
+            limit = round(declared * sample_rate)
         resampler = None
         produced = 0
         try:

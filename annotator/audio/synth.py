@@ -64,7 +64,7 @@ def speak(
 
 
 def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(round(seconds * SAMPLE_RATE)), dtype=np.float32)
+    return np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32)
 
 
 def encode(audio: np.ndarray, path: str | Path, sample_rate: int = SAMPLE_RATE) -> Path:

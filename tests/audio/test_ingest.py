@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import tarfile
 import zipfile
 
@@ -102,7 +103,7 @@ def test_long_input_is_windowed_without_cutting_speech(tmp_path):
     covered = sum(s.end_s - s.start_s for s in segments)
     assert covered >= sum(e - s for s, e in spans) * 0.95
     ordered = sorted(segments, key=lambda s: s.start_s)
-    assert all(a.end_s <= b.start_s + 1e-6 for a, b in zip(ordered, ordered[1:], strict=False))
+    assert all(a.end_s <= b.start_s + 1e-6 for a, b in itertools.pairwise(ordered))
     assert [s.index for s in segments] == list(range(len(segments)))
 
 
@@ -123,7 +124,7 @@ def test_split_call_gives_one_recording_per_channel(tmp_path):
     customer_start = (n - SR // 2 - len(customer)) / SR
     assert by_channel[0] and all(s.end_s <= agent_end + 0.3 for s in by_channel[0])
     assert by_channel[1] and all(s.start_s >= customer_start - 0.3 for s in by_channel[1])
-    mixed, mixed_done, _ = run(path)
+    _, mixed_done, _ = run(path)
     assert len(mixed_done) == 1 and mixed_done[0].recording.channel is None
     assert mixed_done[0].recording.recording_id == done[0].recording.call_id
 
