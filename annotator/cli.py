@@ -114,6 +114,65 @@ def _print_profile(root: Path) -> None:
     Console().print(table)
 
 
+@main.command("query")
+@click.argument("output")
+@click.argument("sql", required=False)
+@click.option(
+    "--name", "name", default=None, help="Run a named query from sql/queries/ instead of SQL."
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="K=V",
+    help="Parameter of a named query (repeatable).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+    help="Output format; parquet needs --output.",
+)
+@click.option(
+    "--output",
+    "dest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the result to this file instead of standard output.",
+)
+@click.option(
+    "--list", "list_queries", is_flag=True, help="List the named queries and their parameters."
+)
+@click.option("--shell", is_flag=True, help="Interactive SQL session with the views loaded.")
+@CONFIG_OPTION
+def query(
+    output: str,
+    sql: str | None,
+    name: str | None,
+    params: tuple[str, ...],
+    fmt: str,
+    dest: Path | None,
+    list_queries: bool,
+    shell: bool,
+    config_path: Path | None,
+) -> None:
+    """Ask SQL questions of an annotator OUTPUT (local path or s3://), read-only.
+
+    Views: segments, errors, runs, recordings, turns. Examples:
+
+    \b
+      annotator query out/ "SELECT emotion, count(*) FROM segments GROUP BY 1"
+      annotator query out/ --name angriest_call_endings --param label=angry --param last_s=300
+      annotator query s3://bucket/annotations --name unsure_segments --format csv
+    """
+    from annotator.query import cli as query_cli
+
+    config = _load(config_path)
+    query_cli.run(output, sql, name, params, fmt, dest, list_queries, shell, config.s3)
+
+
 @main.command("config")
 @CONFIG_OPTION
 def show_config(config_path: Path | None) -> None:

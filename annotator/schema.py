@@ -1,6 +1,8 @@
-"""Label sets and (later) the pyarrow schemas of the output tables."""
+"""Label sets and the pyarrow schemas of the output tables (segments, errors, runs)."""
 
 from __future__ import annotations
+
+import pyarrow as pa
 
 # Each label is also the word the LLM is asked to say after "Emotion:"; its first token must differ
 # from every other label's first token (checked when a bundle is built or loaded).
@@ -19,3 +21,81 @@ def label_set(name: str) -> tuple[str, ...]:
         return LABEL_SETS[name]
     except KeyError:
         raise ValueError(f"unknown label set {name!r}; known: {', '.join(LABEL_SETS)}") from None
+
+
+# -- output tables -----------------------------------------------------------------------------
+# One explicit schema per table. The sink casts every batch to it, so every file has the same
+# types and DuckDB/pyarrow readers never see a column change type between runs.
+
+WORD = pa.struct(
+    [
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("word", pa.string()),
+        ("prob", pa.float32()),
+    ]
+)
+LABEL_PROB = pa.struct([("label", pa.string()), ("prob", pa.float32())])
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+SEGMENTS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("recording_id", pa.string()),
+        ("call_id", pa.string()),  # shared by the channels of one split call
+        ("source_uri", pa.string()),
+        ("member", pa.string()),  # archive member, "" for plain files
+        ("channel", pa.int16()),  # null when channels were mixed
+        ("segment_id", pa.string()),  # {recording_id}-{index:06d}
+        ("segment_index", pa.int32()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("text", pa.string()),
+        ("language", pa.string()),
+        ("language_prob", pa.float32()),
+        ("avg_logprob", pa.float32()),
+        ("no_speech_prob", pa.float32()),
+        ("words", pa.list_(WORD)),
+        ("audio_only", pa.bool_()),  # no words recognised: the emotion came from audio alone
+        ("emotion", pa.string()),
+        ("emotion_probs", pa.list_(LABEL_PROB)),  # every label of the bundle, in its order
+        ("emotion_confidence", pa.float32()),  # probability of the chosen emotion
+        ("bundle_version", pa.string()),
+        ("asr_model", pa.string()),
+        ("llm_model", pa.string()),
+        ("processed_at", TIMESTAMP),
+    ]
+)
+
+ERRORS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("member", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+        ("at", TIMESTAMP),
+    ]
+)
+
+RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("config_hash", pa.string()),
+        ("annotator_version", pa.string()),
+        ("bundle_version", pa.string()),
+        ("asr_model", pa.string()),
+        ("llm_model", pa.string()),
+        ("started_at", TIMESTAMP),
+        ("finished_at", TIMESTAMP),
+        ("recordings", pa.int64()),
+        ("segments", pa.int64()),
+        ("errors", pa.int64()),
+        ("audio_hours", pa.float64()),
+        ("wall_s", pa.float64()),
+        ("rtfx", pa.float64()),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {"segments": SEGMENTS, "errors": ERRORS, "runs": RUNS}

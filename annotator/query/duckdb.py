@@ -1,0 +1,160 @@
+"""DuckDB over an annotator output: views from sql/views.sql, named queries from sql/queries/.
+
+The connection is read-only in two ways. DuckDB itself may touch no file outside the output
+(``allowed_directories`` + ``enable_external_access = false``, then the configuration is locked), so
+``read_csv('/etc/passwd')``, ``COPY … TO``, ``ATTACH`` and ``INSTALL`` fail inside DuckDB; and only
+``SELECT``-like statements are accepted at all, so ``DROP``/``CREATE``/``SET`` get a clear refusal
+before they run. ``s3://`` outputs are read through s3fs registered as an fsspec filesystem: no
+httpfs extension, nothing downloaded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from annotator.config import S3Config
+from annotator.schema import TABLES
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_PARAM = re.compile(r"^--\s*param:\s*(\w+)\s*=\s*(.*?)\s*$")
+_ANSWERS = re.compile(r"^--\s*answers:\s*(.*)$")
+
+
+class QueryError(ValueError):
+    """A query that is refused or fails; the message is for the person who typed it."""
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    """One file of sql/queries/: its name, what it answers, its parameters with defaults."""
+
+    name: str
+    answers: str
+    params: dict[str, str]
+    sql: str
+
+
+def named_queries(sql_dir: Path = SQL_DIR) -> dict[str, NamedQuery]:
+    queries = {}
+    for path in sorted((sql_dir / "queries").glob("*.sql")):
+        text = path.read_text()
+        params, answers = {}, ""
+        for line in text.splitlines():
+            if not line.startswith("--"):
+                break
+            if m := _PARAM.match(line):
+                params[m.group(1)] = m.group(2)
+            elif m := _ANSWERS.match(line):
+                answers = m.group(1)
+        queries[path.stem] = NamedQuery(path.stem, answers, params, text)
+    return queries
+
+
+def _coerce(value: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+class Annotations:
+    """An annotator output opened for SQL. ``sql()`` returns a DuckDB relation; ``arrow()`` a table.
+
+    Example (a notebook)::
+
+        ann = Annotations("s3://bucket/annotations", S3Config(endpoint_url=...))
+        ann.sql("SELECT emotion, count(*) FROM segments GROUP BY 1").df()
+        ann.named("unsure_segments", below=0.4).arrow()
+    """
+
+    def __init__(
+        self, output: str | Path, s3: S3Config | None = None, sql_dir: Path = SQL_DIR
+    ) -> None:
+        self.output = str(output).rstrip("/")
+        self.sql_dir = sql_dir
+        self.con = duckdb.connect(":memory:")
+        if self.output.startswith("s3://"):
+            from annotator.audio.sources import filesystem
+
+            fs, _ = filesystem(self.output, s3 or S3Config())
+            self.con.register_filesystem(fs)
+            self._fs, root = fs, self.output
+        else:
+            from fsspec.implementations.local import LocalFileSystem
+
+            root = str(Path(self.output).resolve())
+            if not Path(root).is_dir():
+                raise QueryError(f"{output} is not an annotator output directory")
+            self._fs = LocalFileSystem()
+            self.output = root
+        views = (sql_dir / "views.sql").read_text()
+        for name in TABLES:  # not str.format: the SQL has its own braces (struct literals)
+            views = views.replace("{" + name + "}", self._source(name))
+        self.con.execute(views)
+        self.con.execute(f"SET allowed_directories = ['{root}/']")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
+    def _source(self, table: str) -> str:
+        base = f"{self.output}/{table}"
+        plain = base.removeprefix("s3://")
+        if self._fs.glob(f"{plain}/**/*.parquet"):
+            return f"read_parquet('{base}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
+        # No files yet: an empty relation with the documented columns, so queries still run.
+        empty = pa.Table.from_batches([], schema=TABLES[table])
+        self.con.register(f"_empty_{table}", empty)
+        return f"_empty_{table}"
+
+    def sql(
+        self, query: str, params: dict[str, Any] | None = None
+    ) -> duckdb.DuckDBPyRelation | None:
+        """Run one read-only statement; returns its relation."""
+        try:
+            statements = self.con.extract_statements(query)
+        except duckdb.Error as exc:
+            raise QueryError(str(exc)) from None
+        if len(statements) != 1:
+            raise QueryError(f"give one statement at a time (got {len(statements)})")
+        kind = statements[0].type
+        if kind not in ALLOWED:
+            raise QueryError(
+                f"{kind.name} statements are refused: queries over annotations are read-only "
+                "(SELECT, WITH … SELECT, EXPLAIN)"
+            )
+        try:
+            return self.con.sql(query, params=params) if params else self.con.sql(query)
+        except duckdb.PermissionException as exc:
+            raise QueryError(
+                f"refused: only the output {self.output} may be read ({exc})"
+            ) from None
+        except duckdb.Error as exc:
+            raise QueryError(str(exc)) from None
+
+    def named(self, name: str, **params: Any) -> duckdb.DuckDBPyRelation:
+        queries = named_queries(self.sql_dir)
+        if name not in queries:
+            raise QueryError(f"no named query {name!r}; known: {', '.join(queries)}")
+        query = queries[name]
+        unknown = set(params) - set(query.params)
+        if unknown:
+            raise QueryError(
+                f"query {name} has no parameter {', '.join(sorted(unknown))}; "
+                f"it takes: {', '.join(query.params) or 'none'}"
+            )
+        values = {k: _coerce(str(params.get(k, v))) for k, v in query.params.items()}
+        return self.sql(query.sql, values or None)
+
+    def arrow(self, query: str, params: dict[str, Any] | None = None) -> pa.Table:
+        return self.sql(query, params).to_arrow_table()
+
+    def close(self) -> None:
+        self.con.close()
