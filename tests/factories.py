@@ -36,3 +36,16 @@ def bundle_with_random_lora(small_dir: Path, dst: Path, seed: int) -> Path:
     meta["version"] = content_version(root, meta)
     (root / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return root
+
+
+def upload_dir(s3_config, local: Path, dest: str) -> None:
+    """Copy a local directory tree to ``dest`` (``bucket/prefix``) on the test S3 server."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(
+        key=s3_config.key,
+        secret=s3_config.secret,
+        client_kwargs={"endpoint_url": s3_config.endpoint_url},
+    )
+    fs.mkdir(dest.split("/")[0])
+    fs.put(str(local) + "/", dest.rstrip("/") + "/", recursive=True)

@@ -15,6 +15,7 @@ from annotator.audio.ingest import IngestError, RecordingDone, Segment, ingest
 from annotator.audio.sources import iter_sources
 from annotator.audio.synth import FORMATS, encode, silence, speak
 from annotator.config import AudioConfig, S3Config
+from tests.factories import upload_dir
 
 SR = 16_000
 LOCAL = S3Config()
@@ -210,20 +211,12 @@ def test_missing_input_is_reported_not_dropped(tmp_path):
 
 
 def test_local_and_s3_give_identical_segments(tmp_path, clip_bytes, s3_server):
-    import s3fs
-
     root = tmp_path / "corpus"
     (root / "sub").mkdir(parents=True)
     (root / "a.wav").write_bytes(clip_bytes[".wav"])
     (root / "sub" / "b.mp3").write_bytes(clip_bytes[".mp3"])
     _tar(root / "c.tar", {"m/one.flac": clip_bytes[".flac"]})
-    fs = s3fs.S3FileSystem(
-        key=s3_server.key,
-        secret=s3_server.secret,
-        client_kwargs={"endpoint_url": s3_server.endpoint_url},
-    )
-    fs.mkdir("corpus")
-    fs.put(str(root) + "/", "corpus/", recursive=True)
+    upload_dir(s3_server, root, "corpus/")
 
     def collect(uris, s3, prefix):
         out = []

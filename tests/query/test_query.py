@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from annotator.cli import main
 from annotator.query import Annotations, QueryError, named_queries
 from annotator.schema import ERRORS, RUNS, SEGMENTS
+from tests.factories import upload_dir
 
 LABELS = ["neutral", "angry", "sad", "happy"]
 UTC = dt.UTC
@@ -240,16 +241,8 @@ def test_writes_attach_install_and_outside_reads_are_refused(ann, output, statem
 
 
 def test_s3_copy_gives_the_same_rows(output, s3_server):
-    import s3fs
-
     root, _ = output
-    fs = s3fs.S3FileSystem(
-        key=s3_server.key,
-        secret=s3_server.secret,
-        client_kwargs={"endpoint_url": s3_server.endpoint_url},
-    )
-    fs.mkdir("annotations")
-    fs.put(str(root) + "/", "annotations/out/", recursive=True)
+    upload_dir(s3_server, root, "annotations/out/")
     remote = Annotations("s3://annotations/out", s3_server)
     local = Annotations(root)
     for name in named_queries():
