@@ -189,6 +189,8 @@ def test_unsure_segments_and_summary_match_pandas(ann, output):
     counts = df.emotion.value_counts()
     for label, n in counts.items():
         assert summary.loc[label, "segments"] == n
+    history = ann.named("run_history").df()
+    assert list(history.segments) == [len(df)] and list(history.errors) == [3]
     errors = ann.named("errors_by_type").df()
     assert errors.iloc[0].error_type == "not_audio" and errors.iloc[0].errors == 2
 
