@@ -114,6 +114,54 @@ def _print_profile(root: Path) -> None:
     Console().print(table)
 
 
+@main.command("annotate")
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--out",
+    "output",
+    default=None,
+    help="Output directory or s3:// prefix (segments/, errors/, runs/, _ledger/).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster: `auto`, `ray://host:10001` or host:port; default a local cluster.",
+)
+@click.option("--force", is_flag=True, help="Reprocess files the ledger already marks done.")
+@CONFIG_OPTION
+def annotate_command(
+    sources: tuple[str, ...],
+    output: str | None,
+    address: str | None,
+    force: bool,
+    config_path: Path | None,
+) -> None:
+    """Transcribe and label the emotions of SOURCES (files, directories, globs, tar/zip, s3://).
+
+    Each file is committed once: rerunning the same command after a crash skips what is done and
+    finishes the rest. Exit status 0 when every input was annotated or quarantined in errors/.
+
+    \b
+      annotator annotate calls/ podcasts.tar --out out/
+      annotator annotate 's3://archive/2026-11-21/*.wav' --out s3://bucket/annotations --address auto
+    """
+    import logging
+
+    from annotator.pipeline.run import Progress, RunError, annotate
+
+    config = _load(config_path, output=output, ray_address=address)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    progress = Progress()
+    try:
+        summary = annotate(config, sources, force=force, on_progress=progress)
+    except RunError as exc:
+        progress.close()
+        raise click.ClickException(str(exc)) from None
+    progress.close()
+    for line in summary.lines():
+        click.echo(line)
+
+
 @main.command("query")
 @click.argument("output")
 @click.argument("sql", required=False)

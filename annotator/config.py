@@ -56,10 +56,12 @@ class StageResources(_Strict):
 class StagesConfig(_Strict):
     """Per-stage resources; the names follow the data flow in docs/architecture."""
 
-    decode: StageResources = StageResources(batch_size=1, concurrency=1, num_cpus=1)
-    asr: StageResources = StageResources(batch_size=8)
-    features: StageResources = StageResources(batch_size=8)
-    label: StageResources = StageResources(batch_size=64)
+    # Defaults fit the small profile on a 2-core machine: the actors reserve 1.5 CPUs together,
+    # leaving room for a decode task. Ray counts these as logical CPUs; threads are set apart.
+    decode: StageResources = StageResources(batch_size=1, concurrency=2, num_cpus=0.5)
+    asr: StageResources = StageResources(batch_size=8, num_cpus=1)
+    features: StageResources = StageResources(batch_size=8, num_cpus=0.25)
+    label: StageResources = StageResources(batch_size=64, num_cpus=0.25)
 
 
 class S3Config(_Strict):
@@ -279,7 +281,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AnnotatorCo
             f"invalid configuration ({source}):\n  profile: must be one of "
             f"{', '.join(PROFILES)} (got {profile!r})  [env {ENV_PREFIX}PROFILE]"
         )
-    data = _deep_merge(PROFILES[profile], data)
+    # The stage defaults go in as data too: an environment override of one field of a stage
+    # (ANNOTATOR_STAGES__ASR__BATCH_SIZE) must keep that stage's other defaults.
+    defaults = {"stages": StagesConfig().model_dump()}
+    data = _deep_merge(_deep_merge(defaults, PROFILES[profile]), data)
     try:
         return AnnotatorConfig(**data)
     except ValidationError as exc:

@@ -38,14 +38,69 @@ def bundle_with_random_lora(small_dir: Path, dst: Path, seed: int) -> Path:
     return root
 
 
-def upload_dir(s3_config, local: Path, dest: str) -> None:
-    """Copy a local directory tree to ``dest`` (``bucket/prefix``) on the test S3 server."""
+def _test_s3(s3_config):
     import s3fs
 
-    fs = s3fs.S3FileSystem(
+    return s3fs.S3FileSystem(
         key=s3_config.key,
         secret=s3_config.secret,
         client_kwargs={"endpoint_url": s3_config.endpoint_url},
     )
+
+
+def make_bucket(s3_config, name: str) -> None:
+    """Create a bucket on the test S3 server (us-east-1: no location constraint)."""
+    _test_s3(s3_config).mkdir(name)
+
+
+def upload_dir(s3_config, local: Path, dest: str) -> None:
+    """Copy a local directory tree to ``dest`` (``bucket/prefix``) on the test S3 server."""
+    fs = _test_s3(s3_config)
     fs.mkdir(dest.split("/")[0])
     fs.put(str(local) + "/", dest.rstrip("/") + "/", recursive=True)
+
+
+# Sentences Whisper tiny.en gets (nearly) word for word from espeak-ng.
+SENTENCES = [
+    "the weather is lovely today and I feel great",
+    "I cannot believe you did that to me again",
+    "please send the invoice by friday morning",
+    "we will meet at the station at noon",
+    "the train was late and everybody was angry",
+    "thank you for calling how can I help you",
+    "my order never arrived and nobody answered",
+]
+
+
+def speech_corpus(root: Path) -> dict[tuple[str, str], str]:
+    """A small archive to annotate: loose files in three formats, a tar archive of two calls, and
+    one file that is not audio. Returns {(source_uri, member): spoken text} of the good ones."""
+    import tarfile
+
+    import numpy as np
+
+    from annotator.audio.synth import encode, silence, speak
+
+    root.mkdir(parents=True, exist_ok=True)
+    spoken: dict[tuple[str, str], str] = {}
+    ep1 = np.concatenate([speak(SENTENCES[0]), silence(1.5), speak(SENTENCES[1], voice="en-gb")])
+    encode(ep1, root / "loose" / "ep1.wav")
+    spoken[(str(root / "loose" / "ep1.wav"), "")] = f"{SENTENCES[0]} {SENTENCES[1]}"
+    encode(speak(SENTENCES[2]), root / "loose" / "ep2.mp3")
+    spoken[(str(root / "loose" / "ep2.mp3"), "")] = SENTENCES[2]
+    encode(speak(SENTENCES[3], voice="en-us+f3"), root / "loose" / "ep3.flac")
+    spoken[(str(root / "loose" / "ep3.flac"), "")] = SENTENCES[3]
+    (root / "loose" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00not really audio" * 16)
+    staging = root / "staging"
+    call1 = np.concatenate([speak(SENTENCES[4]), silence(1.5), speak(SENTENCES[5])])
+    encode(call1, staging / "c1.wav")
+    encode(speak(SENTENCES[6], voice="en-gb"), staging / "c2.ogg")
+    with tarfile.open(root / "calls.tar", "w") as tar:
+        for name in ("c1.wav", "c2.ogg"):
+            tar.add(staging / name, arcname=f"calls/{name}")
+    spoken[(str(root / "calls.tar"), "calls/c1.wav")] = f"{SENTENCES[4]} {SENTENCES[5]}"
+    spoken[(str(root / "calls.tar"), "calls/c2.ogg")] = SENTENCES[6]
+    for name in ("c1.wav", "c2.ogg"):
+        (staging / name).unlink()
+    staging.rmdir()
+    return spoken

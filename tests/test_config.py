@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from annotator.config import ConfigError, load_config
+from annotator.config import ConfigError, StagesConfig, load_config
 
 
 def test_yaml_then_env_override(tmp_path, monkeypatch):
@@ -68,3 +68,10 @@ def test_unreadable_and_non_mapping_files(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(path)
+
+
+def test_env_override_of_one_stage_field_keeps_the_others(monkeypatch):
+    monkeypatch.setenv("ANNOTATOR_STAGES__FEATURES__BATCH_SIZE", "1")
+    config = load_config()
+    assert config.stages.features.batch_size == 1
+    assert config.stages.features.num_cpus == StagesConfig().features.num_cpus == 0.25

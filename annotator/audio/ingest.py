@@ -3,7 +3,7 @@ typed errors. Bad input never raises out of here; it becomes an :class:`IngestEr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -55,6 +55,17 @@ class RecordingDone:
 
 
 @dataclass
+class FileDone:
+    """Emitted after everything one file or archive member produced (or after a source-level
+    error, with ``member == ""``): the unit the pipeline commits. ``call_id`` names it."""
+
+    source_uri: str
+    member: str
+    call_id: str
+    skipped: bool = False
+
+
+@dataclass
 class IngestError:
     source_uri: str
     member: str
@@ -63,34 +74,65 @@ class IngestError:
     message: str
 
 
-Item = Segment | RecordingDone | IngestError
+Item = Segment | RecordingDone | IngestError | FileDone
 
 
-def ingest(uri: str, audio: AudioConfig, s3: S3Config) -> Iterator[Item]:
-    """Everything one input URI holds, as segments, per-recording summaries and errors."""
+def ingest(
+    uri: str, audio: AudioConfig, s3: S3Config, skip: Callable[[str], bool] | None = None
+) -> Iterator[Item]:
+    """Everything one input URI holds, as segments, per-recording summaries and errors.
+
+    Every file (or archive member) ends with a :class:`FileDone`. ``skip(call_id)`` true means the
+    file is already done: it is not decoded, and its FileDone says ``skipped``. Errors about the
+    source or archive as a whole (``member == ""``) come last, followed by their own FileDone.
+    """
+
+    def done(member: str, skipped: bool = False) -> FileDone:
+        return FileDone(uri, member, recording_id(uri, member, None), skipped)
+
+    def skipped(member: str) -> bool:
+        return skip is not None and skip(recording_id(uri, member, None))
+
     try:
         fs, path = filesystem(uri, s3)
+        archive = is_archive(path)
+        if not archive and skipped(""):
+            yield done("", skipped=True)
+            return
         if not fs.exists(path):
             yield IngestError(uri, "", "source", "not_found", "no such file or object")
+            yield done("")
             return
         size = fs.size(path)
         handle_cm = fs.open(path, "rb")
     except Exception as exc:  # a source that cannot even be opened: credentials, network, perms
         yield IngestError(uri, "", "source", "unreadable", f"{type(exc).__name__}: {exc}")
+        yield done("")
         return
     with handle_cm as handle:
         if size == 0:
             yield IngestError(uri, "", "decode", "empty_file", "zero bytes")
-        elif is_archive(path):
+            yield done("")
+        elif archive:
+            archive_errors: list[IngestError] = []
             for member in iter_members(handle, uri, audio):
                 if isinstance(member, AudioError):
-                    yield IngestError(uri, "", member.stage, member.error_type, member.message)
+                    archive_errors.append(
+                        IngestError(uri, "", member.stage, member.error_type, member.message)
+                    )
+                elif skipped(member.name):
+                    yield done(member.name, skipped=True)
                 elif member.size == 0:
                     yield IngestError(uri, member.name, "decode", "empty_file", "zero bytes")
+                    yield done(member.name)
                 else:
                     yield from _recordings(uri, member.name, member.file, audio)
+                    yield done(member.name)
+            yield from archive_errors
+            yield done("")
         else:
             yield from _recordings(uri, "", handle, audio)
+            yield done("")
 
 
 def _recordings(uri: str, member: str, handle: IO[bytes], audio: AudioConfig) -> Iterator[Item]:

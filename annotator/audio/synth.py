@@ -77,6 +77,7 @@ def encode(audio: np.ndarray, path: str | Path, sample_rate: int = SAMPLE_RATE) 
     if ending is None:
         raise ValueError(f"no encoder for {path.name}; known endings: {', '.join(FORMATS)}")
     spec = FORMATS[ending]
+    path.parent.mkdir(parents=True, exist_ok=True)
     if spec.get("tool") == "sox":
         import tempfile
 

@@ -1,0 +1,207 @@
+"""The annotate job end to end on a real Ray local cluster, Whisper tiny.en and vLLM on the CPU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from annotator.config import load_config
+from annotator.pipeline.ledger import Ledger, Output
+from annotator.pipeline.run import annotate
+from annotator.schema import ERRORS, RUNS, SEGMENTS
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    from tests.factories import speech_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    return root, speech_corpus(root)
+
+
+def _config(out, small_home, **extra):
+    return load_config(None, output=str(out), models={"home": str(small_home)}, **extra)
+
+
+def _table(out: Path, name: str):
+    files = sorted(out.glob(f"{name}/**/*.parquet"))
+    return files, (pq.ParquetDataset(files).read() if files else None)
+
+
+def _rows(table) -> dict[str, dict]:
+    """segment_id → what must not change between equivalent runs."""
+    return {
+        r["segment_id"]: {
+            "text": r["text"],
+            "start_s": round(r["start_s"], 3),
+            "emotion": r["emotion"],
+            "probs": [p["prob"] for p in r["emotion_probs"]],
+        }
+        for r in table.to_pylist()
+    }
+
+
+def _same_rows(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert a[key]["text"] == b[key]["text"], key
+        assert a[key]["start_s"] == b[key]["start_s"], key
+        np.testing.assert_allclose(a[key]["probs"], b[key]["probs"], atol=1e-4)
+
+
+@pytest.fixture(scope="session")
+def baseline(corpus, small_home, ray_local, tmp_path_factory):
+    """One uninterrupted run over the corpus: the reference the other runs are compared with."""
+    root, _ = corpus
+    out = tmp_path_factory.mktemp("baseline") / "out"
+    summary = annotate(_config(out, small_home), [str(root)])
+    return out, summary
+
+
+def test_end_to_end_output(corpus, baseline):
+    from annotator.models.asr import word_error_rate
+
+    _, spoken = corpus
+    out, summary = baseline
+    files, segments = _table(out, "segments")
+    for path in files:  # every file carries exactly the documented schema
+        assert pq.read_schema(path).remove_metadata() == SEGMENTS
+    assert set(segments["segment_id"].to_pylist()) == {
+        f"{r}-{i:06d}"
+        for r, i in zip(
+            segments["recording_id"].to_pylist(), segments["segment_index"].to_pylist(), strict=True
+        )
+    }
+    assert len(set(segments["segment_id"].to_pylist())) == segments.num_rows
+    rows = segments.to_pylist()
+    labels = ["neutral", "angry", "sad", "happy"]
+    for row in rows:
+        probs = {p["label"]: p["prob"] for p in row["emotion_probs"]}
+        assert list(probs) == labels
+        assert abs(sum(probs.values()) - 1) < 1e-4
+        assert row["emotion"] == max(probs, key=probs.get)
+        assert row["emotion_confidence"] == pytest.approx(probs[row["emotion"]])
+        assert row["bundle_version"] == segments["bundle_version"][0].as_py() != ""
+        assert row["words"] and row["start_s"] <= row["words"][0]["start"] + 0.5
+        assert row["end_s"] > row["start_s"]
+        assert row["language"] == "en" and row["run_id"] == summary.run_id
+    # Transcripts: WER over the corpus (the figure quoted in the closing note is printed here).
+    refs, hyps = [], []
+    for (uri, member), text in sorted(spoken.items()):
+        mine = sorted(
+            (r for r in rows if r["source_uri"] == uri and r["member"] == member),
+            key=lambda r: r["start_s"],
+        )
+        assert mine, (uri, member)
+        refs.append(text)
+        hyps.append(" ".join(r["text"] for r in mine))
+    wer = word_error_rate(refs, hyps)
+    print(f"corpus WER {wer:.3f} over {len(refs)} recordings")
+    assert wer < 0.2, list(zip(refs, hyps, strict=True))
+    # The bad file is one error row, nothing else failed.
+    _, errors = _table(out, "errors")
+    assert errors.schema.remove_metadata() == ERRORS
+    (error,) = errors.to_pylist()
+    assert error["source_uri"].endswith("broken.wav") and error["stage"] == "decode"
+    assert summary.counts.errors == 1 and summary.counts.segments == segments.num_rows
+    assert summary.counts.files == len(spoken) + 1
+    # The run row, and the ledger holds one marker per committed file.
+    _, runs = _table(out, "runs")
+    assert runs.schema.remove_metadata() == RUNS
+    (run,) = runs.to_pylist()
+    assert run["segments"] == segments.num_rows and run["errors"] == 1
+    assert run["audio_hours"] == pytest.approx(summary.audio_hours) and run["audio_hours"] > 0
+    assert len(Ledger(Output(str(out), load_config().s3)).done()) == len(spoken) + 1
+
+
+def test_rerun_skips_committed_files_and_force_redoes_them(corpus, baseline, small_home, tmp_path):
+    import shutil
+
+    root, spoken = corpus
+    out, _ = baseline
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    before = _rows(_table(copy, "segments")[1])
+    again = annotate(_config(copy, small_home), [str(root)])
+    assert again.counts.files == 0 and again.counts.skipped == len(spoken) + 1
+    assert _rows(_table(copy, "segments")[1]) == before
+    forced = annotate(_config(copy, small_home), [str(root)], force=True)
+    assert forced.counts.files == len(spoken) + 1
+    _, table = _table(copy, "segments")
+    _same_rows(_rows(table), before)  # rewritten in place: no duplicates
+    assert set(table["run_id"].to_pylist()) == {forced.run_id}
+
+
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_rows(
+    corpus, baseline, small_home, tmp_path
+):
+    root, _ = corpus
+    out = tmp_path / "out"
+    # Batches of one row, so files finish one after another and the kill lands mid-run.
+    env = dict(
+        os.environ,
+        ANNOTATOR_MODELS__HOME=str(small_home),
+        ANNOTATOR_STAGES__ASR__BATCH_SIZE="1",
+        ANNOTATOR_STAGES__FEATURES__BATCH_SIZE="1",
+        ANNOTATOR_STAGES__LABEL__BATCH_SIZE="1",
+    )
+    # Its own local Ray cluster, as on a laptop: killing the process group kills all of it.
+    cmd = [sys.executable, "-m", "annotator.cli", "annotate", str(root), "--out", str(out)]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    ledger = Ledger(Output(str(out), load_config().s3))
+    deadline = time.monotonic() + 300
+    # Kill as soon as the first file is committed: the others are in flight in the stages.
+    while not ledger.done() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    committed = ledger.done()
+    baseline_rows = _rows(_table(baseline[0], "segments")[1])
+    assert len(committed) > 0 and len(_rows(_table(out, "segments")[1])) < len(baseline_rows)
+    # Also a crash between a file's Parquet and its marker: the rows are there, the marker not.
+    segment_files = sorted(out.glob("segments/**/*.parquet"))
+    victim = segment_files[0].stem
+    (out / "_ledger" / victim[:2] / f"{victim}.json").unlink()
+    (segment_files[0].parent / f"{victim}.parquet.tmp-deadbeef").write_bytes(b"half a file")
+
+    summary = annotate(_config(out, small_home), [str(root)])
+    assert summary.counts.skipped == len(committed) - 1
+    _same_rows(_rows(_table(out, "segments")[1]), baseline_rows)
+    _, errors = _table(out, "errors")
+    assert errors.num_rows == 1
+    assert not list(out.rglob("*.tmp-*"))
+
+
+def test_s3_output_equals_local_output(corpus, baseline, small_home, s3_server):
+    from annotator.query import Annotations
+    from tests.factories import make_bucket
+
+    root, _ = corpus
+    make_bucket(s3_server, "annotations")
+    config = _config(
+        "s3://annotations/nightly", small_home, s3=s3_server.model_dump(exclude_none=True)
+    )
+    summary = annotate(config, [str(root)])
+    ann = Annotations("s3://annotations/nightly", s3_server)
+    s3_rows = _rows(ann.arrow("SELECT * FROM segments"))
+    _same_rows(s3_rows, _rows(_table(baseline[0], "segments")[1]))
+    assert ann.sql("SELECT count(*) FROM errors").fetchall()[0][0] == 1
+    assert ann.sql("SELECT run_id FROM runs").fetchall() == [(summary.run_id,)]
+    assert len(Ledger(Output("s3://annotations/nightly", s3_server)).done()) == summary.counts.files
