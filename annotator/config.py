@@ -126,7 +126,7 @@ class ASRConfig(_Strict):
         device: ``cpu``, ``cuda`` or ``auto``.
         beam_size: beam width of the decoder.
         language: force a language, or None to detect it.
-        cpu_threads: CTranslate2 threads per actor (0 = its default).
+        cpu_threads: CTranslate2 threads per actor (0 = CTranslate2's default).
     """
 
     model: str = "small:whisper"

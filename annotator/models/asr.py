@@ -36,6 +36,14 @@ class Transcript:
     words: list[Word] = field(default_factory=list)
 
 
+def cpu_threads(options: ASRConfig) -> int:
+    """CTranslate2 threads: the configured number, else 0 (CTranslate2's own default).
+
+    On 2 cores, giving the ASR actor both cores did not make the e2e benchmark faster: the
+    emotion stages share the same cores."""
+    return options.cpu_threads
+
+
 class Transcriber:
     """One faster-whisper model, loaded once; ``__call__`` transcribes a batch of segments."""
 
@@ -46,7 +54,7 @@ class Transcriber:
             model_path,
             device=options.device,
             compute_type=options.compute_type,
-            cpu_threads=options.cpu_threads,
+            cpu_threads=cpu_threads(options),
         )
         self.pipeline = BatchedInferencePipeline(self.model)
         self.options = options
