@@ -162,6 +162,124 @@ def annotate_command(
         click.echo(line)
 
 
+@main.group()
+def train() -> None:
+    """Retrain the emotion model in two stages on Ray Train (EmoQ §2.2–2.4)."""
+
+
+@train.command("manifest")
+@click.argument("kind", type=click.Choice(["synthetic", "iemocap", "meld", "annotations"]))
+@click.argument("source")
+@click.option("--out", "dest", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--classes", type=click.Choice(["4", "7"]), default="7", help="MELD label set.")
+@click.option("--test-session", type=int, default=5, show_default=True, help="IEMOCAP fold.")
+@click.option(
+    "--where",
+    default="emotion_confidence < 0.5",
+    show_default=True,
+    help="annotations: SQL condition on the segments view.",
+)
+@click.option(
+    "--labels",
+    "human_labels",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="annotations: CSV segment_id,label of human labels.",
+)
+@CONFIG_OPTION
+def train_manifest(
+    kind: str,
+    source: str,
+    dest: Path,
+    classes: str,
+    test_session: int,
+    where: str,
+    human_labels: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Write a training manifest (JSON Lines) from SOURCE.
+
+    \b
+      synthetic DIR     speak a synthetic 4-emotion corpus with espeak-ng into DIR
+      iemocap ROOT      IEMOCAP release layout, 4 classes, leave-one-session-out
+      meld ROOT         MELD official splits, --classes 4|7
+      annotations OUT   segments of an annotator output matching --where (+ --labels)
+    """
+    from training import data
+
+    config = _load(config_path)
+    try:
+        if kind == "synthetic":
+            made = data.read_manifest(data.synthetic_corpus(Path(source)))
+        elif kind == "iemocap":
+            made = data.iemocap_manifest(Path(source), test_session)
+        elif kind == "meld":
+            made = data.meld_manifest(Path(source), int(classes))
+        else:
+            made = data.from_annotations(source, where, human_labels, config.s3)
+    except data.ManifestError as exc:
+        raise click.ClickException(str(exc)) from None
+    data.write_manifest(made, dest)
+    splits = {s: sum(e.split == s for e in made) for s in sorted({e.split for e in made})}
+    click.echo(f"{dest}: {len(made)} examples {splits}")
+
+
+@train.command("stage1")
+@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", default="stage1", show_default=True, help="Run name under train.storage.")
+@CONFIG_OPTION
+def train_stage1_command(manifest: Path, dest: Path, name: str, config_path: Path | None) -> None:
+    """Stage 1: EmoQ-Former + auxiliary head with MAL; writes the EmoQ-Former to --out."""
+    from training.stage1 import train_stage1
+
+    out = train_stage1(_load(config_path), manifest, dest, name=name)
+    click.echo(f"stage-1 EmoQ-Former written to {out}")
+
+
+@train.command("stage2")
+@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--stage1", "stage1_dir", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", default="stage2", show_default=True, help="Run name under train.storage.")
+@CONFIG_OPTION
+def train_stage2_command(
+    manifest: Path, stage1_dir: Path, dest: Path, name: str, config_path: Path | None
+) -> None:
+    """Stage 2: EmoQ-Former + projector + LoRA with the weighted LM loss; exports a bundle."""
+    from training.export import export_bundle
+    from training.stage2 import train_stage2
+
+    config = _load(config_path)
+    checkpoint = train_stage2(config, manifest, stage1_dir, name=name)
+    bundle = export_bundle(config, stage1_dir, checkpoint, dest, extra={"manifest": str(manifest)})
+    click.echo(f"bundle {bundle.version} written to {bundle.root}")
+
+
+@main.command("eval")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--split", default="test", show_default=True, help="Which split to score.")
+@click.option("--out", "dest", type=click.Path(file_okay=False, path_type=Path), default=None)
+@CONFIG_OPTION
+def eval_command(
+    bundle: Path, manifest: Path, split: str, dest: Path | None, config_path: Path | None
+) -> None:
+    """Score BUNDLE on a manifest split as it is served (vLLM): WA, UA, WF1, confusion matrix."""
+    from training.data import read_manifest
+    from training.evaluate import evaluate
+
+    config = _load(config_path)
+    examples = [e for e in read_manifest(manifest) if e.split == split]
+    if not examples:
+        raise click.ClickException(f"{manifest} has no {split!r} examples")
+    result = evaluate(config, bundle, examples, dest)
+    click.echo(
+        f"{len(examples)} examples: WA {result['wa']:.3f} · UA {result['ua']:.3f} · "
+        f"WF1 {result['wf1']:.3f}" + (f" · written to {dest}" if dest else "")
+    )
+
+
 @main.command("query")
 @click.argument("output")
 @click.argument("sql", required=False)

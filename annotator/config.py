@@ -163,6 +163,44 @@ class ModelsConfig(_Strict):
     asr: ASRConfig = Field(default_factory=ASRConfig)
 
 
+class TrainConfig(_Strict):
+    """Two-stage retraining (EmoQ §2.2–2.4) on Ray Train.
+
+    Attributes:
+        storage: where checkpoints go (local path or s3:// URI); a stopped run resumes from there.
+        num_workers / use_gpu / cpus_per_worker: the Ray Train worker group.
+        batch_size: examples per worker step (the paper: 8).
+        epochs_stage1 / epochs_stage2, lr_stage1 / lr_stage2: AdamW schedules.
+        temperature / gamma / mal_lambda: SupCon τ, focal γ, MAL's λ.
+        emotion_token_weight: weight of emotion-word tokens in the stage-2 LM loss (Eq. 7).
+        lora_rank / lora_dropout: the adapter of stage 2.
+        num_queries: EmoQ-Former query vectors.
+        label_set: which labels (see annotator/schema.py).
+        transcripts: ``corpus`` (the manifest's text) or ``asr`` (our Whisper) for training/eval.
+        seed: everything random is seeded from it.
+    """
+
+    storage: str | None = None
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(0.5, gt=0)
+    batch_size: int = Field(8, ge=2)
+    epochs_stage1: int = Field(10, ge=1)
+    epochs_stage2: int = Field(12, ge=1)
+    lr_stage1: float = Field(2e-4, gt=0)
+    lr_stage2: float = Field(3e-3, gt=0)
+    temperature: float = Field(0.07, gt=0)
+    gamma: float = Field(2.0, ge=0)
+    mal_lambda: float = Field(1.0, ge=0)
+    emotion_token_weight: float = Field(5.0, gt=0)
+    lora_rank: int = Field(8, ge=1)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    num_queries: int = Field(16, ge=1)
+    label_set: str = "iemocap4"
+    transcripts: Literal["corpus", "asr"] = "corpus"
+    seed: int = 0
+
+
 class AnnotatorConfig(BaseSettings):
     """The whole system's configuration.
 
@@ -183,6 +221,7 @@ class AnnotatorConfig(BaseSettings):
     s3: S3Config = Field(default_factory=S3Config)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     @field_validator("output")
     @classmethod
@@ -283,7 +322,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AnnotatorCo
         )
     # The stage defaults go in as data too: an environment override of one field of a stage
     # (ANNOTATOR_STAGES__ASR__BATCH_SIZE) must keep that stage's other defaults.
-    defaults = {"stages": StagesConfig().model_dump()}
+    defaults = {"stages": StagesConfig().model_dump(), "train": TrainConfig().model_dump()}
     data = _deep_merge(_deep_merge(defaults, PROFILES[profile]), data)
     try:
         return AnnotatorConfig(**data)

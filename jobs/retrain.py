@@ -1,0 +1,52 @@
+"""Ray job entrypoint: both training stages and the export, then an evaluation.
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \
+        python -m jobs.retrain --manifest data/iemocap-fold5.jsonl --out bundles/emoq-2026-11 \
+        --config cluster/paper.yaml
+
+Checkpoints go to ``train.storage`` (local or s3://); resubmitting the same job resumes the
+stopped stage from its newest checkpoint. ``RAY_ADDRESS`` (set by Ray jobs) names the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from annotator.config import load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Two-stage EmoQ retraining on Ray Train.")
+    parser.add_argument("--manifest", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="bundle directory to write")
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--name", default="retrain", help="run name prefix under train.storage")
+    args = parser.parse_args(argv)
+
+    from training.data import read_manifest
+    from training.evaluate import evaluate
+    from training.export import export_bundle
+    from training.stage1 import train_stage1
+    from training.stage2 import train_stage2
+
+    config = load_config(args.config)
+    stage1 = train_stage1(
+        config, args.manifest, args.out.with_name(args.out.name + "-stage1"), f"{args.name}-stage1"
+    )
+    checkpoint = train_stage2(config, args.manifest, stage1, f"{args.name}-stage2")
+    bundle = export_bundle(config, stage1, checkpoint, args.out, {"manifest": str(args.manifest)})
+    print(f"bundle {bundle.version} written to {bundle.root}", flush=True)
+    held_out = [e for e in read_manifest(args.manifest) if e.split == "test"]
+    if held_out:
+        result = evaluate(
+            config, bundle.root, held_out, args.out.with_name(args.out.name + "-eval")
+        )
+        print(json.dumps({k: result[k] for k in ("examples", "wa", "ua", "wf1")}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Two-stage retraining on Ray Train (2 CPU workers) over the synthetic espeak-ng corpus, the
+exported bundle evaluated as served (vLLM), and through the annotate pipeline."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annotator.config import load_config
+from training.data import read_manifest
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="session")
+def synth_manifest(tmp_path_factory) -> Path:
+    from training.data import synthetic_corpus
+
+    return synthetic_corpus(tmp_path_factory.mktemp("synth"))
+
+
+def _config(small_home, storage, **train):
+    return load_config(
+        None,
+        models={"home": str(small_home)},
+        train={"storage": str(storage), "epochs_stage1": 10, "epochs_stage2": 12, **train},
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(synth_manifest, small_home, ray_local, tmp_path_factory):
+    from training.export import export_bundle
+    from training.stage1 import train_stage1
+    from training.stage2 import train_stage2
+
+    work = tmp_path_factory.mktemp("retrain")
+    config = _config(small_home, work / "checkpoints")
+    t0 = time.perf_counter()
+    stage1 = train_stage1(config, synth_manifest, work / "stage1")
+    t1 = time.perf_counter()
+    checkpoint = train_stage2(config, synth_manifest, stage1)
+    t2 = time.perf_counter()
+    bundle = export_bundle(config, stage1, checkpoint, work / "bundle")
+    print(f"training wall time: stage 1 {t1 - t0:.0f} s, stage 2 {t2 - t1:.0f} s")
+    return config, bundle
+
+
+@pytest.fixture(scope="session")
+def trained_labeler(trained, small_dir):
+    from annotator.models.labeler.vllm import VLLMLabeler
+
+    _, bundle = trained
+    labeler = VLLMLabeler(small_dir / "llm", bundle.emotion_token_ids, bundle.lora_dir)
+    yield labeler
+    labeler.close()
+
+
+def test_trained_bundle_recognises_held_out_voices(
+    trained, trained_labeler, synth_manifest, tmp_path
+):
+    from training.evaluate import evaluate
+
+    config, bundle = trained
+    held_out = [e for e in read_manifest(synth_manifest) if e.split == "test"]
+    train_voices = {e.speaker for e in read_manifest(synth_manifest) if e.split == "train"}
+    assert not train_voices & {e.speaker for e in held_out}  # speaker-independent split
+    result = evaluate(config, bundle.root, held_out, tmp_path / "eval", trained_labeler)
+    print(f"trained: UA {result['ua']:.3f} WA {result['wa']:.3f} WF1 {result['wf1']:.3f}")
+    assert result["ua"] >= 0.9
+    written = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert written["ua"] == result["ua"] and (tmp_path / "eval" / "confusion.png").is_file()
+    assert np.allclose(np.asarray(result["posteriors"]).sum(axis=1), 1, atol=1e-4)
+
+
+def test_untrained_bundle_stays_near_chance(trained, trained_labeler, small_dir, synth_manifest):
+    from training.evaluate import evaluate
+
+    config, _ = trained
+
+    class BaseLLM:  # the untrained bundle's LoRA is zero: serving it is serving the base LLM
+        def posteriors(self, embeds):
+            return trained_labeler.posteriors(embeds, with_lora=False)
+
+    held_out = [e for e in read_manifest(synth_manifest) if e.split == "test"]
+    result = evaluate(config, small_dir / "bundle", held_out, None, BaseLLM())
+    print(f"untrained: UA {result['ua']:.3f}")
+    assert result["ua"] <= 0.5
+
+
+def test_exported_bundle_annotates_with_the_eval_posteriors(
+    trained, trained_labeler, synth_manifest, tmp_path
+):
+    from annotator.pipeline.run import annotate
+    from training.data import from_annotations
+    from training.evaluate import posteriors
+
+    config, bundle = trained
+    files = [e.audio_uri for e in read_manifest(synth_manifest) if e.split == "test"][::4]
+    out = tmp_path / "out"
+    run_config = config.model_copy(
+        update={
+            "output": str(out),
+            "models": config.models.model_copy(update={"bundle": str(bundle.root)}),
+        }
+    )
+    summary = annotate(run_config, files)
+    assert summary.counts.errors == 0
+    segments = from_annotations(str(out), where="true")
+    assert segments and all(ex.start_s is not None for ex in segments)
+    probs, _ = posteriors(config, bundle.root, segments, trained_labeler)
+    from annotator.query import Annotations
+
+    rows = Annotations(str(out)).sql("SELECT emotion_probs FROM segments ORDER BY segment_id")
+    served = np.array([[p["prob"] for p in row[0]] for row in rows.fetchall()])
+    np.testing.assert_allclose(served, probs, atol=1e-4)
+
+
+def test_stopped_stage2_resumes_from_its_checkpoint(trained, synth_manifest, small_home, tmp_path):
+    from training.common import latest_checkpoint
+    from training.stage2 import train_stage2
+
+    config = _config(small_home, tmp_path / "checkpoints", epochs_stage2=3)
+    stage1 = Path(trained[1].root).parent / "stage1"
+    train_stage2(config, synth_manifest, stage1, name="resume", stop_after_epochs=1)
+    stopped = json.loads(
+        Path(
+            latest_checkpoint(str(tmp_path / "checkpoints"), "resume"), "progress.json"
+        ).read_text()
+    )
+    assert stopped["epoch"] == 0
+    final = train_stage2(config, synth_manifest, stage1, name="resume")
+    assert json.loads(Path(final, "progress.json").read_text())["epoch"] == 2
+    epochs = sorted(
+        json.loads(p.read_text())["epoch"]
+        for p in (tmp_path / "checkpoints" / "resume").glob("checkpoint_*/progress.json")
+    )
+    assert epochs == [0, 1, 2]  # epoch 0 was not trained again

@@ -1,0 +1,199 @@
+"""What both training stages share: features, batches, checkpoints and the Ray Train launch.
+
+Checkpoints hold weights as safetensors and the optimizer state as a tensors-only torch file
+(loaded with ``weights_only=True``): nothing in them can run code when read back.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from annotator.config import AnnotatorConfig
+from training.data import Example, load_audio
+
+
+def model_path(name: str, config: AnnotatorConfig) -> str:
+    from annotator.models.profiles import resolve_model
+
+    return resolve_model(name, config.models.home)
+
+
+@dataclass
+class Item:
+    frames: torch.Tensor  # (frames, audio_dim) HuBERT features, frozen
+    text: str
+    label: int
+
+
+def featurize(
+    examples: Sequence[Example], labels: Sequence[str], config: AnnotatorConfig
+) -> list[Item]:
+    """Decode each example and run the frozen HuBERT once; transcripts from the corpus or ASR."""
+    from annotator.models.hubert import HubertFeatures
+
+    hubert = HubertFeatures(model_path(config.models.hubert, config), config.models.hubert_layer)
+    audios = [load_audio(ex, config.s3) for ex in examples]
+    texts = [ex.transcript for ex in examples]
+    if config.train.transcripts == "asr":
+        from annotator.models.asr import Transcriber
+
+        asr = Transcriber(model_path(config.models.asr.model, config), config.models.asr)
+        texts = [t.text for t in asr(audios)]
+    items = []
+    for start in range(0, len(audios), 8):
+        frames, mask = hubert(audios[start : start + 8])
+        for k in range(frames.shape[0]):
+            ex = examples[start + k]
+            items.append(Item(frames[k][mask[k]].clone(), texts[start + k], labels.index(ex.label)))
+    return items
+
+
+def pad_frames(items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(i.frames.shape[0] for i in items)
+    dim = items[0].frames.shape[1]
+    frames = torch.zeros(len(items), longest, dim)
+    mask = torch.zeros(len(items), longest, dtype=torch.bool)
+    for k, item in enumerate(items):
+        frames[k, : item.frames.shape[0]] = item.frames
+        mask[k, : item.frames.shape[0]] = True
+    return frames, mask
+
+
+def batches(items: Sequence[Any], size: int, seed: int) -> list[list[Any]]:
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [[items[i] for i in order[s : s + size]] for s in range(0, len(order), size)]
+
+
+def shard(items: Sequence[Any]) -> list[Any]:
+    """This worker's share (every world_size-th item)."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    return list(items[ctx.get_world_rank() :: ctx.get_world_size()])
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in names}
+
+
+def save_checkpoint(model, optimizer, epoch: int, metrics: dict[str, float]) -> None:
+    """Report this epoch to Ray Train; rank 0 attaches the checkpoint."""
+    import ray.train
+    from safetensors.torch import save_file
+
+    module = getattr(model, "module", model)  # DDP wraps the model
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if ray.train.get_context().get_world_rank() == 0:
+            save_file(trainable_state(module), f"{tmp}/state.safetensors")
+            torch.save(optimizer.state_dict(), f"{tmp}/optimizer.pt")
+            Path(tmp, "progress.json").write_text(json.dumps({"epoch": epoch, **metrics}))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report({"epoch": epoch, **metrics}, checkpoint=checkpoint)
+
+
+def load_checkpoint(model, optimizer, resume_from: str | None) -> int:
+    """Restore the latest checkpoint (Ray Train's, or ``resume_from``); returns the next epoch."""
+    import ray.train
+    from safetensors.torch import load_file
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and resume_from:
+        checkpoint = ray.train.Checkpoint(resume_from)
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as directory:
+        module = getattr(model, "module", model)
+        missing = module.load_state_dict(
+            load_file(f"{directory}/state.safetensors"), strict=False
+        ).unexpected_keys
+        if missing:
+            raise RuntimeError(f"checkpoint does not fit the model: {missing[:3]}")
+        optimizer.load_state_dict(torch.load(f"{directory}/optimizer.pt", weights_only=True))
+        return json.loads(Path(directory, "progress.json").read_text())["epoch"] + 1
+
+
+def latest_checkpoint(storage: str, name: str) -> str | None:
+    """The newest ``checkpoint_*`` directory of run ``name`` under a local ``storage``."""
+    run = Path(storage) / name
+    if not run.is_dir():
+        return None
+    found = sorted(run.glob("checkpoint_*"), key=lambda p: p.stat().st_mtime)
+    found = [p for p in found if (p / "progress.json").is_file()]
+    return str(found[-1]) if found else None
+
+
+def checkpoint_state(checkpoint_dir: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(f"{checkpoint_dir}/state.safetensors")
+
+
+def run_trainer(
+    loop: Callable[[dict], None],
+    loop_config: dict[str, Any],
+    name: str,
+    config: AnnotatorConfig,
+) -> str:
+    """Run ``loop`` on a Ray Train worker group; returns the final checkpoint's local path.
+
+    A run stopped part-way resumes from its newest checkpoint when started again with the same
+    ``storage`` and ``name``."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from annotator.pipeline.run import connect
+
+    train = config.train
+    storage = train.storage or str(Path(config.models.home) / "train")
+    if not storage.startswith("s3://"):
+        storage = str(Path(storage).resolve())
+    connect(config)
+    resume = latest_checkpoint(storage, name) if not storage.startswith("s3://") else None
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={**loop_config, "resume_from": resume},
+        scaling_config=ScalingConfig(
+            num_workers=train.num_workers,
+            use_gpu=train.use_gpu,
+            resources_per_worker={"CPU": train.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=name, storage_path=storage.removeprefix("s3://"), **_storage_fs(storage, config)
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {name} produced no checkpoint: {result.error}")
+    return result.checkpoint.to_directory()
+
+
+def _storage_fs(storage: str, config: AnnotatorConfig) -> dict[str, Any]:
+    if not storage.startswith("s3://"):
+        return {}
+    import pyarrow.fs
+
+    from annotator.audio.sources import filesystem
+
+    fs, _ = filesystem(storage, config.s3)
+    return {"storage_filesystem": pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))}
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,291 @@
+"""Training data: one manifest format, readers for IEMOCAP, MELD and annotator output, and a
+synthetic espeak-ng corpus.
+
+A manifest is JSON Lines, one utterance per line::
+
+    {"audio_uri": "...", "start_s": 1.2, "end_s": 4.0, "transcript": "...", "label": "angry",
+     "speaker": "Ses01F", "split": "train", "fold": 1}
+
+``start_s``/``end_s`` may be null (the whole file). ``split`` is train/dev/test; ``fold`` is the
+IEMOCAP session for leave-one-session-out, else null.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Example:
+    audio_uri: str
+    transcript: str
+    label: str
+    speaker: str = ""
+    split: str = "train"
+    start_s: float | None = None
+    end_s: float | None = None
+    fold: int | None = None
+
+
+class ManifestError(ValueError):
+    """A manifest or corpus layout that cannot be read; the message names the file and line."""
+
+
+def write_manifest(examples: Iterable[Example], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for ex in examples:
+            handle.write(json.dumps(asdict(ex), sort_keys=True) + "\n")
+    return path
+
+
+def read_manifest(path: Path, labels: Sequence[str] | None = None) -> list[Example]:
+    examples = []
+    fields = set(Example.__dataclass_fields__)
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            unknown = set(data) - fields
+            if unknown:
+                raise ManifestError(f"unknown fields {sorted(unknown)}")
+            ex = Example(**data)
+        except (json.JSONDecodeError, TypeError, ManifestError) as exc:
+            raise ManifestError(f"{path}:{number}: {exc}") from None
+        if labels is not None and ex.label not in labels:
+            raise ManifestError(f"{path}:{number}: label {ex.label!r} not in {list(labels)}")
+        examples.append(ex)
+    return examples
+
+
+def load_audio(ex: Example, s3=None) -> np.ndarray:
+    """The example's 16 kHz mono samples (the file, or its start_s..end_s span)."""
+    from annotator.audio.decode import decode_bytes
+    from annotator.audio.sources import filesystem
+    from annotator.config import S3Config
+
+    fs, path = filesystem(ex.audio_uri, s3 or S3Config())
+    with fs.open(path, "rb") as handle:
+        audio = decode_bytes(handle.read())
+    start = 0 if ex.start_s is None else round(ex.start_s * 16_000)
+    end = len(audio) if ex.end_s is None else round(ex.end_s * 16_000)
+    return audio[start:end]
+
+
+# -- IEMOCAP -----------------------------------------------------------------------------------
+
+IEMOCAP_MAP = {"neu": "neutral", "ang": "angry", "sad": "sad", "hap": "happy", "exc": "happy"}
+_IEMOCAP_EVAL = re.compile(r"^\[(\d+\.\d+) - (\d+\.\d+)\]\t(\S+)\t(\w+)\t")
+_IEMOCAP_TEXT = re.compile(r"^(\S+) \[[\d.]+-[\d.]+\]: (.*)$")
+
+
+def iemocap_manifest(root: Path, test_session: int = 5) -> list[Example]:
+    """IEMOCAP 4 classes (happy and excited merged), from the release layout::
+
+        Session{1..5}/dialog/EmoEvaluation/<dialog>.txt
+        Session{1..5}/dialog/transcriptions/<dialog>.txt
+        Session{1..5}/sentences/wav/<dialog>/<utterance>.wav
+
+    ``fold`` is the session; ``split`` is test for ``test_session`` (leave-one-session-out: run
+    five times with test_session 1..5), train otherwise. Other emotions are left out.
+    """
+    examples = []
+    sessions = sorted(Path(root).glob("Session[1-5]"))
+    if not sessions:
+        raise ManifestError(f"{root}: no Session1..Session5 directories (IEMOCAP layout)")
+    for session in sessions:
+        fold = int(session.name[-1])
+        for evaluation in sorted((session / "dialog" / "EmoEvaluation").glob("*.txt")):
+            dialog = evaluation.stem
+            texts = {}
+            transcript_file = session / "dialog" / "transcriptions" / f"{dialog}.txt"
+            if transcript_file.is_file():
+                for line in transcript_file.read_text(errors="replace").splitlines():
+                    if m := _IEMOCAP_TEXT.match(line.strip()):
+                        texts[m.group(1)] = m.group(2)
+            for line in evaluation.read_text(errors="replace").splitlines():
+                m = _IEMOCAP_EVAL.match(line)
+                if not m or m.group(4) not in IEMOCAP_MAP:
+                    continue
+                utt = m.group(3)
+                wav = session / "sentences" / "wav" / dialog / f"{utt}.wav"
+                examples.append(
+                    Example(
+                        audio_uri=str(wav),
+                        transcript=texts.get(utt, ""),
+                        label=IEMOCAP_MAP[m.group(4)],
+                        speaker=f"Ses{fold:02d}{utt.split('_')[-1][0]}",
+                        split="test" if fold == test_session else "train",
+                        fold=fold,
+                    )
+                )
+    return examples
+
+
+# -- MELD --------------------------------------------------------------------------------------
+
+MELD4 = {"neutral": "neutral", "anger": "anger", "sadness": "sadness", "joy": "joy"}
+MELD_SPLITS = {
+    "train": "train_sent_emo.csv",
+    "dev": "dev_sent_emo.csv",
+    "test": "test_sent_emo.csv",
+}
+
+
+def meld_manifest(root: Path, classes: int = 7, audio_ext: str = ".wav") -> list[Example]:
+    """MELD with its official splits, 7 classes or the 4-class subset, from::
+
+        {train,dev,test}_sent_emo.csv
+        {train,dev,test}/dia<Dialogue_ID>_utt<Utterance_ID><audio_ext>
+
+    (audio extracted from the release's mp4 files; PyAV also reads the .mp4 directly).
+    """
+    if classes not in (4, 7):
+        raise ManifestError(f"MELD has 4 or 7 classes, not {classes}")
+    examples = []
+    for split, name in MELD_SPLITS.items():
+        table = Path(root) / name
+        if not table.is_file():
+            raise ManifestError(f"{table} is missing (MELD layout)")
+        with table.open(newline="", encoding="utf-8", errors="replace") as handle:
+            for row in csv.DictReader(handle):
+                emotion = row["Emotion"].strip().lower()
+                if classes == 4 and emotion not in MELD4:
+                    continue
+                stem = f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}"
+                examples.append(
+                    Example(
+                        audio_uri=str(Path(root) / split / f"{stem}{audio_ext}"),
+                        transcript=row["Utterance"].replace("\x92", "'"),
+                        label=emotion,
+                        speaker=row["Speaker"],
+                        split=split,
+                    )
+                )
+    return examples
+
+
+# -- annotator output --------------------------------------------------------------------------
+
+
+def from_annotations(
+    output: str,
+    where: str = "emotion_confidence < 0.5",
+    human_labels: Path | None = None,
+    s3=None,
+) -> list[Example]:
+    """Segments of an annotator output as a manifest: those matching ``where`` (SQL over the
+    ``segments`` view), labelled by ``human_labels`` (CSV: segment_id,label) when given, else by
+    the model's own emotion. The transcript is the recognised text."""
+    from annotator.query import Annotations
+
+    ann = Annotations(output, s3)
+    rows = ann.sql(
+        "SELECT segment_id, source_uri, member, start_s, end_s, text, emotion, channel "
+        f"FROM segments WHERE {where} ORDER BY segment_id"
+    ).fetchall()
+    labels: dict[str, str] = {}
+    if human_labels is not None:
+        with Path(human_labels).open(newline="") as handle:
+            labels = {r["segment_id"]: r["label"] for r in csv.DictReader(handle)}
+    examples = []
+    for segment_id, uri, member, start, end, text, emotion, _channel in rows:
+        if human_labels is not None and segment_id not in labels:
+            continue
+        if member:
+            continue  # archive members need extracting first; left to the caller
+        examples.append(
+            Example(
+                audio_uri=uri,
+                transcript=text,
+                label=labels.get(segment_id, emotion),
+                speaker="",
+                split="train",
+                start_s=start,
+                end_s=end,
+            )
+        )
+    return examples
+
+
+# -- synthetic corpus --------------------------------------------------------------------------
+
+# Wording and prosody both carry the emotion. Honest test data for the pipeline and the demo,
+# not a claim about how people sound.
+SYNTH_WORDS = {
+    "neutral": [
+        "the meeting is at ten in the small room",
+        "the report has four pages and a table",
+        "the bus leaves from the north station",
+        "the form asks for your name and address",
+        "the shop opens at nine on weekdays",
+        "the parcel was sent on tuesday",
+    ],
+    "angry": [
+        "this is outrageous and I am furious",
+        "I am sick of this, fix it now",
+        "how dare you ignore me again",
+        "stop wasting my time, this is unacceptable",
+        "I am so angry I could scream",
+        "you broke it again and I hate it",
+    ],
+    "sad": [
+        "I miss her so much, everything feels empty",
+        "I lost my job and I feel hopeless",
+        "nobody came and I was alone all night",
+        "I am so sorry, it is all my fault",
+        "my dog died and I cannot stop crying",
+        "it hurts, I feel so lonely and tired",
+    ],
+    "happy": [
+        "this is wonderful, I love it",
+        "we won, I am so happy and excited",
+        "what a great surprise, thank you so much",
+        "I got the job, this is fantastic",
+        "hooray, the best day of my life",
+        "I am delighted, everything went perfectly",
+    ],
+}
+SYNTH_PROSODY = {  # espeak-ng rate (wpm), pitch (0-99), amplitude (0-200)
+    "neutral": {"rate": 150, "pitch": 45, "amplitude": 100},
+    "angry": {"rate": 200, "pitch": 70, "amplitude": 180},
+    "sad": {"rate": 105, "pitch": 20, "amplitude": 60},
+    "happy": {"rate": 175, "pitch": 85, "amplitude": 130},
+}
+SYNTH_VOICES = ["en-us", "en-gb", "en-us+f3", "en-us+m3", "en-gb+f4", "en-us+m7"]
+
+
+def synthetic_corpus(
+    root: Path,
+    voices: Sequence[str] = tuple(SYNTH_VOICES),
+    test_voices: int = 2,
+    per_class: int = 6,
+) -> Path:
+    """Speak every emotion's sentences in every voice; the last ``test_voices`` voices are the
+    test split (speaker-independent). Writes ``root/<voice>/<label>_<i>.wav`` and
+    ``root/manifest.jsonl`` (returned). Reuses an existing complete corpus."""
+    from annotator.audio.synth import encode, speak
+
+    manifest = Path(root) / "manifest.jsonl"
+    if manifest.is_file():
+        return manifest
+    examples = []
+    for v, voice in enumerate(voices):
+        split = "test" if v >= len(voices) - test_voices else "train"
+        for label, sentences in SYNTH_WORDS.items():
+            for i, text in enumerate(sentences[:per_class]):
+                path = Path(root) / voice.replace("+", "_") / f"{label}_{i}.wav"
+                encode(speak(text, voice=voice, **SYNTH_PROSODY[label]), path)
+                examples.append(Example(str(path), text, label, voice, split))
+    tmp = manifest.with_suffix(".tmp")
+    write_manifest(examples, tmp)
+    tmp.rename(manifest)  # present only when complete
+    return manifest

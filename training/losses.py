@@ -1,0 +1,88 @@
+"""The losses of EmoQ's two training stages (§2.2 and §2.4).
+
+* Stage 1, MAL = SupCon(e, y; τ) + λ · Focal(head(e), y; γ, per-class weights).
+* Stage 2, the token-weighted autoregressive loss of Eq. 7: emotion-word tokens of the answer
+  weigh ``w`` (high), the other answer tokens 1, the prompt 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def supervised_contrastive(
+    embeddings: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07
+) -> torch.Tensor:
+    """Khosla et al.'s SupCon (the "out" form): for each anchor with at least one positive,
+    −mean over its positives p of log( exp(z·z_p/τ) / Σ_{a≠anchor} exp(z·z_a/τ) ).
+
+    ``embeddings`` are L2-normalised (batch, dim). Anchors without a positive in the batch are
+    left out of the mean; a batch with none gives 0 (still connected to the graph).
+    """
+    n = embeddings.shape[0]
+    logits = embeddings @ embeddings.T / temperature
+    self_mask = torch.eye(n, dtype=torch.bool, device=embeddings.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    counts = positives.sum(dim=1)
+    has = counts > 0
+    if not has.any():
+        return embeddings.sum() * 0.0
+    per_anchor = -(log_prob.masked_fill(~positives, 0.0).sum(dim=1)[has]) / counts[has]
+    return per_anchor.mean()
+
+
+def class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights from the training distribution, normalised to mean 1 over the
+    classes present (absent classes get 0)."""
+    counts = torch.bincount(torch.as_tensor(list(labels)), minlength=num_classes).float()
+    weights = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+    present = counts > 0
+    return weights * present.sum() / weights[present].sum()
+
+
+def focal(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    gamma: float = 2.0,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Lin et al.'s focal loss with per-class weights α: mean of −α_y (1 − p_y)^γ log p_y."""
+    log_p = F.log_softmax(logits, dim=-1).gather(1, labels[:, None]).squeeze(1)
+    loss = -((1 - log_p.exp()) ** gamma) * log_p
+    if weights is not None:
+        loss = loss * weights.to(loss.device)[labels]
+    return loss.mean()
+
+
+def mal(
+    embeddings: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 0.07,
+    gamma: float = 2.0,
+    lam: float = 1.0,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The stage-1 multi-objective affective loss: SupCon + λ · focal."""
+    return supervised_contrastive(embeddings, labels, temperature) + lam * focal(
+        logits, labels, gamma, weights
+    )
+
+
+def weighted_lm_loss(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 7: Σ_t w_t · CE(logits_t, target_t) / Σ_t w_t over next-token predictions.
+
+    ``logits`` (batch, seq, vocab) predict position t+1 from t; ``targets`` and ``weights`` are
+    (batch, seq) aligned with the *inputs* (weight 0 for prompt and padding)."""
+    shifted = logits[:, :-1].reshape(-1, logits.shape[-1])
+    target = targets[:, 1:].reshape(-1)
+    weight = weights[:, 1:].reshape(-1).to(shifted.dtype)
+    ce = F.cross_entropy(shifted, target.clamp(min=0), reduction="none")
+    return (ce * weight).sum() / weight.sum().clamp(min=1e-12)

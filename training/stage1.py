@@ -1,0 +1,94 @@
+"""Stage 1 (§2.2): HuBERT frozen; the EmoQ-Former and an auxiliary MLP head trained with MAL
+(SupCon + λ·focal). The head is discarded; the EmoQ-Former goes on to stage 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from annotator.config import AnnotatorConfig
+from training import common, losses
+from training.data import read_manifest
+
+
+class Stage1Model(nn.Module):
+    def __init__(self, former, num_classes: int) -> None:
+        super().__init__()
+        self.former = former
+        dim = former.config.embed_dim
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, num_classes))
+
+    def forward(self, frames, frame_mask, ids, text_mask):
+        e = self.former(frames, frame_mask, ids, text_mask)
+        return e, self.head(e)
+
+
+def build(config: AnnotatorConfig, labels) -> tuple[Stage1Model, Any]:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from annotator.models.emoq_former import EmoQFormer
+
+    text_encoder = common.model_path(config.models.text_encoder, config)
+    audio_dim = AutoConfig.from_pretrained(common.model_path(config.models.hubert, config))
+    former = EmoQFormer.from_pretrained(
+        text_encoder, audio_dim=audio_dim.hidden_size, num_queries=config.train.num_queries
+    )
+    return Stage1Model(former, len(labels)), AutoTokenizer.from_pretrained(text_encoder)
+
+
+def loop(cfg: dict[str, Any]) -> None:
+    """The per-worker training loop (Ray Train)."""
+    import ray.train.torch
+
+    from annotator.schema import label_set
+
+    config = AnnotatorConfig.model_validate(cfg["config"])
+    train = config.train
+    torch.set_num_threads(max(1, int(train.cpus_per_worker)))
+    common.seed_all(train.seed)
+    labels = list(label_set(train.label_set))
+    examples = [e for e in read_manifest(Path(cfg["manifest"]), labels) if e.split == "train"]
+    weights = losses.class_weights([labels.index(e.label) for e in examples], len(labels))
+    items = common.featurize(common.shard(examples), labels, config)
+    model, tokenizer = build(config, labels)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=train.lr_stage1
+    )
+    start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
+    for epoch in range(start, train.epochs_stage1):
+        model.train()
+        total, steps = 0.0, 0
+        for batch in common.batches(items, train.batch_size, train.seed + epoch):
+            frames, frame_mask = common.pad_frames(batch)
+            enc = tokenizer([i.text for i in batch], padding=True, return_tensors="pt")
+            y = torch.tensor([i.label for i in batch])
+            e, logits = model(frames, frame_mask, enc["input_ids"], enc["attention_mask"].bool())
+            loss = losses.mal(
+                e, logits, y, train.temperature, train.gamma, train.mal_lambda, weights
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, steps = total + float(loss), steps + 1
+        common.save_checkpoint(model, optimizer, epoch, {"loss": total / max(steps, 1)})
+
+
+def train_stage1(config: AnnotatorConfig, manifest: Path, out: Path, name: str = "stage1") -> Path:
+    """Run stage 1 on Ray Train; write the trained EmoQ-Former to ``out``."""
+    from annotator.schema import label_set
+
+    checkpoint = common.run_trainer(
+        loop,
+        {"config": config.model_dump(mode="json"), "manifest": str(Path(manifest).resolve())},
+        name,
+        config,
+    )
+    model, _ = build(config, label_set(config.train.label_set))
+    model.load_state_dict(common.checkpoint_state(checkpoint), strict=False)
+    out.mkdir(parents=True, exist_ok=True)
+    model.former.save(out)
+    return out

@@ -1,0 +1,149 @@
+"""Stage 2 (§2.3–2.4): the stage-1 EmoQ-Former, a projector and a LoRA on the LLM, co-trained
+with the token-weighted autoregressive loss (Eq. 7): the answer "Emotion: <word>" is the target,
+its emotion-word tokens weigh ``train.emotion_token_weight``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from annotator.config import AnnotatorConfig
+from training import common, losses
+from training.data import read_manifest
+
+
+class Stage2Model(nn.Module):
+    def __init__(self, former, projector, llm, audio_id: int) -> None:
+        super().__init__()
+        self.former, self.projector, self.llm = former, projector, llm
+        self.audio_id = audio_id
+
+    def forward(self, frames, frame_mask, ids, text_mask, prompt_ids, prompt_mask):
+        soft = self.projector(self.former(frames, frame_mask, ids, text_mask))
+        embeds = self.llm.get_input_embeddings()(prompt_ids)
+        is_audio = (prompt_ids == self.audio_id)[..., None]
+        embeds = torch.where(is_audio, soft[:, None, :].to(embeds.dtype), embeds)
+        return self.llm(inputs_embeds=embeds, attention_mask=prompt_mask).logits
+
+
+def build(config: AnnotatorConfig, stage1_dir: Path, labels):
+    """(model, text tokenizer, PromptEmbedder): base LLM frozen, LoRA + projector + former train."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from annotator.models.bundle import lora_config
+    from annotator.models.emoq_former import EmoQFormer
+    from annotator.models.projector import Projector
+    from annotator.models.prompt import PromptEmbedder
+
+    llm_dir = common.model_path(config.models.llm, config)
+    former = EmoQFormer.load(Path(stage1_dir)).train()
+    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
+    projector = Projector(former.config.embed_dim, llm.config.hidden_size)
+    peft_model = get_peft_model(
+        llm, lora_config(config.train.lora_rank, dropout=config.train.lora_dropout)
+    )
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    prompts = PromptEmbedder(tokenizer, llm.get_input_embeddings().weight.detach(), labels)
+    text_tokenizer = AutoTokenizer.from_pretrained(
+        common.model_path(config.models.text_encoder, config)
+    )
+    return Stage2Model(former, projector, peft_model, prompts.audio_id), text_tokenizer, prompts
+
+
+def sequences(prompts, texts, labels, label_ids, weight: float):
+    """Prompt + answer token ids, right-padded, with the mask and the Eq. 7 weights."""
+    tok = prompts.tokenizer
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    rows, weights = [], []
+    for text, y in zip(texts, label_ids, strict=True):
+        prompt = prompts.token_ids(text)
+        word = tok.encode(" " + labels[y], add_special_tokens=False)
+        rows.append(prompt + word + [end])
+        weights.append([0.0] * len(prompt) + [weight] * len(word) + [1.0])
+    longest = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else end
+    ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), longest, dtype=torch.long)
+    w = torch.zeros(len(rows), longest)
+    for k, (row, wt) in enumerate(zip(rows, weights, strict=True)):
+        ids[k, : len(row)] = torch.tensor(row)
+        mask[k, : len(row)] = 1
+        w[k, : len(row)] = torch.tensor(wt)
+    return ids, mask, w
+
+
+def loop(cfg: dict[str, Any]) -> None:
+    import ray.train.torch
+
+    from annotator.schema import label_set
+
+    config = AnnotatorConfig.model_validate(cfg["config"])
+    train = config.train
+    torch.set_num_threads(max(1, int(train.cpus_per_worker)))
+    common.seed_all(train.seed)
+    labels = list(label_set(train.label_set))
+    examples = [e for e in read_manifest(Path(cfg["manifest"]), labels) if e.split == "train"]
+    items = common.featurize(common.shard(examples), labels, config)
+    model, text_tok, prompts = build(config, Path(cfg["stage1"]), labels)
+    model = ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"find_unused_parameters": True}
+    )
+    # The stage-1 EmoQ-Former is fine-tuned gently (lr_stage1); projector and LoRA start fresh.
+    module = getattr(model, "module", model)
+    former = [p for p in module.former.parameters() if p.requires_grad]
+    ids = {id(p) for p in former}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    optimizer = torch.optim.AdamW(
+        [{"params": former, "lr": train.lr_stage1}, {"params": rest, "lr": train.lr_stage2}]
+    )
+    start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
+    stop_after = cfg.get("stop_after_epochs")
+    for epoch in range(start, train.epochs_stage2):
+        model.train()
+        total, steps = 0.0, 0
+        for batch in common.batches(items, train.batch_size, train.seed + epoch):
+            frames, frame_mask = common.pad_frames(batch)
+            enc = text_tok([i.text for i in batch], padding=True, return_tensors="pt")
+            ids, mask, weights = sequences(
+                prompts,
+                [i.text for i in batch],
+                labels,
+                [i.label for i in batch],
+                train.emotion_token_weight,
+            )
+            logits = model(
+                frames, frame_mask, enc["input_ids"], enc["attention_mask"].bool(), ids, mask
+            )
+            loss = losses.weighted_lm_loss(logits, ids, weights)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, steps = total + float(loss), steps + 1
+        common.save_checkpoint(model, optimizer, epoch, {"loss": total / max(steps, 1)})
+        if stop_after is not None and epoch + 1 - start >= stop_after:
+            break  # a deliberately stopped run (tests of resume)
+
+
+def train_stage2(
+    config: AnnotatorConfig,
+    manifest: Path,
+    stage1_dir: Path,
+    name: str = "stage2",
+    stop_after_epochs: int | None = None,
+) -> str:
+    """Run stage 2 on Ray Train; returns the final checkpoint directory (see export.py)."""
+    return common.run_trainer(
+        loop,
+        {
+            "config": config.model_dump(mode="json"),
+            "manifest": str(Path(manifest).resolve()),
+            "stage1": str(Path(stage1_dir).resolve()),
+            "stop_after_epochs": stop_after_epochs,
+        },
+        name,
+        config,
+    )
