@@ -6,8 +6,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Debian packages: espeak-ng and sox make real speech for tests, the demo and the synthetic corpus.
-APT_PACKAGES := espeak-ng sox
+# Debian packages: espeak-ng and sox make real speech for tests, the demo and the synthetic corpus;
+# chromium renders the HTML report headless in its test.
+APT_PACKAGES := espeak-ng sox chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-packages profile lint format test bench clean
@@ -15,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: system-packages $(STAMP) profile
 
 system-packages:
-	@missing=""; for tool in espeak-ng sox; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in espeak-ng sox chromium; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && \

@@ -280,6 +280,29 @@ def eval_command(
     )
 
 
+@main.command("report")
+@click.argument("output")
+@click.option(
+    "--html",
+    "dest",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="HTML file.",
+)
+@click.option("--run", "run_id", default=None, help="Only this run's rows (default: everything).")
+@CONFIG_OPTION
+def report_command(output: str, dest: Path, run_id: str | None, config_path: Path | None) -> None:
+    """Write a self-contained HTML report of OUTPUT: timelines, emotion shares, confidence, errors."""
+    from annotator.query import QueryError
+    from annotator.report.html import write_report
+
+    try:
+        write_report(output, dest, _load(config_path).s3, run_id)
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"report written to {dest}")
+
+
 @main.command("query")
 @click.argument("output")
 @click.argument("sql", required=False)

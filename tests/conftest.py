@@ -80,3 +80,24 @@ def s3_server():
         endpoint_url=f"http://127.0.0.1:{port}", key="testing", secret="testing", region="us-east-1"
     )
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A small espeak-ng archive (loose files, a tar, one broken file) and what was spoken."""
+    from tests.factories import speech_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    return root, speech_corpus(root)
+
+
+@pytest.fixture(scope="session")
+def baseline(corpus, small_home, ray_local, tmp_path_factory):
+    """One uninterrupted annotate run over the corpus: (output dir, summary)."""
+    from annotator.config import load_config
+    from annotator.pipeline.run import annotate
+
+    root, _ = corpus
+    out = tmp_path_factory.mktemp("baseline") / "out"
+    config = load_config(None, output=str(out), models={"home": str(small_home)})
+    return out, annotate(config, [str(root)])

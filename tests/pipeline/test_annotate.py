@@ -21,14 +21,6 @@ from annotator.schema import ERRORS, RUNS, SEGMENTS
 pytestmark = pytest.mark.vllm
 
 
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    from tests.factories import speech_corpus
-
-    root = tmp_path_factory.mktemp("corpus")
-    return root, speech_corpus(root)
-
-
 def _config(out, small_home, **extra):
     return load_config(None, output=str(out), models={"home": str(small_home)}, **extra)
 
@@ -57,15 +49,6 @@ def _same_rows(a: dict, b: dict) -> None:
         assert a[key]["text"] == b[key]["text"], key
         assert a[key]["start_s"] == b[key]["start_s"], key
         np.testing.assert_allclose(a[key]["probs"], b[key]["probs"], atol=1e-4)
-
-
-@pytest.fixture(scope="session")
-def baseline(corpus, small_home, ray_local, tmp_path_factory):
-    """One uninterrupted run over the corpus: the reference the other runs are compared with."""
-    root, _ = corpus
-    out = tmp_path_factory.mktemp("baseline") / "out"
-    summary = annotate(_config(out, small_home), [str(root)])
-    return out, summary
 
 
 def test_end_to_end_output(corpus, baseline):

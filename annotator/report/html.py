@@ -1,0 +1,261 @@
+"""A self-contained HTML report of an annotator output: one file, plotly.js inlined, no network.
+
+Sections: run figures, an emotion timeline per recording (one bar per segment, coloured by
+emotion, transcript on hover), emotion shares per recording and per channel, the confidence
+distribution, and the errors table. Everything comes from the output through the same DuckDB
+views ``annotator query`` uses.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from annotator.config import S3Config
+
+PALETTE = [
+    "#4C78A8",
+    "#E45756",
+    "#72B7B2",
+    "#F58518",
+    "#54A24B",
+    "#B279A2",
+    "#EECA3B",
+    "#9D755D",
+]
+KNOWN_COLOURS = {
+    "neutral": "#9E9E9E",
+    "angry": "#D62728",
+    "anger": "#D62728",
+    "sad": "#1F77B4",
+    "sadness": "#1F77B4",
+    "happy": "#F2B701",
+    "joy": "#F2B701",
+}
+MAX_TIMELINES = 100
+
+# Errors in the page (scripts, plotly, console.error) are counted into <body data-errors>; once
+# every figure is drawn <body data-rendered> is set. Tests read both from the rendered DOM.
+WATCH = """
+<script>
+window.__errors = [];
+window.addEventListener('error', function (e) { window.__errors.push(String(e.message)); });
+(function () {
+  var original = console.error;
+  console.error = function () { window.__errors.push(Array.from(arguments).join(' ')); original.apply(console, arguments); };
+})();
+window.addEventListener('load', function () {
+  var plots = document.querySelectorAll('.plotly-graph-div');
+  Promise.all(Array.from(plots).map(function (p) { return p._fullLayout ? Promise.resolve() : new Promise(function (r) { p.on('plotly_afterplot', r); }); }))
+    .then(function () { document.body.dataset.errors = String(window.__errors.length); document.body.dataset.rendered = 'true'; });
+});
+</script>
+"""
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.9em; } td, th { border: 1px solid #ddd; padding: 4px 8px; }
+th { background: #f4f4f4; text-align: left; } .note { color: #666; font-size: 0.9em; }
+.recording { margin: 1em 0 0.2em; font-family: monospace; font-size: 0.9em; }
+"""
+
+
+def colours(labels: list[str]) -> dict[str, str]:
+    out, spare = {}, iter(PALETTE)
+    for label in labels:
+        out[label] = KNOWN_COLOURS.get(label) or next(spare, "#777777")
+    return out
+
+
+def _table(headers: list[str], rows: list[tuple]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in row)
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _div(fig, div_id: str) -> str:
+    return fig.to_html(
+        full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False}
+    )
+
+
+def timeline(recording_id: str, segments: list[dict], palette: dict[str, str]):
+    """One horizontal bar per segment, from start_s to end_s, coloured by emotion."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for emotion in palette:
+        mine = [s for s in segments if s["emotion"] == emotion]
+        if not mine:
+            continue
+        fig.add_trace(
+            go.Bar(
+                name=emotion,
+                orientation="h",
+                y=["mixed" if s["channel"] is None else f"channel {s['channel']}" for s in mine],
+                base=[s["start_s"] for s in mine],
+                x=[s["end_s"] - s["start_s"] for s in mine],
+                marker_color=palette[emotion],
+                hovertext=[
+                    f"{s['start_s']:.1f}–{s['end_s']:.1f} s · {emotion} "
+                    f"({s['emotion_confidence']:.2f})<br>{html.escape(s['text'] or '(no words)')}"
+                    for s in mine
+                ],
+                hoverinfo="text",
+            )
+        )
+    fig.update_layout(
+        barmode="overlay",
+        height=140 + 30 * len({s["channel"] for s in segments}),
+        margin={"l": 90, "r": 20, "t": 20, "b": 40},
+        xaxis_title="seconds",
+        legend={"orientation": "h", "y": -0.5},
+    )
+    return fig
+
+
+def build_report(output: str, s3: S3Config | None = None, run_id: str | None = None) -> str:
+    """The report's HTML for ``output`` (all runs, or one ``run_id``)."""
+    import plotly.express as px
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+
+    from annotator.query import Annotations
+
+    ann = Annotations(output, s3)
+    where = "WHERE run_id = $run" if run_id else ""
+    params = {"run": run_id} if run_id else None
+    segments = (
+        ann.sql(
+            "SELECT recording_id, source_uri, member, channel, segment_index, start_s, end_s, "
+            f"text, emotion, emotion_confidence FROM segments {where} "
+            "ORDER BY source_uri, member, recording_id, start_s",
+            params,
+        )
+        .to_arrow_table()
+        .to_pylist()
+    )
+    errors = ann.sql(
+        f"SELECT source_uri, member, stage, error_type, message FROM errors {where} ORDER BY 1, 2",
+        params,
+    ).fetchall()
+    runs = ann.sql(
+        "SELECT run_id, started_at, round(wall_s, 1), recordings, segments, errors, "
+        f"round(audio_hours, 4), round(rtfx, 1), bundle_version FROM runs {where} ORDER BY started_at",
+        params,
+    ).fetchall()
+    labels = sorted({s["emotion"] for s in segments})
+    palette = colours(labels)
+    parts = [f"<h1>Emotion report · {html.escape(output)}</h1>"]
+    if run_id:
+        parts.append(f"<p class='note'>run {html.escape(run_id)}</p>")
+    parts.append("<h2>Runs</h2>")
+    parts.append(
+        _table(
+            [
+                "run",
+                "started",
+                "wall s",
+                "recordings",
+                "segments",
+                "errors",
+                "audio h",
+                "RTFx",
+                "bundle",
+            ],
+            runs,
+        )
+    )
+
+    parts.append("<h2>Emotion timeline per recording</h2>")
+    by_recording: dict[str, list[dict]] = {}
+    for s in segments:
+        by_recording.setdefault(s["recording_id"], []).append(s)
+    for n, (rid, segs) in enumerate(by_recording.items()):
+        if n == MAX_TIMELINES:
+            parts.append(f"<p class='note'>… and {len(by_recording) - n} more recordings</p>")
+            break
+        name = segs[0]["source_uri"] + (f"!{segs[0]['member']}" if segs[0]["member"] else "")
+        parts.append(
+            f"<div class='recording'>{html.escape(name)} · {rid} · {len(segs)} segments</div>"
+        )
+        parts.append(_div(timeline(rid, segs, palette), f"timeline-{rid}"))
+
+    parts.append("<h2>Emotion shares (speech seconds)</h2>")
+    shares = ann.sql(
+        "SELECT recording_id, coalesce(CAST(channel AS VARCHAR), 'mixed') AS channel, emotion, "
+        f"sum(end_s - start_s) AS seconds FROM segments {where} GROUP BY ALL ORDER BY ALL",
+        params,
+    ).df()
+    if not shares.empty:
+        per_recording = shares.groupby(["recording_id", "emotion"], as_index=False)["seconds"].sum()
+        per_recording["share"] = per_recording["seconds"] / per_recording.groupby("recording_id")[
+            "seconds"
+        ].transform("sum")
+        fig = px.bar(
+            per_recording,
+            x="share",
+            y="recording_id",
+            color="emotion",
+            orientation="h",
+            color_discrete_map=palette,
+            title="per recording",
+        )
+        parts.append(
+            _div(fig.update_layout(height=200 + 24 * len(by_recording)), "shares-recording")
+        )
+        per_channel = shares.groupby(["channel", "emotion"], as_index=False)["seconds"].sum()
+        per_channel["share"] = per_channel["seconds"] / per_channel.groupby("channel")[
+            "seconds"
+        ].transform("sum")
+        fig = px.bar(
+            per_channel,
+            x="share",
+            y="channel",
+            color="emotion",
+            orientation="h",
+            color_discrete_map=palette,
+            title="per channel",
+        )
+        parts.append(_div(fig.update_layout(height=260), "shares-channel"))
+
+    parts.append("<h2>Confidence</h2>")
+    fig = go.Figure()
+    for emotion in labels:
+        fig.add_trace(
+            go.Histogram(
+                x=[s["emotion_confidence"] for s in segments if s["emotion"] == emotion],
+                name=emotion,
+                marker_color=palette[emotion],
+                xbins={"start": 0, "end": 1, "size": 0.05},
+            )
+        )
+    fig.update_layout(barmode="stack", xaxis_title="probability of the chosen emotion", height=320)
+    parts.append(_div(fig, "confidence"))
+
+    parts.append(f"<h2>Errors ({len(errors)})</h2>")
+    parts.append(
+        _table(["source", "member", "stage", "type", "message"], errors)
+        if errors
+        else "<p class='note'>none</p>"
+    )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>annotator report</title>"
+        f"<style>{CSS}</style>{WATCH}<script>{get_plotlyjs()}</script></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
+
+
+def write_report(
+    output: str, dest: Path, s3: S3Config | None = None, run_id: str | None = None
+) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(build_report(output, s3, run_id), encoding="utf-8")
+    return dest
