@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := espeak-ng sox chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages profile lint format test bench clean
+.PHONY: setup system-packages profile lint format test demo bench clean
 
 setup: system-packages $(STAMP) profile
 
@@ -46,6 +46,19 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The whole product on the embedded default: first run trains the demo model (minutes), later runs
+# reuse the cached corpus, bundle and output.
+demo: setup
+	$(BIN)/annotator demo
+
+# Performance figures the README quotes; JSON in benchmarks/results/.
+bench: setup
+	$(BIN)/python -m benchmarks.labeler
+	$(BIN)/python -m benchmarks.segment_memory
+	$(BIN)/python -m benchmarks.stages
+	$(BIN)/python -m benchmarks.e2e --minutes 15 --files 24
+	$(BIN)/python -m benchmarks.table
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -303,6 +303,20 @@ def report_command(output: str, dest: Path, run_id: str | None, config_path: Pat
     click.echo(f"report written to {dest}")
 
 
+@main.command("demo")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Cache directory (default: ANNOTATOR_HOME or ~/.cache/annotator).",
+)
+def demo_command(home: Path | None) -> None:
+    """The whole product offline on the CPU: synthetic archive, training, annotate, SQL, report."""
+    from annotator.demo import run_demo
+
+    run_demo(home, say=click.echo)
+
+
 @main.command("query")
 @click.argument("output")
 @click.argument("sql", required=False)

@@ -101,3 +101,11 @@ def baseline(corpus, small_home, ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("baseline") / "out"
     config = load_config(None, output=str(out), models={"home": str(small_home)})
     return out, annotate(config, [str(root)])
+
+
+@pytest.fixture(scope="session")
+def synth_manifest(tmp_path_factory) -> Path:
+    """The synthetic espeak-ng emotion corpus (six voices, four emotions; two voices held out)."""
+    from training.data import synthetic_corpus
+
+    return synthetic_corpus(tmp_path_factory.mktemp("synth"))

@@ -16,13 +16,6 @@ from training.data import read_manifest
 pytestmark = pytest.mark.vllm
 
 
-@pytest.fixture(scope="session")
-def synth_manifest(tmp_path_factory) -> Path:
-    from training.data import synthetic_corpus
-
-    return synthetic_corpus(tmp_path_factory.mktemp("synth"))
-
-
 def _config(small_home, storage, **train):
     return load_config(
         None,

@@ -1,0 +1,42 @@
+"""Print the latest benchmark figures (benchmarks/results/*.json) as one short table."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.common import RESULTS
+
+
+def rows() -> list[tuple[str, str]]:
+    out = []
+    for path in sorted(RESULTS.glob("*.json")):
+        r = json.loads(path.read_text())
+        name = r["benchmark"]
+        if name == "e2e":
+            text = (
+                f"annotate {r['annotate_marginal_audio_s_per_s']} audio-s/s at the margin vs "
+                f"faster-whisper alone {r['whisper_alone_audio_s_per_s']}: ratio {r['ratio_marginal']}"
+            )
+        elif name == "stages":
+            s = r["stages"]
+            text = " · ".join(
+                f"{k} RTFx {s[k]['rtfx']}" for k in ("decode_vad", "asr", "features", "label")
+            )
+            m = r["run_memory"]
+            text += (
+                f" · run peak RSS 1× {m['peak_tree_rss_mib_1x']} MiB, 10× "
+                f"{m['peak_tree_rss_mib_10x']} MiB (ratio {m['ratio']})"
+            )
+        elif name == "labeler":
+            text = json.dumps({k: v for k, v in r.items() if "per_s" in k or "speedup" in k})
+        else:
+            text = json.dumps(
+                {k: v for k, v in r.items() if k not in ("machine", "at", "benchmark")}
+            )[:200]
+        out.append((name, text))
+    return out
+
+
+if __name__ == "__main__":
+    for name, text in rows():
+        print(f"{name:16} {text}")
