@@ -27,7 +27,7 @@ NOTICE = (
 QUERIES = [
     ("emotion_summary", {}),
     ("angriest_call_endings", {"label": "angry", "last_s": 30}),
-    ("unsure_segments", {"below": 0.6}),
+    ("run_history", {}),
 ]
 
 

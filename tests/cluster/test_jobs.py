@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -27,7 +29,13 @@ def _free_port() -> int:
 def ray_head(tmp_path_factory, small_home):
     temp = tmp_path_factory.mktemp("ray-head")
     dashboard = _free_port()
-    env = dict(os.environ, ANNOTATOR_HOME=str(small_home))
+    # Token authentication, as a real cluster should run: the head and the client share the token.
+    env = dict(
+        os.environ,
+        ANNOTATOR_HOME=str(small_home),
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=secrets.token_hex(16),
+    )
     env.pop("RAY_ADDRESS", None)
     ports = {
         "--port": _free_port(),
@@ -55,7 +63,15 @@ def _submit(address: str, env: dict, entrypoint: list[str], extra_env: dict) -> 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     # The client follows the job's logs and exits non-zero unless the job SUCCEEDED.
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "SUCCEEDED" in done.stdout, done.stdout[-2000:]
+    job_id = re.search(r"Job '(raysubmit_\w+)' succeeded", done.stdout).group(1)
+    status = subprocess.run(
+        [str(BIN / "ray"), "job", "status", "--address", address, job_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert f"Job '{job_id}' succeeded" in status.stdout, status.stdout + status.stderr
     return done.stdout
 
 
