@@ -193,6 +193,23 @@ def _storage_fs(storage: str, config: AnnotatorConfig) -> dict[str, Any]:
     return {"storage_filesystem": pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))}
 
 
+def worker_setup(
+    cfg: dict[str, Any],
+) -> tuple[AnnotatorConfig, list[str], list[Example], list[Item]]:
+    """Start of a worker's loop: config, threads, seeds, the training split, this worker's
+    featurised share of it."""
+    from annotator.schema import label_set
+    from training.data import read_manifest
+
+    config = AnnotatorConfig.model_validate(cfg["config"])
+    train = config.train
+    torch.set_num_threads(max(1, int(train.cpus_per_worker)))
+    seed_all(train.seed)
+    labels = list(label_set(train.label_set))
+    examples = [e for e in read_manifest(Path(cfg["manifest"]), labels) if e.split == "train"]
+    return config, labels, examples, featurize(shard(examples), labels, config)
+
+
 def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

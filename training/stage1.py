@@ -11,7 +11,6 @@ from torch import nn
 
 from annotator.config import AnnotatorConfig
 from training import common, losses
-from training.data import read_manifest
 
 
 class Stage1Model(nn.Module):
@@ -43,16 +42,9 @@ def loop(cfg: dict[str, Any]) -> None:
     """The per-worker training loop (Ray Train)."""
     import ray.train.torch
 
-    from annotator.schema import label_set
-
-    config = AnnotatorConfig.model_validate(cfg["config"])
+    config, labels, examples, items = common.worker_setup(cfg)
     train = config.train
-    torch.set_num_threads(max(1, int(train.cpus_per_worker)))
-    common.seed_all(train.seed)
-    labels = list(label_set(train.label_set))
-    examples = [e for e in read_manifest(Path(cfg["manifest"]), labels) if e.split == "train"]
     weights = losses.class_weights([labels.index(e.label) for e in examples], len(labels))
-    items = common.featurize(common.shard(examples), labels, config)
     model, tokenizer = build(config, labels)
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.AdamW(

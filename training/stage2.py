@@ -12,7 +12,6 @@ from torch import nn
 
 from annotator.config import AnnotatorConfig
 from training import common, losses
-from training.data import read_manifest
 
 
 class Stage2Model(nn.Module):
@@ -79,15 +78,8 @@ def sequences(prompts, texts, labels, label_ids, weight: float):
 def loop(cfg: dict[str, Any]) -> None:
     import ray.train.torch
 
-    from annotator.schema import label_set
-
-    config = AnnotatorConfig.model_validate(cfg["config"])
+    config, labels, _, items = common.worker_setup(cfg)
     train = config.train
-    torch.set_num_threads(max(1, int(train.cpus_per_worker)))
-    common.seed_all(train.seed)
-    labels = list(label_set(train.label_set))
-    examples = [e for e in read_manifest(Path(cfg["manifest"]), labels) if e.split == "train"]
-    items = common.featurize(common.shard(examples), labels, config)
     model, text_tok, prompts = build(config, Path(cfg["stage1"]), labels)
     model = ray.train.torch.prepare_model(
         model, parallel_strategy_kwargs={"find_unused_parameters": True}

@@ -120,9 +120,26 @@ def timeline(recording_id: str, segments: list[dict], palette: dict[str, str]):
     return fig
 
 
+def _share_bars(shares, key: str, title: str, palette: dict[str, str], div_id: str) -> str:
+    """Each ``key``'s speech seconds split by emotion, as shares of 1."""
+    import plotly.express as px
+
+    grouped = shares.groupby([key, "emotion"], as_index=False)["seconds"].sum()
+    grouped["share"] = grouped["seconds"] / grouped.groupby(key)["seconds"].transform("sum")
+    fig = px.bar(
+        grouped,
+        x="share",
+        y=key,
+        color="emotion",
+        orientation="h",
+        color_discrete_map=palette,
+        title=title,
+    )
+    return _div(fig.update_layout(height=200 + 24 * grouped[key].nunique()), div_id)
+
+
 def build_report(output: str, s3: S3Config | None = None, run_id: str | None = None) -> str:
     """The report's HTML for ``output`` (all runs, or one ``run_id``)."""
-    import plotly.express as px
     import plotly.graph_objects as go
     from plotly.offline import get_plotlyjs
 
@@ -194,36 +211,10 @@ def build_report(output: str, s3: S3Config | None = None, run_id: str | None = N
         params,
     ).df()
     if not shares.empty:
-        per_recording = shares.groupby(["recording_id", "emotion"], as_index=False)["seconds"].sum()
-        per_recording["share"] = per_recording["seconds"] / per_recording.groupby("recording_id")[
-            "seconds"
-        ].transform("sum")
-        fig = px.bar(
-            per_recording,
-            x="share",
-            y="recording_id",
-            color="emotion",
-            orientation="h",
-            color_discrete_map=palette,
-            title="per recording",
-        )
         parts.append(
-            _div(fig.update_layout(height=200 + 24 * len(by_recording)), "shares-recording")
+            _share_bars(shares, "recording_id", "per recording", palette, "shares-recording")
         )
-        per_channel = shares.groupby(["channel", "emotion"], as_index=False)["seconds"].sum()
-        per_channel["share"] = per_channel["seconds"] / per_channel.groupby("channel")[
-            "seconds"
-        ].transform("sum")
-        fig = px.bar(
-            per_channel,
-            x="share",
-            y="channel",
-            color="emotion",
-            orientation="h",
-            color_discrete_map=palette,
-            title="per channel",
-        )
-        parts.append(_div(fig.update_layout(height=260), "shares-channel"))
+        parts.append(_share_bars(shares, "channel", "per channel", palette, "shares-channel"))
 
     parts.append("<h2>Confidence</h2>")
     fig = go.Figure()
