@@ -1,9 +1,8 @@
 """Speech recognition with faster-whisper, batched across independent speech segments.
 
-The segments of a batch may come from different recordings. They are laid end to end and handed
-to faster-whisper's ``BatchedInferencePipeline`` with one clip per segment, so the encoder and the
-beam search run on the whole batch at once; results are mapped back to their segment by clip
-offset. Each segment gets its text, ``avg_logprob``, ``no_speech_prob``, its language with its
+The segments of a batch may come from different recordings. Each goes through faster-whisper's
+``BatchedInferencePipeline`` as one clip (batching across segments is disabled for now: see
+``_transcribe``). Each segment gets its text, ``avg_logprob``, ``no_speech_prob``, its language with its
 probability, and word timestamps relative to the recording.
 """
 
@@ -89,46 +88,38 @@ class Transcriber:
         return results
 
     def _transcribe(self, waveforms, language, indices, offsets_s, results) -> None:
-        # A 10 ms gap between clips keeps every clip's offset distinct after rounding.
-        gap = np.zeros(SAMPLE_RATE // 100, dtype=np.float32)
-        pieces, clips, starts = [], [], []
-        position = 0
-        for audio in waveforms:
+        # One call per segment. Laying a batch's segments end to end with one clip each (true
+        # batching) gave, under load in CI, a segment whose text held its neighbour's sentence;
+        # until that is understood, correctness first (see the closing note of issue 5).
+        for k, audio in enumerate(waveforms):
             audio = np.asarray(audio, dtype=np.float32)
-            clips.append(
-                {"start": position / SAMPLE_RATE, "end": (position + len(audio)) / SAMPLE_RATE}
+            segments, _ = self.pipeline.transcribe(
+                audio,
+                language=language,
+                beam_size=self.options.beam_size,
+                clip_timestamps=[{"start": 0.0, "end": len(audio) / SAMPLE_RATE}],
+                batch_size=1,
+                word_timestamps=True,
+                vad_filter=False,
+                log_progress=False,
             )
-            starts.append(position / SAMPLE_RATE)
-            pieces += [audio, gap]
-            position += len(audio) + len(gap)
-        segments, _ = self.pipeline.transcribe(
-            np.concatenate(pieces),
-            language=language,
-            beam_size=self.options.beam_size,
-            clip_timestamps=clips,
-            batch_size=self.batch_size,
-            word_timestamps=True,
-            vad_filter=False,
-            log_progress=False,
-        )
-        starts_arr = np.asarray(starts)
-        texts: list[list[str]] = [[] for _ in waveforms]
-        for segment in segments:
-            # seek is the clip's offset in 10 ms frames, truncated: take the nearest clip start.
-            k = int(np.argmin(np.abs(starts_arr - segment.seek / 100)))
             result = results[indices[k]]
-            texts[k].append(segment.text)
-            result.avg_logprob = float(segment.avg_logprob)
-            result.no_speech_prob = float(segment.no_speech_prob)
-            shift = offsets_s[indices[k]] - starts[k]
-            result.words += [
-                Word(
-                    round(w.start + shift, 3), round(w.end + shift, 3), w.word, float(w.probability)
-                )
-                for w in segment.words or []
-            ]
-        for k, parts in enumerate(texts):
-            results[indices[k]].text = " ".join("".join(parts).split())
+            parts = []
+            for segment in segments:
+                parts.append(segment.text)
+                result.avg_logprob = float(segment.avg_logprob)
+                result.no_speech_prob = float(segment.no_speech_prob)
+                shift = offsets_s[indices[k]]
+                result.words += [
+                    Word(
+                        round(w.start + shift, 3),
+                        round(w.end + shift, 3),
+                        w.word,
+                        float(w.probability),
+                    )
+                    for w in segment.words or []
+                ]
+            result.text = " ".join("".join(parts).split())
 
 
 def _words(text: str) -> list[str]:

@@ -177,14 +177,16 @@ def test_s3_output_equals_local_output(corpus, baseline, small_home, s3_server):
     from tests.factories import make_bucket
 
     root, _ = corpus
-    make_bucket(s3_server, "annotations")
+    make_bucket(s3_server, "annotate-out")
     config = _config(
-        "s3://annotations/nightly", small_home, s3=s3_server.model_dump(exclude_none=True)
+        "s3://annotate-out/nightly", small_home, s3=s3_server.model_dump(exclude_none=True)
     )
     summary = annotate(config, [str(root)])
-    ann = Annotations("s3://annotations/nightly", s3_server)
+    ann = Annotations("s3://annotate-out/nightly", s3_server)
     s3_rows = _rows(ann.arrow("SELECT * FROM segments"))
     _same_rows(s3_rows, _rows(_table(baseline[0], "segments")[1]))
     assert ann.sql("SELECT count(*) FROM errors").fetchall()[0][0] == 1
     assert ann.sql("SELECT run_id FROM runs").fetchall() == [(summary.run_id,)]
-    assert len(Ledger(Output("s3://annotations/nightly", s3_server)).done()) == summary.counts.files
+    assert (
+        len(Ledger(Output("s3://annotate-out/nightly", s3_server)).done()) == summary.counts.files
+    )
