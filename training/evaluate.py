@@ -64,13 +64,14 @@ def evaluate(
 ) -> dict[str, Any]:
     from annotator.models.bundle import Bundle
 
-    labels = Bundle.load(bundle_dir).labels
+    bundle = Bundle.load(bundle_dir)  # hashes every file: once
+    labels = bundle.labels
     probs, texts = posteriors(config, bundle_dir, examples, labeler)
     y_true = [labels.index(ex.label) for ex in examples]
     y_pred = probs.argmax(axis=1).tolist()
     result = {
         "bundle": str(bundle_dir),
-        "bundle_version": Bundle.load(bundle_dir).version,
+        "bundle_version": bundle.version,
         "examples": len(examples),
         "labels": labels,
         **scores(y_true, y_pred, len(labels)),
