@@ -1,9 +1,10 @@
 """Speech recognition with faster-whisper, batched across independent speech segments.
 
-The segments of a batch may come from different recordings. Each goes through faster-whisper's
-``BatchedInferencePipeline`` as one clip (batching across segments is disabled for now: see
-``_transcribe``). Each segment gets its text, ``avg_logprob``, ``no_speech_prob``, its language with its
-probability, and word timestamps relative to the recording.
+The segments of a batch may come from different recordings. They go through faster-whisper's
+``BatchedInferencePipeline`` together, ``batch_size`` clips per encoder and beam-search call,
+one clip per segment; the pipeline returns one result per clip, in order. Each segment gets its
+text, ``avg_logprob``, ``no_speech_prob``, its language with its probability, and word
+timestamps relative to the recording.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Transcriber:
         self.options = options
         self.batch_size = batch_size
         self.name = model_path
+        self._transcription_options = None
 
     def _languages(self, waveforms: Sequence[np.ndarray]) -> list[tuple[str, float]]:
         if self.options.language:
@@ -88,38 +90,76 @@ class Transcriber:
         return results
 
     def _transcribe(self, waveforms, language, indices, offsets_s, results) -> None:
-        # One call per segment. Laying a batch's segments end to end with one clip each (true
-        # batching) gave, under load in CI, a segment whose text held its neighbour's sentence;
-        # until that is understood, correctness first (see the closing note of issue 5).
-        for k, audio in enumerate(waveforms):
-            audio = np.asarray(audio, dtype=np.float32)
-            segments, _ = self.pipeline.transcribe(
-                audio,
-                language=language,
+        # faster-whisper's public transcribe() returns one stream of segments for one recording;
+        # mapping them back to the clips they came from (by time offset) is what mixed a
+        # neighbour's sentence into a segment under CI load (issue 5). The pipeline's forward()
+        # instead returns one list of sub-segments per input clip, in input order, so a result
+        # can only land on its own segment. Each clip gets its own 60 s slot on a virtual
+        # timeline (seek = slot start): word times come back relative to the slot.
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(
+            self.model.hf_tokenizer,
+            self.model.model.is_multilingual,
+            task="transcribe",
+            language=language,
+        )
+        options = self._options()
+        for first in range(0, len(waveforms), self.batch_size):
+            chunk = [
+                np.asarray(a, dtype=np.float32) for a in waveforms[first : first + self.batch_size]
+            ]
+            features = np.stack(
+                [pad_or_trim(self.model.feature_extractor(a)[..., :-1]) for a in chunk]
+            )
+            metadata = [
+                {
+                    "offset": float(k * _SLOT_S),
+                    "duration": len(a) / SAMPLE_RATE,
+                    "segments": [{"start": 0, "end": len(a)}],
+                }
+                for k, a in enumerate(chunk)
+            ]
+            self.pipeline.last_speech_timestamp = 0.0
+            outputs = self.pipeline.forward(features, tokenizer, metadata, options)
+            for k, subsegments in enumerate(outputs):
+                i = indices[first + k]
+                result = results[i]
+                shift = offsets_s[i] - k * _SLOT_S
+                for sub in subsegments:
+                    result.avg_logprob = float(sub["avg_logprob"])
+                    result.no_speech_prob = float(sub["no_speech_prob"])
+                    result.words += [
+                        Word(
+                            round(float(w["start"]) + shift, 3),
+                            round(float(w["end"]) + shift, 3),
+                            w["word"],
+                            float(w["probability"]),
+                        )
+                        for w in sub.get("words") or []
+                    ]
+                result.text = " ".join("".join(sub["text"] for sub in subsegments).split())
+
+    def _options(self):
+        """faster-whisper's TranscriptionOptions for this model and config, built once by
+        faster-whisper itself (transcribe() only prepares until its segments are iterated)."""
+        if self._transcription_options is None:
+            _, info = self.pipeline.transcribe(
+                np.zeros(SAMPLE_RATE // 10, dtype=np.float32),
+                language="en",
                 beam_size=self.options.beam_size,
-                clip_timestamps=[{"start": 0.0, "end": len(audio) / SAMPLE_RATE}],
-                batch_size=1,
+                clip_timestamps=[{"start": 0.0, "end": 0.1}],
                 word_timestamps=True,
                 vad_filter=False,
                 log_progress=False,
             )
-            result = results[indices[k]]
-            parts = []
-            for segment in segments:
-                parts.append(segment.text)
-                result.avg_logprob = float(segment.avg_logprob)
-                result.no_speech_prob = float(segment.no_speech_prob)
-                shift = offsets_s[indices[k]]
-                result.words += [
-                    Word(
-                        round(w.start + shift, 3),
-                        round(w.end + shift, 3),
-                        w.word,
-                        float(w.probability),
-                    )
-                    for w in segment.words or []
-                ]
-            result.text = " ".join("".join(parts).split())
+            self._transcription_options = info.transcription_options
+        return self._transcription_options
+
+
+# Each clip of a batch sits in its own slot of this many seconds (clips are ≤ 30 s).
+_SLOT_S = 60
 
 
 def _words(text: str) -> list[str]:
