@@ -41,7 +41,8 @@ class StageResources(_Strict):
     """Resources of one Ray Data stage.
 
     Attributes:
-        batch_size: rows handed to one ``__call__`` of the stage.
+        batch_size: rows handed to one ``__call__`` of the stage (for ASR: windows of up to
+            30 s of packed speech segments).
         concurrency: number of actors (model stages) or parallel tasks (cheap stages).
         num_cpus: CPUs reserved per actor or task.
         num_gpus: GPU share per actor; fractions let several model stages share one GPU.
@@ -126,7 +127,8 @@ class ASRConfig(_Strict):
         device: ``cpu``, ``cuda`` or ``auto``.
         beam_size: beam width of the decoder.
         language: force a language, or None to detect it.
-        cpu_threads: CTranslate2 threads per actor (0 = CTranslate2's default).
+        cpu_threads: CTranslate2 threads per actor (0 = CTranslate2's default, 4, capped by the
+            CPUs available; not Ray's OMP_NUM_THREADS, which is the actor's num_cpus).
     """
 
     model: str = "small:whisper"

@@ -2,11 +2,13 @@
 
     python -m benchmarks.stages [--minutes 5] [--files 8]
 
-Stages run one after another in this process on the same espeak-ng corpus: decode + VAD, ASR
-(faster-whisper batched), features (HuBERT + EmoQ-Former + projector), label (vLLM; engine
-start-up reported apart). RTFx = audio seconds / stage seconds. Then ``annotator annotate`` runs
-as a subprocess over 1× and 10× the corpus while the total RSS of its whole process tree (driver,
-Ray, actors, vLLM) is sampled: a flat ratio means memory does not grow with the archive.
+The pipeline's stage classes run one after another in this process on the same espeak-ng corpus:
+decode + VAD + packing into ASR windows, ASR (faster-whisper, windows batched), features
+(HuBERT + EmoQ-Former + projector), label (vLLM; engine start-up reported apart). RTFx = audio
+seconds / stage seconds. Then ``annotator annotate`` runs as a subprocess over 1× and 10× the
+corpus while the memory of its whole process tree (driver, Ray, actors, vLLM) is sampled as
+summed PSS (shared pages counted once): a flat ratio means memory does not grow with the
+archive.
 """
 
 from __future__ import annotations
@@ -24,48 +26,51 @@ from benchmarks.common import peak_rss_mib, write_result
 from benchmarks.e2e import make_corpus
 
 
-def tree_rss_mib(pid: int) -> float:
+def tree_memory_mib(pid: int) -> tuple[float, float]:
+    """(RSS summed, PSS summed) over a process and its descendants, in MiB.
+
+    RSS counts a shared page (Ray's object store, mapped by every worker that reads an object;
+    shared libraries) once per process that touched it; PSS divides it among them, so the PSS sum
+    is the memory the tree really holds."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
+        return 0.0, 0.0
+    rss = pss = 0
     for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += proc.memory_info().rss
-    return total / 1024**2
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            info = proc.memory_full_info()
+            rss += info.rss
+            pss += info.pss
+    return rss / 1024**2, pss / 1024**2
 
 
-def run_peak(cmd: list[str]) -> tuple[float, float]:
-    """(wall s, peak RSS of the process tree in MiB) of a command."""
+def run_peak(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall s, peak summed RSS MiB, peak summed PSS MiB) of a command's process tree."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = 0.0
+    peak_rss = peak_pss = 0.0
     while proc.poll() is None:
-        peak = max(peak, tree_rss_mib(proc.pid))
+        rss, pss = tree_memory_mib(proc.pid)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
         time.sleep(0.5)
     if proc.returncode:
         raise RuntimeError(f"{cmd} exited {proc.returncode}")
-    return time.perf_counter() - t0, peak
+    return time.perf_counter() - t0, peak_rss, peak_pss
 
 
 def stages(corpus: Path, audio_s: float) -> dict:
-    import torch
+    """The pipeline's own stage classes, one after another in this process, on Arrow batches
+    of the configured sizes (model loading not timed)."""
+    import pyarrow as pa
 
-    from annotator.audio.ingest import Segment, ingest
     from annotator.config import load_config
-    from annotator.models.asr import Transcriber
-    from annotator.models.bundle import Bundle
-    from annotator.models.embedder import EmotionEmbedder
-    from annotator.models.labeler.vllm import VLLMLabeler
-    from annotator.models.profiles import resolve_model
-    from annotator.models.prompt import PromptEmbedder
+    from annotator.pipeline.stages import ROW, ASRStage, FeaturesStage, LabelStage, ingest_rows
 
     config = load_config()
-    home = config.models.home
     figures: dict = {}
 
     def done(name: str, seconds: float) -> None:
@@ -75,43 +80,40 @@ def stages(corpus: Path, audio_s: float) -> dict:
             "peak_rss_mib_so_far": round(peak_rss_mib(), 1),
         }
 
+    def batches(table: pa.Table, size: int) -> list[pa.Table]:
+        return [table.slice(i, size) for i in range(0, table.num_rows, size)]
+
     t0 = time.perf_counter()
-    segments = [
-        item
-        for path in sorted(corpus.glob("*.wav"))
-        for item in ingest(str(path), config.audio, config.s3)
-        if isinstance(item, Segment)
-    ]
+    rows = [row for path in sorted(corpus.glob("*.wav")) for row in ingest_rows(str(path), config)]
     done("decode_vad", time.perf_counter() - t0)
+    windows = pa.Table.from_pylist([r for r in rows if r["kind"] == "window"], schema=ROW)
 
-    asr = Transcriber(resolve_model(config.models.asr.model, home), config.models.asr, 8)
+    asr = ASRStage(config)
     t0 = time.perf_counter()
-    texts = []
-    for i in range(0, len(segments), 8):
-        batch = segments[i : i + 8]
-        texts += [t.text for t in asr([s.audio for s in batch], [s.start_s for s in batch])]
+    segments = pa.concat_tables(
+        [asr(batch) for batch in batches(windows, config.stages.asr.batch_size)]
+    )
     done("asr", time.perf_counter() - t0)
+    figures["asr"]["windows"] = windows.num_rows
 
-    bundle = Bundle.load(resolve_model(config.models.bundle, home))
-    embedder = EmotionEmbedder(bundle, resolve_model(config.models.hubert, home))
+    features = FeaturesStage(config)
     t0 = time.perf_counter()
-    soft = []
-    for i in range(0, len(segments), 8):
-        soft += list(embedder([s.audio for s in segments[i : i + 8]], texts[i : i + 8])[1])
+    soft = pa.concat_tables(
+        [features(batch) for batch in batches(segments, config.stages.features.batch_size)]
+    )
     done("features", time.perf_counter() - t0)
 
-    llm = resolve_model(config.models.llm, home)
-    prompts = PromptEmbedder.from_llm(llm, bundle.labels)
+    label = LabelStage(config)
     t0 = time.perf_counter()
-    labeler = VLLMLabeler(llm, bundle.emotion_token_ids, bundle.lora_dir)
+    label._engine()
     startup = time.perf_counter() - t0
     t0 = time.perf_counter()
-    embeds = [prompts.build(t, v.to(torch.float32)) for t, v in zip(texts, soft, strict=True)]
-    labeler.posteriors(embeds)
+    for batch in batches(soft, config.stages.label.batch_size):
+        label(batch)
     done("label", time.perf_counter() - t0)
     figures["label"]["engine_startup_s"] = round(startup, 1)
-    labeler.close()
-    figures["segments"] = len(segments)
+    label.labeler.close()
+    figures["segments"] = segments.num_rows
     return figures
 
 
@@ -133,16 +135,18 @@ def main() -> None:
         for path in sorted(big.glob("*.wav"))[:2]:
             shutil.copy(path, one / path.name)
         cli = [sys.executable, "-m", "annotator.cli", "annotate"]
-        wall_1, peak_1 = run_peak([*cli, str(one), "--out", str(work / "out-1")])
-        wall_10, peak_10 = run_peak([*cli, str(big), "--out", str(work / "out-10")])
+        wall_1, rss_1, pss_1 = run_peak([*cli, str(one), "--out", str(work / "out-1")])
+        wall_10, rss_10, pss_10 = run_peak([*cli, str(big), "--out", str(work / "out-10")])
         figures["run_memory"] = {
             "audio_s_1x": round(audio_10 / 10, 1),
             "audio_s_10x": round(audio_10, 1),
             "wall_s_1x": round(wall_1, 1),
             "wall_s_10x": round(wall_10, 1),
-            "peak_tree_rss_mib_1x": round(peak_1, 1),
-            "peak_tree_rss_mib_10x": round(peak_10, 1),
-            "ratio": round(peak_10 / peak_1, 3),
+            "peak_tree_pss_mib_1x": round(pss_1, 1),
+            "peak_tree_pss_mib_10x": round(pss_10, 1),
+            "ratio": round(pss_10 / pss_1, 3),
+            "peak_tree_rss_sum_mib_1x": round(rss_1, 1),
+            "peak_tree_rss_sum_mib_10x": round(rss_10, 1),
         }
         write_result("stages", figures)
     finally:

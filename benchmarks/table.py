@@ -24,8 +24,8 @@ def rows() -> list[tuple[str, str]]:
             )
             m = r["run_memory"]
             text += (
-                f" · run peak RSS 1× {m['peak_tree_rss_mib_1x']} MiB, 10× "
-                f"{m['peak_tree_rss_mib_10x']} MiB (ratio {m['ratio']})"
+                f" · run peak PSS 1× {m['peak_tree_pss_mib_1x']} MiB, 10× "
+                f"{m['peak_tree_pss_mib_10x']} MiB (ratio {m['ratio']})"
             )
         elif name == "labeler":
             text = json.dumps({k: v for k, v in r.items() if "per_s" in k or "speedup" in k})

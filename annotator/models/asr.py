@@ -1,14 +1,19 @@
-"""Speech recognition with faster-whisper, batched across independent speech segments.
+"""Speech recognition with faster-whisper on windows of speech segments.
 
-The segments of a batch may come from different recordings. They go through faster-whisper's
-``BatchedInferencePipeline`` together, ``batch_size`` clips per encoder and beam-search call,
-one clip per segment; the pipeline returns one result per clip, in order. Each segment gets its
-text, ``avg_logprob``, ``no_speech_prob``, its language with its probability, and word
-timestamps relative to the recording.
+Whisper's encoder always hears 30 s, and speech segments last a few seconds: one segment per
+window would pay for ~10× the audio it holds. So consecutive segments of one recording are
+packed into windows of up to 30 s with 0.5 s of silence between them (as faster-whisper and
+WhisperX pack VAD chunks); the pipeline's decode step decides the windows from the recording
+alone, so a rerun hears the same windows. Windows go through faster-whisper's
+``BatchedInferencePipeline`` ``batch_size`` at a time, and each word goes back to the segment
+whose span holds it. Each segment gets its text, the window's language with its probability,
+word timestamps relative to the recording, and the ``avg_logprob`` and ``no_speech_prob`` of
+the window it was decoded in.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,15 +42,20 @@ class Transcript:
 
 
 def cpu_threads(options: ASRConfig) -> int:
-    """CTranslate2 threads: the configured number, else 0 (CTranslate2's own default).
+    """CTranslate2 threads: the configured number, else CTranslate2's documented default, 4,
+    capped by the CPUs this process may use.
 
-    On 2 cores, giving the ASR actor both cores did not make the e2e benchmark faster: the
-    emotion stages share the same cores."""
-    return options.cpu_threads
+    Left at 0, CTranslate2 would follow OMP_NUM_THREADS, which Ray sets to an actor's
+    ``num_cpus``: a 1-CPU ASR actor then decodes on one thread (measured on 2 cores: 12.2 s
+    against 8.8 s with two threads for the same 28 segments)."""
+    if options.cpu_threads:
+        return options.cpu_threads
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 class Transcriber:
-    """One faster-whisper model, loaded once; ``__call__`` transcribes a batch of segments."""
+    """One faster-whisper model, loaded once. ``windows`` transcribes packed windows of
+    segments; ``__call__`` transcribes segments each heard alone (training, evaluation)."""
 
     def __init__(self, model_path: str, options: ASRConfig, batch_size: int = 8) -> None:
         from faster_whisper import BatchedInferencePipeline, WhisperModel
@@ -62,40 +72,68 @@ class Transcriber:
         self.name = model_path
         self._transcription_options = None
 
-    def _languages(self, waveforms: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+    def _language(self, audio: np.ndarray) -> tuple[str, float]:
         if self.options.language:
-            return [(self.options.language, 1.0)] * len(waveforms)
+            return self.options.language, 1.0
         if not self.model.model.is_multilingual:
-            return [("en", 1.0)] * len(waveforms)
-        found = []
-        for audio in waveforms:
-            language, prob, _ = self.model.detect_language(audio=audio)
-            found.append((language, float(prob)))
-        return found
+            return "en", 1.0
+        language, prob, _ = self.model.detect_language(audio=audio)
+        return language, float(prob)
 
     def __call__(
         self, waveforms: Sequence[np.ndarray], offsets_s: Sequence[float] | None = None
     ) -> list[Transcript]:
-        """Transcripts of ``waveforms`` (16 kHz mono, each ≤ 30 s), in order.
+        """Transcripts of ``waveforms`` (16 kHz mono, each ≤ 30 s), in order, each heard alone.
 
         ``offsets_s``: where each segment starts in its recording, added to word timestamps.
         """
         offsets_s = offsets_s if offsets_s is not None else [0.0] * len(waveforms)
-        languages = self._languages(waveforms)
-        results = [Transcript(language=lang, language_prob=p) for lang, p in languages]
+        found = self.windows([[a] for a in waveforms], [[o] for o in offsets_s])
+        return [window[0] for window in found]
+
+    def windows(
+        self, windows: Sequence[Sequence[np.ndarray]], offsets_s: Sequence[Sequence[float]]
+    ) -> list[list[Transcript]]:
+        """Transcripts of segments heard together: ``windows[w]`` holds consecutive segments of
+        one recording whose lengths, with a 0.5 s gap between neighbours, fit in 30 s
+        (:func:`window_samples`). They are laid end to end with those gaps, the window is
+        transcribed once, and each word goes back to the segment whose span holds it.
+
+        Each segment gets its words and text, the window's language, and the window's
+        ``avg_logprob`` and ``no_speech_prob``. ``offsets_s[w][k]``: where segment k of window w
+        starts in its recording."""
+        gap = np.zeros(GAP_SAMPLES, dtype=np.float32)
+        audio, spans = [], []
+        for clips in windows:
+            pieces, window_spans, position = [], [], 0
+            for clip in clips:
+                clip = np.asarray(clip, dtype=np.float32)
+                if pieces:
+                    pieces.append(gap)
+                    position += len(gap)
+                pieces.append(clip)
+                window_spans.append((position / SAMPLE_RATE, (position + len(clip)) / SAMPLE_RATE))
+                position += len(clip)
+            audio.append(np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32))
+            spans.append(window_spans)
+        languages = [self._language(a) for a in audio]
+        decoded: list = [None] * len(audio)
         # One pipeline call per language (one language per call is faster-whisper's contract).
         for language in sorted({lang for lang, _ in languages}):
-            picked = [i for i, (lang, _) in enumerate(languages) if lang == language]
-            self._transcribe([waveforms[i] for i in picked], language, picked, offsets_s, results)
-        return results
+            picked = [w for w, (lang, _) in enumerate(languages) if lang == language]
+            found = self._decode([audio[w] for w in picked], language)
+            for w, result in zip(picked, found, strict=True):
+                decoded[w] = result
+        return [_split(decoded[w], spans[w], offsets_s[w], languages[w]) for w in range(len(audio))]
 
-    def _transcribe(self, waveforms, language, indices, offsets_s, results) -> None:
-        # faster-whisper's public transcribe() returns one stream of segments for one recording;
-        # mapping them back to the clips they came from (by time offset) is what mixed a
-        # neighbour's sentence into a segment under CI load (issue 5). The pipeline's forward()
-        # instead returns one list of sub-segments per input clip, in input order, so a result
-        # can only land on its own segment. Each clip gets its own 60 s slot on a virtual
-        # timeline (seek = slot start): word times come back relative to the slot.
+    def _decode(self, audio: list[np.ndarray], language: str):
+        """(text, words with times in the window, avg_logprob, no_speech_prob) per window, in
+        order: ``batch_size`` windows per encoder and beam-search call.
+
+        faster-whisper's public ``transcribe()`` returns one stream of segments for a recording,
+        to be mapped back by time; the pipeline's ``forward()`` returns one list per window, in
+        input order, so a result can only land on its own window. Window k sits at 60·k s on
+        a virtual timeline (``seek``): word times come back shifted by that."""
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
 
@@ -106,10 +144,8 @@ class Transcriber:
             language=language,
         )
         options = self._options()
-        for first in range(0, len(waveforms), self.batch_size):
-            chunk = [
-                np.asarray(a, dtype=np.float32) for a in waveforms[first : first + self.batch_size]
-            ]
+        for first in range(0, len(audio), self.batch_size):
+            chunk = audio[first : first + self.batch_size]
             features = np.stack(
                 [pad_or_trim(self.model.feature_extractor(a)[..., :-1]) for a in chunk]
             )
@@ -123,23 +159,25 @@ class Transcriber:
             ]
             self.pipeline.last_speech_timestamp = 0.0
             outputs = self.pipeline.forward(features, tokenizer, metadata, options)
+            if len(outputs) != len(chunk):  # one result per window, in order, or nothing
+                raise RuntimeError(f"faster-whisper gave {len(outputs)} results for {len(chunk)}")
             for k, subsegments in enumerate(outputs):
-                i = indices[first + k]
-                result = results[i]
-                shift = offsets_s[i] - k * _SLOT_S
-                for sub in subsegments:
-                    result.avg_logprob = float(sub["avg_logprob"])
-                    result.no_speech_prob = float(sub["no_speech_prob"])
-                    result.words += [
-                        Word(
-                            round(float(w["start"]) + shift, 3),
-                            round(float(w["end"]) + shift, 3),
-                            w["word"],
-                            float(w["probability"]),
-                        )
-                        for w in sub.get("words") or []
-                    ]
-                result.text = " ".join("".join(sub["text"] for sub in subsegments).split())
+                words = [
+                    Word(
+                        float(w["start"]) - k * _SLOT_S,
+                        float(w["end"]) - k * _SLOT_S,
+                        w["word"],
+                        float(w["probability"]),
+                    )
+                    for sub in subsegments
+                    for w in sub.get("words") or []
+                ]
+                text = "".join(sub["text"] for sub in subsegments)
+                logprob = no_speech = float("nan")
+                if subsegments:
+                    logprob = float(subsegments[0]["avg_logprob"])
+                    no_speech = float(subsegments[0]["no_speech_prob"])
+                yield text, words, logprob, no_speech
 
     def _options(self):
         """faster-whisper's TranscriptionOptions for this model and config, built once by
@@ -158,8 +196,51 @@ class Transcriber:
         return self._transcription_options
 
 
-# Each clip of a batch sits in its own slot of this many seconds (clips are ≤ 30 s).
+# Each window of a forward() call sits in its own slot of this many seconds (windows are ≤ 30 s).
 _SLOT_S = 60
+WINDOW_SAMPLES = 30 * SAMPLE_RATE  # Whisper's receptive field
+GAP_SAMPLES = SAMPLE_RATE // 2  # silence between packed segments, so no word straddles two
+
+
+def window_samples(lengths: Sequence[int]) -> int:
+    """Samples of a window holding segments of these lengths (gaps included)."""
+    return sum(lengths) + GAP_SAMPLES * max(len(lengths) - 1, 0)
+
+
+def _split(decoded, spans, offsets_s, language) -> list[Transcript]:
+    """A window's decoding handed back to its segments."""
+    text, words, avg_logprob, no_speech_prob = decoded
+    owner = [_owner(spans, (w.start + w.end) / 2) for w in words]
+    out = []
+    for j, (begin, finish) in enumerate(spans):
+        shift = offsets_s[j] - begin
+        mine = [w for w, o in zip(words, owner, strict=True) if o == j]
+        result = Transcript(
+            language=language[0],
+            language_prob=language[1],
+            avg_logprob=avg_logprob,
+            no_speech_prob=no_speech_prob,
+            words=[
+                Word(
+                    round(max(w.start, begin) + shift, 3),
+                    round(min(w.end, finish) + shift, 3),
+                    w.word,
+                    w.prob,
+                )
+                for w in mine
+            ],
+        )
+        # A window of one segment keeps Whisper's own text (it can hold tokens that no word
+        # alignment covers); a shared window's text is rebuilt from the words.
+        result.text = " ".join((text if len(spans) == 1 else "".join(w.word for w in mine)).split())
+        out.append(result)
+    return out
+
+
+def _owner(spans: Sequence[tuple[float, float]], t: float) -> int:
+    """Index of the span holding time ``t``, else of the nearest span."""
+    distances = [0.0 if a <= t <= b else min(abs(t - a), abs(t - b)) for a, b in spans]
+    return int(np.argmin(distances))
 
 
 def _words(text: str) -> list[str]:

@@ -1,7 +1,10 @@
 """The stages of the annotate graph. Rows travel between them as Arrow tables.
 
-Three kinds of row share one stream (column ``kind``):
+Four kinds of row share one stream (column ``kind``):
 
+* ``window``: consecutive speech segments of one recording, up to 30 s with their gaps (see
+  ``annotator/models/asr.py``): ``audio`` holds them end to end, ``spans`` where each one is.
+  The ASR stage turns each window into its segment rows.
 * ``segment``: one speech segment; the model stages fill in its transcript and emotion.
 * ``error``: an input that could not be used; passes through the model stages untouched.
 * ``file_done``: the end of one file or archive member (the unit of commit), with how many
@@ -14,6 +17,7 @@ HuBERT, the EmoQ-Former and the projector share one actor so HuBERT's frames nev
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +31,14 @@ from annotator.schema import LABEL_PROB, WORD
 
 MIXED = -1  # channel value of a mixed-down recording inside the pipeline (null in the output)
 
+SPAN = pa.struct(
+    [
+        ("segment_index", pa.int32()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("samples", pa.int64()),
+    ]
+)
 ROW = pa.schema(
     [
         ("kind", pa.string()),
@@ -46,6 +58,7 @@ ROW = pa.schema(
         ("n_errors", pa.int64()),
         ("duration_s", pa.float64()),
         ("skipped", pa.bool_()),
+        ("spans", pa.list_(SPAN)),  # kind window: its segments, in order; dropped by ASRStage
     ]
 )
 ASR_COLUMNS = pa.schema(
@@ -66,7 +79,7 @@ LABEL_COLUMNS = pa.schema(
         ("emotion_confidence", pa.float32()),
     ]
 )
-ROWS_PER_BLOCK = 16  # decode output is handed on in small blocks so ASR starts early
+ROWS_PER_BLOCK = 4  # decode output (windows of ≤ 30 s) goes on in small blocks: ASR starts early
 
 
 def _blank() -> dict[str, Any]:
@@ -88,33 +101,62 @@ def _blank() -> dict[str, Any]:
         "n_errors": 0,
         "duration_s": 0.0,
         "skipped": False,
+        "spans": [],
     }
+
+
+def _window_row(segments: list[Segment]) -> dict[str, Any]:
+    rec = segments[0].recording
+    row = _blank()
+    row.update(
+        kind="window",
+        call_id=rec.call_id,
+        recording_id=rec.recording_id,
+        source_uri=rec.source_uri,
+        member=rec.member,
+        channel=MIXED if rec.channel is None else rec.channel,
+        segment_index=segments[0].index,
+        start_s=segments[0].start_s,
+        end_s=segments[-1].end_s,
+        audio=b"".join(np.ascontiguousarray(s.audio, dtype=np.float32).tobytes() for s in segments),
+        spans=[
+            {
+                "segment_index": s.index,
+                "start_s": s.start_s,
+                "end_s": s.end_s,
+                "samples": len(s.audio),
+            }
+            for s in segments
+        ],
+    )
+    return row
 
 
 def ingest_rows(
     uri: str, config: AnnotatorConfig, done: frozenset[str] = frozenset()
 ) -> Iterator[dict[str, Any]]:
-    """Rows (see the module doc) for one input URI; files whose call_id is in ``done`` skipped."""
+    """Rows (see the module doc) for one input URI; files whose call_id is in ``done`` skipped.
+
+    A recording's segments are packed, in order, into the ASR windows (``window`` rows): a window
+    is closed when the next segment would not fit, and when its recording ends."""
+    from annotator.models.asr import WINDOW_SAMPLES, window_samples
+
     segments: dict[str, int] = {}
     errors: dict[str, int] = {}
     durations: dict[str, float] = {}
+    open_windows: dict[str, list[Segment]] = {}  # recording_id → segments not yet handed on
     for item in ingest(uri, config.audio, config.s3, skip=done.__contains__):
         row = _blank()
         if isinstance(item, Segment):
             rec = item.recording
             segments[rec.call_id] = segments.get(rec.call_id, 0) + 1
-            row.update(
-                kind="segment",
-                call_id=rec.call_id,
-                recording_id=rec.recording_id,
-                source_uri=rec.source_uri,
-                member=rec.member,
-                channel=MIXED if rec.channel is None else rec.channel,
-                segment_index=item.index,
-                start_s=item.start_s,
-                end_s=item.end_s,
-                audio=np.ascontiguousarray(item.audio, dtype=np.float32).tobytes(),
-            )
+            window = open_windows.setdefault(rec.recording_id, [])
+            lengths = [len(s.audio) for s in window] + [len(item.audio)]
+            if window and window_samples(lengths) > WINDOW_SAMPLES:
+                yield _window_row(window)
+                window.clear()
+            window.append(item)
+            continue
         elif isinstance(item, IngestError):
             call_id = recording_id(item.source_uri, item.member, None)
             errors[call_id] = errors.get(call_id, 0) + 1
@@ -130,8 +172,16 @@ def ingest_rows(
         elif isinstance(item, RecordingDone):
             call_id = item.recording.call_id
             durations[call_id] = max(durations.get(call_id, 0.0), item.duration_s)
+            window = open_windows.pop(item.recording.recording_id, [])
+            if window:
+                yield _window_row(window)
             continue
         elif isinstance(item, FileDone):
+            # A file cut short (an error after some segments) may leave windows open.
+            for rec_id in [
+                r for r, w in open_windows.items() if w[0].recording.call_id == item.call_id
+            ]:
+                yield _window_row(open_windows.pop(rec_id))
             row.update(
                 kind="file_done",
                 call_id=item.call_id,
@@ -187,7 +237,8 @@ def _model_path(name: str, config: AnnotatorConfig) -> str:
 
 
 class ASRStage:
-    """faster-whisper on the segment rows: text, language, confidences, word timestamps."""
+    """faster-whisper on the window rows: each comes out as its segment rows, with text,
+    language, confidences and word timestamps."""
 
     def __init__(self, config: AnnotatorConfig) -> None:
         from annotator.models.asr import Transcriber
@@ -199,28 +250,51 @@ class ASRStage:
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = _segment_rows(batch)
-        values: dict[str, list] = {
-            "text": [""] * batch.num_rows,
-            "language": [""] * batch.num_rows,
-            "language_prob": [None] * batch.num_rows,
-            "avg_logprob": [None] * batch.num_rows,
-            "no_speech_prob": [None] * batch.num_rows,
-            "words": [[] for _ in range(batch.num_rows)],
-        }
-        if rows:
-            offsets = batch["start_s"].to_pylist()
-            results = self.transcriber(_waveforms(batch, rows), [offsets[i] for i in rows])
-            for i, result in zip(rows, results, strict=True):
-                values["text"][i] = result.text
-                values["language"][i] = result.language
-                values["language_prob"][i] = result.language_prob
-                values["avg_logprob"][i] = result.avg_logprob
-                values["no_speech_prob"][i] = result.no_speech_prob
-                values["words"][i] = [vars(w) for w in result.words]
-        for field in ASR_COLUMNS:
-            batch = batch.append_column(field, pa.array(values[field.name], type=field.type))
-        return batch
+        """Window rows out as their segment rows, transcribed; other rows pass through."""
+        rows = batch.to_pylist()
+        windows = [row for row in rows if row["kind"] == "window"]
+        clips: list[list[np.ndarray]] = []
+        for row in windows:
+            audio = np.frombuffer(row["audio"], dtype=np.float32)
+            bounds = np.cumsum([0] + [span["samples"] for span in row["spans"]])
+            clips.append([audio[a:b] for a, b in itertools.pairwise(bounds)])
+        offsets = [[span["start_s"] for span in row["spans"]] for row in windows]
+        found = iter(zip(clips, self.transcriber.windows(clips, offsets), strict=True))
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            if row["kind"] != "window":
+                out.append({**row, **_NO_TRANSCRIPT, "words": []})
+                continue
+            window_clips, transcripts = next(found)
+            for span, clip, transcript in zip(row["spans"], window_clips, transcripts, strict=True):
+                out.append(
+                    {
+                        **row,
+                        "kind": "segment",
+                        "segment_index": span["segment_index"],
+                        "start_s": span["start_s"],
+                        "end_s": span["end_s"],
+                        "audio": clip.tobytes(),
+                        "spans": [],
+                        "text": transcript.text,
+                        "language": transcript.language,
+                        "language_prob": transcript.language_prob,
+                        "avg_logprob": transcript.avg_logprob,
+                        "no_speech_prob": transcript.no_speech_prob,
+                        "words": [vars(w) for w in transcript.words],
+                    }
+                )
+        schema = pa.unify_schemas([ROW, ASR_COLUMNS])
+        return pa.Table.from_pylist(out, schema=schema).drop_columns(["spans"])
+
+
+_NO_TRANSCRIPT = {
+    "text": "",
+    "language": "",
+    "language_prob": None,
+    "avg_logprob": None,
+    "no_speech_prob": None,
+}
 
 
 class FeaturesStage:
