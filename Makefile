@@ -57,7 +57,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.labeler
 	$(BIN)/python -m benchmarks.segment_memory
 	$(BIN)/python -m benchmarks.stages
-	$(BIN)/python -m benchmarks.e2e --minutes 15 --files 24
+	$(BIN)/python -m benchmarks.e2e --minutes 40 --files 48
 	$(BIN)/python -m benchmarks.table
 
 test: setup lint

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -40,7 +40,6 @@ class RunSummary:
     finished_at: datetime
     wall_s: float
     bundle_version: str
-    failed: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def audio_hours(self) -> float:
@@ -58,9 +57,9 @@ class RunSummary:
             f"  recordings {c.recordings} · segments {c.segments} · errors {c.errors}",
             f"  audio {self.audio_hours:.3f} h · wall {self.wall_s:.1f} s · {self.rtfx:.1f}× real time",
         ]
-        if self.failed:
-            out.append(f"  quarantined in errors/ ({len(self.failed)}):")
-            for uri, member, message in self.failed:
+        if c.failed:
+            out.append(f"  quarantined in errors/ ({len(c.failed)}):")
+            for uri, member, message in c.failed:
                 name = f"{uri}!{member}" if member else uri
                 out.append(f"    {name}: {message.removeprefix(name + ': ')}")
         return out
@@ -160,7 +159,6 @@ def annotate(
         finished_at=finished,
         wall_s=time.perf_counter() - t0,
         bundle_version=bundle.version,
-        failed=sink.counts.failed,
     )
     _store(output, config, info, summary)
     return summary
