@@ -50,7 +50,8 @@ def cpu_threads(options: ASRConfig) -> int:
     against 8.8 s with two threads for the same 28 segments)."""
     if options.cpu_threads:
         return options.cpu_threads
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, usable or 1))
 
 
 class Transcriber:
