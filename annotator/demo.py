@@ -167,7 +167,10 @@ def run_demo(home: Path | None = None, say: Callable[[str], None] = print) -> di
         None, models={"home": str(home)}, train={"storage": str(home / "demo" / "checkpoints")}
     )
     bundle = trained_bundle(home, train_config, say)
-    out = home / "demo" / "out"
+    from annotator.models.bundle import Bundle
+
+    # One output per bundle: a retrained demo model labels afresh instead of skipping files.
+    out = home / "demo" / f"out-{Bundle.load(str(bundle)).version}"
     config = load_config(
         None,
         output=str(out),

@@ -40,6 +40,9 @@ class RunSummary:
     finished_at: datetime
     wall_s: float
     bundle_version: str
+    # Bundles of earlier runs into this output, when files were skipped and any differs from
+    # this run's: the skipped files keep the labels those bundles gave.
+    earlier_bundles: tuple[str, ...] = ()
 
     @property
     def audio_hours(self) -> float:
@@ -57,6 +60,12 @@ class RunSummary:
             f"  recordings {c.recordings} · segments {c.segments} · errors {c.errors}",
             f"  audio {self.audio_hours:.3f} h · wall {self.wall_s:.1f} s · {self.rtfx:.1f}× real time",
         ]
+        if self.earlier_bundles:
+            out.append(
+                f"  note: the {c.skipped} files already done keep the labels of earlier runs, made "
+                f"with bundle {', '.join(self.earlier_bundles)}; this run used "
+                f"{self.bundle_version}. --force relabels them."
+            )
         if c.failed:
             out.append(f"  quarantined in errors/ ({len(c.failed)}):")
             for uri, member, message in c.failed:
@@ -118,6 +127,15 @@ def annotate(
     )
     sources = list(iter_sources(inputs, config.audio, config.s3))
     done = frozenset() if force else Ledger(output).done()
+    earlier_bundles = _bundles_of_runs(output) if done else set()
+    if earlier_bundles - {bundle.version}:
+        log.warning(
+            "earlier runs into %s used bundle %s (this run: %s): files they committed are "
+            "skipped and keep those labels; --force relabels them",
+            output.uri,
+            ", ".join(sorted(earlier_bundles - {bundle.version})),
+            bundle.version,
+        )
     # Plain files already committed are skipped here; archives are opened to check their members.
     todo = [u for u in sources if is_archive(u) or recording_id(u, "", None) not in done]
     log.info(
@@ -160,8 +178,21 @@ def annotate(
         wall_s=time.perf_counter() - t0,
         bundle_version=bundle.version,
     )
+    if sink.counts.skipped:
+        summary.earlier_bundles = tuple(sorted(earlier_bundles - {bundle.version}))
     _store(output, config, info, summary)
     return summary
+
+
+def _bundles_of_runs(output: Output) -> set[str]:
+    """Bundle versions of the runs recorded in ``runs/`` (one small file per run)."""
+    versions: set[str] = set()
+    for path in output.fs.glob(output.path("runs", "*.parquet")):
+        with output.fs.open(path, "rb") as handle:
+            versions.update(
+                pq.read_table(handle, columns=["bundle_version"])["bundle_version"].to_pylist()
+            )
+    return versions
 
 
 def _store(output: Output, config: AnnotatorConfig, info: RunInfo, s: RunSummary) -> None:

@@ -107,17 +107,31 @@ def test_end_to_end_output(corpus, baseline):
     assert len(Ledger(Output(str(out), load_config().s3)).done()) == len(spoken) + 1
 
 
-def test_rerun_skips_committed_files_and_force_redoes_them(corpus, baseline, small_home, tmp_path):
+def test_rerun_skips_committed_files_and_force_redoes_them(
+    corpus, baseline, small_home, lora_bundle, tmp_path
+):
     import shutil
 
     root, spoken = corpus
-    out, _ = baseline
+    out, first = baseline
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     before = _rows(_table(copy, "segments")[1])
     again = annotate(_config(copy, small_home), [str(root)])
     assert again.counts.files == 0 and again.counts.skipped == len(spoken) + 1
     assert _rows(_table(copy, "segments")[1]) == before
+    assert again.earlier_bundles == ()  # same bundle: nothing to say
+    # A retrained bundle on the same output: the skipped files keep the old labels, and the
+    # summary says so and how to relabel.
+    other = annotate(
+        load_config(
+            None, output=str(copy), models={"home": str(small_home), "bundle": str(lora_bundle)}
+        ),
+        [str(root)],
+    )
+    assert other.counts.skipped == len(spoken) + 1 and other.bundle_version != first.bundle_version
+    assert other.earlier_bundles == (first.bundle_version,)
+    assert any("--force relabels" in line for line in other.lines())
     forced = annotate(_config(copy, small_home), [str(root)], force=True)
     assert forced.counts.files == len(spoken) + 1
     _, table = _table(copy, "segments")
