@@ -40,8 +40,8 @@ class RunSummary:
     finished_at: datetime
     wall_s: float
     bundle_version: str
-    # Bundles of earlier runs into this output, when files were skipped and any differs from
-    # this run's: the skipped files keep the labels those bundles gave.
+    # Bundles of earlier runs into this output (from runs/) other than this run's, when files
+    # were skipped: those files keep the labels they were committed with.
     earlier_bundles: tuple[str, ...] = ()
 
     @property
@@ -62,9 +62,10 @@ class RunSummary:
         ]
         if self.earlier_bundles:
             out.append(
-                f"  note: the {c.skipped} files already done keep the labels of earlier runs, made "
-                f"with bundle {', '.join(self.earlier_bundles)}; this run used "
-                f"{self.bundle_version}. --force relabels them."
+                f"  note: earlier runs into this output used bundle "
+                f"{', '.join(self.earlier_bundles)}, this run {self.bundle_version}; the "
+                f"{c.skipped} files already done keep the labels they were committed with "
+                "(column bundle_version). --force relabels them."
             )
         if c.failed:
             out.append(f"  quarantined in errors/ ({len(c.failed)}):")
@@ -130,8 +131,8 @@ def annotate(
     earlier_bundles = _bundles_of_runs(output) if done else set()
     if earlier_bundles - {bundle.version}:
         log.warning(
-            "earlier runs into %s used bundle %s (this run: %s): files they committed are "
-            "skipped and keep those labels; --force relabels them",
+            "earlier runs into %s used bundle %s (this run: %s): files already committed are "
+            "skipped and keep the labels they were committed with; --force relabels them",
             output.uri,
             ", ".join(sorted(earlier_bundles - {bundle.version})),
             bundle.version,
