@@ -18,6 +18,12 @@ CONFIG_OPTION = click.option(
     default=None,
     help="YAML configuration file (environment variables ANNOTATOR_… override it).",
 )
+HOME_OPTION = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Cache directory (default: ANNOTATOR_HOME or ~/.cache/annotator).",
+)
 
 
 def _load(config_path: Path | None, **overrides) -> AnnotatorConfig:
@@ -46,12 +52,7 @@ def models() -> None:
     show_default=True,
     help="Profile to build. Only `small` is built locally; `paper` models load by name on a cluster.",
 )
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Cache directory (default: ANNOTATOR_HOME or ~/.cache/annotator).",
-)
+@HOME_OPTION
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random parts.")
 @click.option("--force", is_flag=True, help="Rebuild even if an intact build exists.")
 @CONFIG_OPTION
@@ -80,12 +81,7 @@ def models_init(
 
 
 @models.command("show")
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Cache directory (default: ANNOTATOR_HOME or ~/.cache/annotator).",
-)
+@HOME_OPTION
 @CONFIG_OPTION
 def models_show(home: Path | None, config_path: Path | None) -> None:
     """Verify the built small profile and list its files with their SHA-256."""
@@ -304,12 +300,7 @@ def report_command(output: str, dest: Path, run_id: str | None, config_path: Pat
 
 
 @main.command("demo")
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Cache directory (default: ANNOTATOR_HOME or ~/.cache/annotator).",
-)
+@HOME_OPTION
 def demo_command(home: Path | None) -> None:
     """The whole product offline on the CPU: synthetic archive, training, annotate, SQL, report."""
     from annotator.demo import run_demo
