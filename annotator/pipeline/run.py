@@ -128,13 +128,13 @@ def annotate(
     )
     sources = list(iter_sources(inputs, config.audio, config.s3))
     done = frozenset() if force else Ledger(output).done()
-    earlier_bundles = _bundles_of_runs(output) if done else set()
-    if earlier_bundles - {bundle.version}:
+    other_bundles = tuple(sorted(_bundles_of_runs(output) - {bundle.version})) if done else ()
+    if other_bundles:
         log.warning(
             "earlier runs into %s used bundle %s (this run: %s): files already committed are "
             "skipped and keep the labels they were committed with; --force relabels them",
             output.uri,
-            ", ".join(sorted(earlier_bundles - {bundle.version})),
+            ", ".join(other_bundles),
             bundle.version,
         )
     # Plain files already committed are skipped here; archives are opened to check their members.
@@ -178,9 +178,8 @@ def annotate(
         finished_at=finished,
         wall_s=time.perf_counter() - t0,
         bundle_version=bundle.version,
+        earlier_bundles=other_bundles if sink.counts.skipped else (),
     )
-    if sink.counts.skipped:
-        summary.earlier_bundles = tuple(sorted(earlier_bundles - {bundle.version}))
     _store(output, config, info, summary)
     return summary
 
