@@ -170,6 +170,8 @@ class TrainConfig(_Strict):
 
     Attributes:
         storage: where checkpoints go (local path or s3:// URI); a stopped run resumes from there.
+        keep_checkpoints: checkpoints kept per run, newest first (each holds the trainable weights
+            and the optimizer state: ~300 MB for the small profile, GBs at paper size).
         num_workers / use_gpu / cpus_per_worker: the Ray Train worker group.
         batch_size: examples per worker step (the paper: 8).
         epochs_stage1 / epochs_stage2, lr_stage1 / lr_stage2: AdamW schedules.
@@ -183,6 +185,7 @@ class TrainConfig(_Strict):
     """
 
     storage: str | None = None
+    keep_checkpoints: int = Field(2, ge=1)
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(0.5, gt=0)

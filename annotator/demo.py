@@ -10,6 +10,7 @@ Everything lives under ``ANNOTATOR_HOME/demo`` and is reused by the next run.
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 import time
 from collections.abc import Callable
@@ -149,6 +150,9 @@ def trained_bundle(home: Path, config: AnnotatorConfig, say: Callable[[str], Non
         config, stage1, checkpoint, root, extra={"demo_recipe": DEMO_RECIPE, "synthetic": True}
     )
     say(f"trained in {time.perf_counter() - t0:.0f} s → bundle {bundle.version}")
+    # The bundle is what the demo keeps; its checkpoints (weights + optimizer state, ~300 MB
+    # each) would only serve to resume a stopped training run.
+    shutil.rmtree(config.train.storage, ignore_errors=True)
     return root
 
 

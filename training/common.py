@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -153,7 +154,7 @@ def run_trainer(
 
     A run stopped part-way resumes from its newest checkpoint when started again with the same
     ``storage`` and ``name``."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from annotator.pipeline.run import connect
@@ -173,13 +174,22 @@ def run_trainer(
             resources_per_worker={"CPU": train.cpus_per_worker},
         ),
         run_config=RunConfig(
-            name=name, storage_path=storage.removeprefix("s3://"), **_storage_fs(storage, config)
+            name=name,
+            storage_path=storage.removeprefix("s3://"),
+            checkpoint_config=CheckpointConfig(num_to_keep=train.keep_checkpoints),
+            **_storage_fs(storage, config),
         ),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training run {name} produced no checkpoint: {result.error}")
-    return result.checkpoint.to_directory()
+    if not storage.startswith("s3://"):
+        return result.checkpoint.path  # already on this machine: no copy
+    # From S3, into one fixed place per run name (replaced each time), never a fresh temp
+    # directory: a checkpoint is hundreds of MB and temp copies would pile up run after run.
+    local = Path(config.models.home) / "train-downloads" / name
+    shutil.rmtree(local, ignore_errors=True)
+    return result.checkpoint.to_directory(str(local))
 
 
 def _storage_fs(storage: str, config: AnnotatorConfig) -> dict[str, Any]:

@@ -112,11 +112,27 @@ def test_exported_bundle_annotates_with_the_eval_posteriors(
     np.testing.assert_allclose(served, probs, atol=1e-4)
 
 
+def test_training_keeps_only_the_newest_checkpoints(trained):
+    """12 stage-2 epochs, ``keep_checkpoints`` 2: the two newest stay, the rest are deleted (each
+    holds the optimizer state: hundreds of MB at the small profile)."""
+    config, _ = trained
+    assert config.train.keep_checkpoints == 2
+    for run, epochs in (
+        ("stage1", config.train.epochs_stage1),
+        ("stage2", config.train.epochs_stage2),
+    ):
+        kept = sorted(
+            json.loads(p.read_text())["epoch"]
+            for p in Path(config.train.storage, run).glob("checkpoint_*/progress.json")
+        )
+        assert kept == [epochs - 2, epochs - 1], run
+
+
 def test_stopped_stage2_resumes_from_its_checkpoint(trained, synth_manifest, small_home, tmp_path):
     from training.common import latest_checkpoint
     from training.stage2 import train_stage2
 
-    config = _config(small_home, tmp_path / "checkpoints", epochs_stage2=3)
+    config = _config(small_home, tmp_path / "checkpoints", epochs_stage2=3, keep_checkpoints=3)
     stage1 = Path(trained[1].root).parent / "stage1"
     train_stage2(config, synth_manifest, stage1, name="resume", stop_after_epochs=1)
     stopped = json.loads(
@@ -127,6 +143,7 @@ def test_stopped_stage2_resumes_from_its_checkpoint(trained, synth_manifest, sma
     assert stopped["epoch"] == 0
     final = train_stage2(config, synth_manifest, stage1, name="resume")
     assert json.loads(Path(final, "progress.json").read_text())["epoch"] == 2
+    assert Path(final).parent == tmp_path / "checkpoints" / "resume"  # the stored one, no copy
     epochs = sorted(
         json.loads(p.read_text())["epoch"]
         for p in (tmp_path / "checkpoints" / "resume").glob("checkpoint_*/progress.json")
