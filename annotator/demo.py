@@ -158,6 +158,7 @@ def trained_bundle(home: Path, config: AnnotatorConfig, say: Callable[[str], Non
 
 def run_demo(home: Path | None = None, say: Callable[[str], None] = print) -> dict:
     """Run the demo; returns the paths and the run summary."""
+    from annotator.models.profiles import build_small_profile
     from annotator.pipeline.run import annotate
     from annotator.query import Annotations
     from annotator.query.cli import print_relation
@@ -166,6 +167,8 @@ def run_demo(home: Path | None = None, say: Callable[[str], None] = print) -> di
     base = load_config()
     home = Path(home or base.models.home)
     say(NOTICE)
+    # The small profile the demo trains from (quick when already built and intact).
+    build_small_profile(home, on_step=lambda step: say(f"small profile: {step}"))
     corpus = make_corpus(home / "demo" / "corpus")
     train_config = load_config(
         None, models={"home": str(home)}, train={"storage": str(home / "demo" / "checkpoints")}
