@@ -38,7 +38,7 @@ def bundle_with_random_lora(small_dir: Path, dst: Path, seed: int) -> Path:
     return root
 
 
-def _test_s3(s3_config):
+def s3_filesystem(s3_config):
     import s3fs
 
     return s3fs.S3FileSystem(
@@ -50,12 +50,12 @@ def _test_s3(s3_config):
 
 def make_bucket(s3_config, name: str) -> None:
     """Create a bucket on the test S3 server (us-east-1: no location constraint)."""
-    _test_s3(s3_config).mkdir(name)
+    s3_filesystem(s3_config).mkdir(name)
 
 
 def upload_dir(s3_config, local: Path, dest: str) -> None:
     """Copy a local directory tree to ``dest`` (``bucket/prefix``) on the test S3 server."""
-    fs = _test_s3(s3_config)
+    fs = s3_filesystem(s3_config)
     fs.mkdir(dest.split("/")[0])
     fs.put(str(local) + "/", dest.rstrip("/") + "/", recursive=True)
 

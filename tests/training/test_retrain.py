@@ -149,3 +149,28 @@ def test_stopped_stage2_resumes_from_its_checkpoint(trained, synth_manifest, sma
         for p in (tmp_path / "checkpoints" / "resume").glob("checkpoint_*/progress.json")
     )
     assert epochs == [0, 1, 2]  # epoch 0 was not trained again
+
+
+def test_stage2_checkpoints_on_s3(trained, synth_manifest, small_home, s3_server):
+    """Checkpoints go to S3 (moto on loopback); only the newest is kept there, and the final one
+    is downloaded to one fixed place per run name, not to a fresh temp directory."""
+    import shutil
+
+    from tests.factories import make_bucket, s3_filesystem
+    from training.stage2 import train_stage2
+
+    make_bucket(s3_server, "train-ckpt")
+    config = _config(
+        small_home, "s3://train-ckpt/runs", epochs_stage2=2, keep_checkpoints=1
+    ).model_copy(update={"s3": s3_server})
+    stage1 = Path(trained[1].root).parent / "stage1"
+    final = train_stage2(config, synth_manifest, stage1, name="s3-stage2")
+    try:
+        assert Path(final) == small_home / "train-downloads" / "s3-stage2"
+        assert json.loads(Path(final, "progress.json").read_text())["epoch"] == 1
+        stored = s3_filesystem(s3_server).glob(
+            "train-ckpt/runs/s3-stage2/checkpoint_*/progress.json"
+        )
+        assert len(stored) == 1
+    finally:
+        shutil.rmtree(small_home / "train-downloads", ignore_errors=True)
