@@ -143,16 +143,18 @@ def trained_bundle(home: Path, config: AnnotatorConfig, say: Callable[[str], Non
     manifest = synthetic_corpus(work / "corpus")
     t0 = time.perf_counter()
     say("training stage 1 (EmoQ-Former + MAL) on Ray Train, 2 CPU workers")
-    stage1 = train_stage1(config, manifest, work / "stage1", name=f"demo-{DEMO_RECIPE}-stage1")
+    runs = [f"demo-{DEMO_RECIPE}-stage1", f"demo-{DEMO_RECIPE}-stage2"]
+    stage1 = train_stage1(config, manifest, work / "stage1", name=runs[0])
     say("training stage 2 (EmoQ-Former + projector + LoRA, weighted LM loss)")
-    checkpoint = train_stage2(config, manifest, stage1, name=f"demo-{DEMO_RECIPE}-stage2")
+    checkpoint = train_stage2(config, manifest, stage1, name=runs[1])
     bundle = export_bundle(
         config, stage1, checkpoint, root, extra={"demo_recipe": DEMO_RECIPE, "synthetic": True}
     )
     say(f"trained in {time.perf_counter() - t0:.0f} s → bundle {bundle.version}")
     # The bundle is what the demo keeps; its checkpoints (weights + optimizer state, ~300 MB
     # each) would only serve to resume a stopped training run.
-    shutil.rmtree(config.train.storage, ignore_errors=True)
+    for run in runs:
+        shutil.rmtree(Path(config.train.storage, run), ignore_errors=True)
     return root
 
 
