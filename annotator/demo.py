@@ -15,10 +15,14 @@ import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from annotator.config import AnnotatorConfig, load_config
+
+if TYPE_CHECKING:
+    from annotator.models.bundle import Bundle
 
 DEMO_RECIPE = 1  # bump when the demo corpus or training recipe changes: caches are rebuilt
 NOTICE = (
@@ -123,7 +127,7 @@ def make_corpus(root: Path) -> Path:
     return root
 
 
-def trained_bundle(home: Path, config: AnnotatorConfig, say: Callable[[str], None]) -> Path:
+def trained_bundle(home: Path, config: AnnotatorConfig, say: Callable[[str], None]) -> Bundle:
     """The demo bundle: reused when present and built by this recipe, else trained (minutes)."""
     from annotator.models.bundle import Bundle, BundleError
     from training.data import synthetic_corpus
@@ -133,9 +137,10 @@ def trained_bundle(home: Path, config: AnnotatorConfig, say: Callable[[str], Non
 
     root = home / "demo" / "bundle"
     try:
-        if Bundle.load(root).extra.get("demo_recipe") == DEMO_RECIPE:
+        cached = Bundle.load(root)  # hashes every file: loaded once, handed to the caller
+        if cached.extra.get("demo_recipe") == DEMO_RECIPE:
             say(f"reusing the trained demo bundle at {root}")
-            return root
+            return cached
     except BundleError:
         pass
     work = home / "demo" / "training"
@@ -155,7 +160,7 @@ def trained_bundle(home: Path, config: AnnotatorConfig, say: Callable[[str], Non
     # each) would only serve to resume a stopped training run.
     for run in runs:
         shutil.rmtree(Path(config.train.storage, run), ignore_errors=True)
-    return root
+    return bundle
 
 
 def run_demo(home: Path | None = None, say: Callable[[str], None] = print) -> dict:
@@ -176,14 +181,12 @@ def run_demo(home: Path | None = None, say: Callable[[str], None] = print) -> di
         None, models={"home": str(home)}, train={"storage": str(home / "demo" / "checkpoints")}
     )
     bundle = trained_bundle(home, train_config, say)
-    from annotator.models.bundle import Bundle
-
     # One output per bundle: a retrained demo model labels afresh instead of skipping files.
-    out = home / "demo" / f"out-{Bundle.load(str(bundle)).version}"
+    out = home / "demo" / f"out-{bundle.version}"
     config = load_config(
         None,
         output=str(out),
-        models={"home": str(home), "bundle": str(bundle)},
+        models={"home": str(home), "bundle": str(bundle.root)},
         audio={"channels": "split"},
     )
     say(f"annotating {corpus} → {out}")
@@ -197,4 +200,4 @@ def run_demo(home: Path | None = None, say: Callable[[str], None] = print) -> di
     report = write_report(str(out), home / "demo" / "report.html")
     say(f"\nreport: {report}\nquery it yourself: annotator query {out} --list")
     say(NOTICE)
-    return {"output": out, "report": report, "bundle": bundle, "summary": summary}
+    return {"output": out, "report": report, "bundle": bundle.root, "summary": summary}
