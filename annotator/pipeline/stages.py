@@ -275,7 +275,7 @@ class ASRStage:
                         "start_s": span["start_s"],
                         "end_s": span["end_s"],
                         "audio": clip.tobytes(),
-                        "spans": [],
+                        "spans": [],  # the window's, not carried into the dropped column
                         "text": transcript.text,
                         "language": transcript.language,
                         "language_prob": transcript.language_prob,
@@ -284,10 +284,10 @@ class ASRStage:
                         "words": [vars(w) for w in transcript.words],
                     }
                 )
-        schema = pa.unify_schemas([ROW, ASR_COLUMNS])
-        return pa.Table.from_pylist(out, schema=schema).drop_columns(["spans"])
+        return pa.Table.from_pylist(out, schema=_ASR_OUT).drop_columns(["spans"])
 
 
+_ASR_OUT = pa.unify_schemas([ROW, ASR_COLUMNS])
 _NO_TRANSCRIPT = {
     "text": "",
     "language": "",
