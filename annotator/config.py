@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "ANNOTATOR_"
@@ -37,32 +44,101 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class StageResources(_Strict):
-    """Resources of one Ray Data stage.
+class TaskResources(_Strict):
+    """Resources of one task of a cheap stage (decode). Tasks are not counted: Ray Data runs as
+    many as the cluster has room for, and backpressure keeps them from running far ahead.
 
     Attributes:
-        batch_size: rows handed to one ``__call__`` of the stage (for ASR: windows of up to
-            30 s of packed speech segments).
-        concurrency: number of actors (model stages) or parallel tasks (cheap stages).
-        num_cpus: CPUs reserved per actor or task.
-        num_gpus: GPU share per actor; fractions let several model stages share one GPU.
+        batch_size: rows handed to one call of the stage.
+        num_cpus: CPUs reserved per task.
+        memory_gb: memory reserved per task (GiB; Ray's ``memory`` request); 0 reserves none.
     """
 
-    batch_size: int = Field(8, ge=1)
-    concurrency: int = Field(1, ge=1)
+    batch_size: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, ge=0)
+    memory_gb: float = Field(0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_fixed_concurrency(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "concurrency" in data:
+            raise ValueError(
+                "concurrency was a fixed cluster-wide pool size and is gone: pools follow the "
+                "cluster. Say how one actor packs a GPU (num_gpus, per_gpu) or a node "
+                "(per_node); max_actors caps a pool if you must"
+            )
+        return data
+
+
+class StageResources(TaskResources):
+    """Resources of one model stage: a pool of actors that grows with the cluster.
+
+    The pool's size is not a number in the config: it follows the GPUs (GPU stages) or nodes
+    (CPU stages) the cluster has, so adding nodes, or the Ray autoscaler adding them, adds actors
+    (``annotator/pipeline/pools.py``).
+
+    Attributes:
+        batch_size: rows handed to one ``__call__`` (for ASR: windows of up to 30 s of packed
+            speech segments).
+        num_cpus / memory_gb: CPUs and memory (GiB) reserved per actor.
+        num_gpus: GPU share per actor; fractions let several model stages share one GPU.
+        per_gpu: GPU stages: actors of this stage on each GPU. The stage takes
+            ``per_gpu × num_gpus`` of every GPU; over all stages that must be at most 1.
+        per_node: CPU stages (``num_gpus`` 0): actors of this stage on each node that has room.
+        min_actors: the pool never shrinks below this.
+        max_actors: a cap on the cluster-wide pool; None lets it follow the cluster.
+    """
+
     num_gpus: float = Field(0.0, ge=0)
+    per_gpu: int = Field(1, ge=1)
+    per_node: int = Field(1, ge=1)
+    min_actors: int = Field(1, ge=1)
+    max_actors: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> StageResources:
+        if self.max_actors is not None and self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors {self.min_actors} > max_actors {self.max_actors}")
+        return self
 
 
 class StagesConfig(_Strict):
     """Per-stage resources; the names follow the data flow in docs/architecture."""
 
-    # Defaults fit the small profile on a 2-core machine: the actors reserve 1.5 CPUs together,
-    # leaving room for a decode task. Ray counts these as logical CPUs; threads are set apart.
-    decode: StageResources = StageResources(batch_size=1, concurrency=2, num_cpus=0.5)
-    asr: StageResources = StageResources(batch_size=8, num_cpus=1)
-    features: StageResources = StageResources(batch_size=8, num_cpus=0.25)
-    label: StageResources = StageResources(batch_size=64, num_cpus=0.25)
+    # Defaults fit the small profile on 2-CPU nodes: on each node one actor of every model stage
+    # reserves 1.5 CPUs, leaving room for a decode task. Ray counts these as logical CPUs;
+    # threads are set apart. Memory: what each one was measured to use (benchmarks/stages.py).
+    decode: TaskResources = TaskResources(batch_size=1, num_cpus=0.5, memory_gb=0.5)
+    asr: StageResources = StageResources(batch_size=8, num_cpus=1, memory_gb=0.5)
+    features: StageResources = StageResources(batch_size=8, num_cpus=0.25, memory_gb=1.0)
+    label: StageResources = StageResources(batch_size=64, num_cpus=0.25, memory_gb=2.0)
+
+    @model_validator(mode="after")
+    def _gpu_shares_fit_one_gpu(self) -> StagesConfig:
+        models = {"asr": self.asr, "features": self.features, "label": self.label}
+        share = sum(s.num_gpus * s.per_gpu for s in models.values())
+        if share > 1 + 1e-9:
+            parts = " + ".join(
+                f"{name} {s.per_gpu}×{s.num_gpus:g}" for name, s in models.items() if s.num_gpus
+            )
+            raise ValueError(
+                f"the model stages ask for {share:g} of every GPU ({parts}); at most 1 fits"
+            )
+        return self
+
+
+class ClusterConfig(_Strict):
+    """The size the cluster may reach, for pools on an autoscaling cluster.
+
+    Attributes:
+        max_gpus: GPUs the Ray autoscaler may grow the cluster to; GPU pools may grow to
+            ``max_gpus × per_gpu`` actors (Ray Data asks the autoscaler for the nodes).
+            None: the GPUs present when the run starts.
+        max_nodes: the same for CPU stages (``max_nodes × per_node``).
+    """
+
+    max_gpus: int | None = Field(None, ge=0)
+    max_nodes: int | None = Field(None, ge=1)
 
 
 class S3Config(_Strict):
@@ -226,6 +302,7 @@ class AnnotatorConfig(BaseSettings):
     s3: S3Config = Field(default_factory=S3Config)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @field_validator("output")
@@ -265,12 +342,19 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "beam_size": 5,
             },
         },
-        # Fractions of one 80 GB GPU per actor; cluster/README.md shows the arithmetic.
+        # How the stages pack one 80 GB GPU (2 × 0.25 + 0.10 + 0.35 = 0.95); the pools follow
+        # the GPUs present. cluster/paper.yaml and cluster/README.md show the arithmetic.
         "stages": {
-            "decode": {"batch_size": 1, "concurrency": 8, "num_cpus": 1},
-            "asr": {"batch_size": 16, "concurrency": 2, "num_cpus": 2, "num_gpus": 0.25},
-            "features": {"batch_size": 32, "concurrency": 1, "num_cpus": 2, "num_gpus": 0.1},
-            "label": {"batch_size": 256, "concurrency": 1, "num_cpus": 4, "num_gpus": 0.35},
+            "decode": {"batch_size": 1, "num_cpus": 1, "memory_gb": 1},
+            "asr": {
+                "batch_size": 16,
+                "num_cpus": 2,
+                "num_gpus": 0.25,
+                "per_gpu": 2,
+                "memory_gb": 8,
+            },
+            "features": {"batch_size": 32, "num_cpus": 2, "num_gpus": 0.1, "memory_gb": 6},
+            "label": {"batch_size": 256, "num_cpus": 4, "num_gpus": 0.35, "memory_gb": 24},
         },
     },
 }

@@ -10,13 +10,13 @@ def test_yaml_then_env_override(tmp_path, monkeypatch):
     path.write_text(
         "output: /data/out\n"
         "audio:\n  channels: split\n  max_segment_s: 20\n"
-        "stages:\n  asr:\n    batch_size: 4\n    concurrency: 2\n"
+        "stages:\n  asr:\n    batch_size: 4\n    max_actors: 2\n"
     )
     monkeypatch.setenv("ANNOTATOR_STAGES__ASR__BATCH_SIZE", "16")
     monkeypatch.setenv("ANNOTATOR_OUTPUT", "s3://bucket/prefix")
     config = load_config(path)
     assert config.stages.asr.batch_size == 16  # env wins over YAML
-    assert config.stages.asr.concurrency == 2  # YAML kept where env is silent
+    assert config.stages.asr.max_actors == 2  # YAML kept where env is silent
     assert config.output == "s3://bucket/prefix"
     assert config.audio.channels == "split"
     assert config.audio.max_segment_s == 20.0
@@ -53,7 +53,7 @@ def test_bad_env_value_is_reported(monkeypatch):
 
 def test_paper_profile_defaults_and_yaml_over_profile(tmp_path):
     path = tmp_path / "paper.yaml"
-    path.write_text("profile: paper\nstages:\n  asr:\n    num_gpus: 0.5\n")
+    path.write_text("profile: paper\nstages:\n  asr:\n    num_gpus: 0.5\n    per_gpu: 1\n")
     config = load_config(path)
     assert config.models.llm == "Qwen/Qwen2.5-7B-Instruct"
     assert config.stages.asr.num_gpus == 0.5
@@ -75,3 +75,19 @@ def test_env_override_of_one_stage_field_keeps_the_others(monkeypatch):
     config = load_config()
     assert config.stages.features.batch_size == 1
     assert config.stages.features.num_cpus == StagesConfig().features.num_cpus == 0.25
+
+
+def test_a_fixed_concurrency_is_refused_with_what_replaced_it(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("stages:\n  asr:\n    concurrency: 2\n")
+    with pytest.raises(ConfigError, match=r"stages\.asr.*pools follow the cluster"):
+        load_config(path)
+
+
+def test_model_stages_must_fit_one_gpu(tmp_path):
+    path = tmp_path / "greedy.yaml"
+    path.write_text("profile: paper\nstages:\n  asr:\n    per_gpu: 3\n")
+    with pytest.raises(ConfigError, match=r"1\.2 of every GPU \(asr 3×0\.25 \+ features"):
+        load_config(path)
+    paper = load_config(None, profile="paper").stages
+    assert sum(s.num_gpus * s.per_gpu for s in (paper.asr, paper.features, paper.label)) == 0.95
