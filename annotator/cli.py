@@ -143,7 +143,8 @@ def annotate_command(
     """
     import logging
 
-    from annotator.pipeline.run import Progress, RunError, annotate
+    from annotator.pipeline.progress import Progress
+    from annotator.pipeline.run import RunError, annotate
 
     config = _load(config_path, output=output, ray_address=address)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -68,7 +68,9 @@ def stages(corpus: Path, audio_s: float) -> dict:
     import pyarrow as pa
 
     from annotator.config import load_config
-    from annotator.pipeline.stages import ROW, ASRStage, FeaturesStage, LabelStage, ingest_rows
+    from annotator.pipeline.rows import ROW
+    from annotator.pipeline.stages import ASRStage, FeaturesStage, LabelStage
+    from annotator.pipeline.windows import ingest_rows
 
     config = load_config()
     figures: dict = {}

@@ -157,7 +157,7 @@ def run_trainer(
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from annotator.pipeline.run import connect
+    from annotator.pipeline.connection import connect
 
     train = config.train
     storage = train.storage or str(Path(config.models.home) / "train")

@@ -8,6 +8,7 @@ processed, not on the driver, so listing stays a stream of names even for millio
 from __future__ import annotations
 
 import hashlib
+import itertools
 import posixpath
 import tarfile
 import zipfile
@@ -77,19 +78,64 @@ def iter_sources(uris: Iterable[str], audio: AudioConfig, s3: S3Config) -> Itera
                     yield _full_uri(fs, match)
             if not matches:
                 yield uri
+        elif _is_s3(fs) and not fs.isfile(path):
+            # Not isdir: s3fs's isdir lists the whole prefix. Nothing under it: not found.
+            keys = _s3_keys(fs, path)
+            first = next(keys, None)
+            if first is None:
+                yield uri
+            else:
+                yield from _audio_uris(fs, itertools.chain([first], keys), audio)
         elif fs.isdir(path):
             yield from _walk(fs, path, audio)
         else:
             yield _full_uri(fs, path) if fs.exists(path) else uri
 
 
+def _is_s3(fs) -> bool:
+    return "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
 def _walk(fs, root: str, audio: AudioConfig) -> Iterator[str]:
+    yield from _audio_uris(fs, _s3_keys(fs, root) if _is_s3(fs) else _local_files(fs, root), audio)
+
+
+def _audio_uris(fs, paths: Iterable[str], audio: AudioConfig) -> Iterator[str]:
+    for path in paths:
+        if is_audio(path, audio) or is_archive(path):
+            yield _full_uri(fs, path)
+
+
+def _local_files(fs, root: str) -> Iterator[str]:
     # fs.walk yields one directory at a time: memory follows the widest directory, not the tree.
     for directory, dirs, files in fs.walk(root):
         dirs.sort()
         for name in sorted(files):
-            if is_audio(name, audio) or is_archive(name):
-                yield _full_uri(fs, posixpath.join(directory, name))
+            yield posixpath.join(directory, name)
+
+
+S3_PAGE = 1000  # keys per ListObjectsV2 page
+
+
+def _s3_keys(fs, root: str) -> Iterator[str]:
+    """Every key under ``root`` in S3's (lexicographic) order, one listing page in memory at a
+    time: s3fs's own walk and find gather a whole prefix, and cache it, before returning."""
+    from fsspec.asyn import sync
+
+    bucket, key, _ = fs.split_path(root)
+    prefix = f"{key.rstrip('/')}/" if key else ""
+    pages = fs._iterdir(bucket, delimiter="", prefix=prefix)
+
+    async def page() -> list[str]:
+        names: list[str] = []
+        async for info in pages:
+            names.append(info["name"])
+            if len(names) >= S3_PAGE:
+                break
+        return names
+
+    while names := sync(fs.loop, page):
+        yield from names
 
 
 @dataclass

@@ -1,57 +1,89 @@
 """The annotate graph as one Ray Data dataset: the same graph on a laptop and on a GPU cluster.
 
-    sources ─► decode (tasks) ─► ASRStage ─► FeaturesStage ─► LabelStage ─► (driver) Sink
-                                 (actors; batch size, pool size, CPUs and GPUs from config)
+    listing ─► decode ─► ASRStage ─► FeaturesStage ─► LabelStage ─► (driver) Sink
+    (a task per  (tasks)   (actor pools that follow the cluster: pools.py)
+     input URI)
 
-Ray Data does the scheduling: actor pools, backpressure between stages, streaming execution,
-restarts of dead actors and retries of failed tasks.
+Ray Data does the scheduling: actor pools that grow with the cluster, backpressure between
+stages, streaming execution, restarts of dead actors and retries of failed tasks (on another
+node when one is lost).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from annotator.config import AnnotatorConfig, StageResources
-from annotator.pipeline.stages import ASRStage, FeaturesStage, LabelStage, decode
+from annotator.pipeline.decode import decode
+from annotator.pipeline.inputs import source_listing
+from annotator.pipeline.pools import GIB, Node, PoolSize, cluster_nodes, pool_size
+from annotator.pipeline.stages import ASRStage, FeaturesStage, LabelStage
 
-MAX_INPUT_BLOCKS = 10_000
+log = logging.getLogger("annotator.annotate")
 
 
-def _actor_stage(resources: StageResources) -> dict[str, Any]:
+def _memory(gb: float) -> dict[str, Any]:
+    return {"memory": int(gb * GIB)} if gb else {}
+
+
+def _actor_stage(resources: StageResources, pool: PoolSize) -> dict[str, Any]:
     import ray.data
 
     return {
-        "compute": ray.data.ActorPoolStrategy(size=resources.concurrency),
+        "compute": ray.data.ActorPoolStrategy(
+            min_size=pool.min, max_size=pool.max, initial_size=pool.initial
+        ),
         "batch_size": resources.batch_size,
         "num_cpus": resources.num_cpus,
         "num_gpus": resources.num_gpus,
         "batch_format": "pyarrow",
+        **_memory(resources.memory_gb),
         # Ray Data restarts dead actors and retries their batches (max_restarts=-1 by default).
     }
 
 
-def build(config: AnnotatorConfig, sources: Sequence[str], done_ref: Any = None):
-    """The annotate Dataset over ``sources`` (URIs of files and archives), not yet executed."""
+def pools(config: AnnotatorConfig, nodes: list[Node]) -> dict[str, PoolSize]:
+    """The model stages' pools on a cluster of ``nodes``."""
+    stages = config.stages
+    return {
+        name: pool_size(name, getattr(stages, name), nodes, config.cluster)
+        for name in ("asr", "features", "label")
+    }
+
+
+def build(config: AnnotatorConfig, inputs: Sequence[str], done_ref: Any = None):
+    """The annotate Dataset over the URIs the user gave, not yet executed.
+
+    ``done_ref``: an object ref of the :class:`~annotator.pipeline.inputs.DoneSet` to skip."""
     import ray.data
 
+    sizes = pools(config, cluster_nodes())
+    log.info(
+        "actor pools (min/initial/max): %s",
+        ", ".join(f"{n} {p.min}/{p.initial}/{p.max}" for n, p in sizes.items()),
+    )
     stages = config.stages
-    items = [{"uri": uri} for uri in sources]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), MAX_INPUT_BLOCKS)))
+    ds = ray.data.read_datasource(
+        source_listing(list(inputs), config.audio, config.s3, done_ref),
+        override_num_blocks=max(1, len(inputs)),
+        # Listing waits on the filesystem, not the CPU; holding a CPU for the length of a long
+        # listing would keep decode tasks (or a model actor) from starting beside it.
+        num_cpus=0,
+    )
     ds = ds.map_batches(
         decode,
         fn_kwargs={"config": config, "done_ref": done_ref},
-        compute=ray.data.TaskPoolStrategy(size=stages.decode.concurrency),
-        batch_size=1,
+        batch_size=stages.decode.batch_size,
         batch_format="pyarrow",
         num_cpus=stages.decode.num_cpus,
+        **_memory(stages.decode.memory_gb),
     )
-    ds = ds.map_batches(
-        ASRStage, fn_constructor_kwargs={"config": config}, **_actor_stage(stages.asr)
-    )
-    ds = ds.map_batches(
-        FeaturesStage, fn_constructor_kwargs={"config": config}, **_actor_stage(stages.features)
-    )
-    return ds.map_batches(
-        LabelStage, fn_constructor_kwargs={"config": config}, **_actor_stage(stages.label)
-    )
+    for name, stage in (("asr", ASRStage), ("features", FeaturesStage), ("label", LabelStage)):
+        ds = ds.map_batches(
+            stage,
+            fn_constructor_kwargs={"config": config},
+            **_actor_stage(getattr(stages, name), sizes[name]),
+        )
+    return ds

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from annotator.pipeline.ledger import Ledger, Output
-from annotator.pipeline.stages import MIXED
 from annotator.schema import ERRORS, SEGMENTS
+
+PLACED_STAGES = ("asr", "features", "label")
 
 
 @dataclass
@@ -61,6 +63,16 @@ class Counts:
     errors: int = 0
     audio_s: float = 0.0
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (uri, member, message)
+    # stage → "<node id>/<actor id>" → segments it processed (the model stages' ``<stage>_at``)
+    placement: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def nodes_per_stage(self) -> dict[str, dict[str, int]]:
+        """stage → node id → how many of the stage's actors on that node processed segments."""
+        out: dict[str, dict[str, int]] = {}
+        for stage, workers in self.placement.items():
+            nodes = Counter(where.split("/")[0] for where in workers)
+            out[stage] = dict(sorted(nodes.items()))
+        return out
 
 
 def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
@@ -93,6 +105,10 @@ class Sink:
             pending = self.pending.setdefault(row["call_id"], _Pending())
             if kind == "segment":
                 pending.segments.append(row)
+                for stage in PLACED_STAGES:
+                    where = row.get(f"{stage}_at")
+                    if where:
+                        self.counts.placement.setdefault(stage, Counter())[where] += 1
             elif kind == "error":
                 pending.errors.append(row)
             elif kind == "file_done":
@@ -141,7 +157,6 @@ class Sink:
         out = {name: row.get(name) for name in SEGMENTS.names}
         out.update(
             run_id=self.info.run_id,
-            channel=None if row["channel"] == MIXED else row["channel"],
             segment_id=f"{row['recording_id']}-{row['segment_index']:06d}",
             bundle_version=self.info.bundle_version,
             asr_model=self.info.asr_model,

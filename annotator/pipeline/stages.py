@@ -1,218 +1,35 @@
-"""The stages of the annotate graph. Rows travel between them as Arrow tables.
+"""The model stages of the annotate graph: actor classes that load their model once in
+``__init__`` and take a batch of rows (:mod:`annotator.pipeline.rows`) in ``__call__``.
 
-Four kinds of row share one stream (column ``kind``):
-
-* ``window``: consecutive speech segments of one recording, up to 30 s with their gaps (see
-  ``annotator/models/asr.py``): ``audio`` holds them end to end, ``spans`` where each one is.
-  The ASR stage turns each window into its segment rows.
-* ``segment``: one speech segment; the model stages fill in its transcript and emotion.
-* ``error``: an input that could not be used; passes through the model stages untouched.
-* ``file_done``: the end of one file or archive member (the unit of commit), with how many
-  segment and error rows it produced, so the sink knows when it has them all. ``skipped`` files
-  (already committed by an earlier run) come through too, for the progress figures.
-
-Model stages are actor classes: the model loads once in ``__init__``; ``__call__`` takes a batch.
 HuBERT, the EmoQ-Former and the projector share one actor so HuBERT's frames never leave it.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from annotator.audio.ingest import FileDone, IngestError, RecordingDone, Segment, ingest
-from annotator.audio.sources import recording_id
 from annotator.config import AnnotatorConfig
-from annotator.schema import LABEL_PROB, WORD
-
-MIXED = -1  # channel value of a mixed-down recording inside the pipeline (null in the output)
-
-SPAN = pa.struct(
-    [
-        ("segment_index", pa.int32()),
-        ("start_s", pa.float64()),
-        ("end_s", pa.float64()),
-        ("samples", pa.int64()),
-    ]
-)
-ROW = pa.schema(
-    [
-        ("kind", pa.string()),
-        ("call_id", pa.string()),
-        ("recording_id", pa.string()),
-        ("source_uri", pa.string()),
-        ("member", pa.string()),
-        ("channel", pa.int16()),
-        ("segment_index", pa.int32()),
-        ("start_s", pa.float64()),
-        ("end_s", pa.float64()),
-        ("audio", pa.binary()),  # float32 16 kHz samples; empty once the features stage ran
-        ("stage", pa.string()),
-        ("error_type", pa.string()),
-        ("message", pa.string()),
-        ("n_segments", pa.int64()),
-        ("n_errors", pa.int64()),
-        ("duration_s", pa.float64()),
-        ("skipped", pa.bool_()),
-        ("spans", pa.list_(SPAN)),  # kind window: its segments, in order; dropped by ASRStage
-    ]
-)
-ASR_COLUMNS = pa.schema(
-    [
-        ("text", pa.string()),
-        ("language", pa.string()),
-        ("language_prob", pa.float32()),
-        ("avg_logprob", pa.float32()),
-        ("no_speech_prob", pa.float32()),
-        ("words", pa.list_(WORD)),
-    ]
-)
-LABEL_COLUMNS = pa.schema(
-    [
-        ("audio_only", pa.bool_()),
-        ("emotion", pa.string()),
-        ("emotion_probs", pa.list_(LABEL_PROB)),
-        ("emotion_confidence", pa.float32()),
-    ]
-)
-ROWS_PER_BLOCK = 4  # decode output (windows of ≤ 30 s) goes on in small blocks: ASR starts early
+from annotator.pipeline.rows import ASR_COLUMNS, LABEL_COLUMNS, ROW
 
 
-def _blank() -> dict[str, Any]:
-    return {
-        "kind": "",
-        "call_id": "",
-        "recording_id": "",
-        "source_uri": "",
-        "member": "",
-        "channel": MIXED,
-        "segment_index": -1,
-        "start_s": 0.0,
-        "end_s": 0.0,
-        "audio": b"",
-        "stage": "",
-        "error_type": "",
-        "message": "",
-        "n_segments": 0,
-        "n_errors": 0,
-        "duration_s": 0.0,
-        "skipped": False,
-        "spans": [],
-    }
+def where_am_i() -> str:
+    """``<node id>/<actor id>`` of the Ray actor this runs in (``local`` outside Ray)."""
+    import ray
+
+    if not ray.is_initialized():
+        return "local"
+    context = ray.get_runtime_context()
+    return f"{context.get_node_id()}/{context.get_actor_id()}"
 
 
-def _window_row(segments: list[Segment]) -> dict[str, Any]:
-    rec = segments[0].recording
-    row = _blank()
-    row.update(
-        kind="window",
-        call_id=rec.call_id,
-        recording_id=rec.recording_id,
-        source_uri=rec.source_uri,
-        member=rec.member,
-        channel=MIXED if rec.channel is None else rec.channel,
-        segment_index=segments[0].index,
-        start_s=segments[0].start_s,
-        end_s=segments[-1].end_s,
-        audio=b"".join(np.ascontiguousarray(s.audio, dtype=np.float32).tobytes() for s in segments),
-        spans=[
-            {
-                "segment_index": s.index,
-                "start_s": s.start_s,
-                "end_s": s.end_s,
-                "samples": len(s.audio),
-            }
-            for s in segments
-        ],
-    )
-    return row
-
-
-def ingest_rows(
-    uri: str, config: AnnotatorConfig, done: frozenset[str] = frozenset()
-) -> Iterator[dict[str, Any]]:
-    """Rows (see the module doc) for one input URI; files whose call_id is in ``done`` skipped.
-
-    A recording's segments are packed, in order, into the ASR windows (``window`` rows): a window
-    is closed when the next segment would not fit, and when its recording ends."""
-    from annotator.models.asr import WINDOW_SAMPLES, window_samples
-
-    segments: dict[str, int] = {}
-    errors: dict[str, int] = {}
-    durations: dict[str, float] = {}
-    open_windows: dict[str, list[Segment]] = {}  # recording_id → segments not yet handed on
-    for item in ingest(uri, config.audio, config.s3, skip=done.__contains__):
-        row = _blank()
-        if isinstance(item, Segment):
-            rec = item.recording
-            segments[rec.call_id] = segments.get(rec.call_id, 0) + 1
-            window = open_windows.setdefault(rec.recording_id, [])
-            lengths = [len(s.audio) for s in window] + [len(item.audio)]
-            if window and window_samples(lengths) > WINDOW_SAMPLES:
-                yield _window_row(window)
-                window.clear()
-            window.append(item)
-            continue
-        elif isinstance(item, IngestError):
-            call_id = recording_id(item.source_uri, item.member, None)
-            errors[call_id] = errors.get(call_id, 0) + 1
-            row.update(
-                kind="error",
-                call_id=call_id,
-                source_uri=item.source_uri,
-                member=item.member,
-                stage=item.stage,
-                error_type=item.error_type,
-                message=item.message,
-            )
-        elif isinstance(item, RecordingDone):
-            call_id = item.recording.call_id
-            durations[call_id] = max(durations.get(call_id, 0.0), item.duration_s)
-            window = open_windows.pop(item.recording.recording_id, [])
-            if window:
-                yield _window_row(window)
-            continue
-        elif isinstance(item, FileDone):
-            # A file cut short (an error after some segments) may leave windows open.
-            for rec_id in [
-                r for r, w in open_windows.items() if w[0].recording.call_id == item.call_id
-            ]:
-                yield _window_row(open_windows.pop(rec_id))
-            row.update(
-                kind="file_done",
-                call_id=item.call_id,
-                source_uri=item.source_uri,
-                member=item.member,
-                n_segments=segments.pop(item.call_id, 0),
-                n_errors=errors.pop(item.call_id, 0),
-                duration_s=durations.pop(item.call_id, 0.0),
-                skipped=item.skipped,
-            )
-        yield row
-
-
-def decode(batch: pa.Table, config: AnnotatorConfig, done_ref: Any = None) -> Iterator[pa.Table]:
-    """sources → decode → segment, as a Ray Data task over a batch of input URIs.
-
-    ``done_ref``: an object ref of the call_ids already committed (skipped without decoding)."""
-    done: frozenset[str] = frozenset()
-    if done_ref is not None:
-        import ray
-
-        done = ray.get(done_ref)
-    rows: list[dict[str, Any]] = []
-    for uri in batch["uri"].to_pylist():
-        for row in ingest_rows(uri, config, done):
-            rows.append(row)
-            if len(rows) >= ROWS_PER_BLOCK:
-                yield pa.Table.from_pylist(rows, schema=ROW)
-                rows = []
-    if rows:
-        yield pa.Table.from_pylist(rows, schema=ROW)
+def placed(batch: pa.Table, stage: str, where: str) -> pa.Table:
+    """The batch with column ``<stage>_at`` saying which node and actor ran the stage on it; the
+    sink tallies it per stage (``Counts.placement``) and drops it."""
+    return batch.append_column(f"{stage}_at", pa.array([where] * batch.num_rows, pa.string()))
 
 
 def _segment_rows(batch: pa.Table) -> list[int]:
@@ -248,6 +65,7 @@ class ASRStage:
             config.models.asr,
             batch_size=config.stages.asr.batch_size,
         )
+        self.where = where_am_i()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Window rows out as their segment rows, transcribed; other rows pass through."""
@@ -284,7 +102,8 @@ class ASRStage:
                         "words": [vars(w) for w in transcript.words],
                     }
                 )
-        return pa.Table.from_pylist(out, schema=_ASR_OUT).drop_columns(["spans"])
+        table = pa.Table.from_pylist(out, schema=_ASR_OUT).drop_columns(["spans"])
+        return placed(table, "asr", self.where)
 
 
 _ASR_OUT = pa.unify_schemas([ROW, ASR_COLUMNS])
@@ -315,6 +134,7 @@ class FeaturesStage:
             hubert_layer=config.models.hubert_layer,
             device=device,
         )
+        self.where = where_am_i()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = _segment_rows(batch)
@@ -325,7 +145,8 @@ class FeaturesStage:
             for i, vector in zip(rows, tokens.float().cpu().numpy(), strict=True):
                 soft[i] = vector.tolist()
         batch = batch.drop_columns(["audio"])
-        return batch.append_column("soft", pa.array(soft, type=pa.list_(pa.float32())))
+        batch = batch.append_column("soft", pa.array(soft, type=pa.list_(pa.float32())))
+        return placed(batch, "features", self.where)
 
 
 class LabelStage:
@@ -338,6 +159,7 @@ class LabelStage:
         from annotator.models.prompt import PromptEmbedder, local_model_dir
 
         self.config = config
+        self.where = where_am_i()
         self.llm = local_model_dir(_model_path(config.models.llm, config))
         self.bundle = Bundle.load(_model_path(config.models.bundle, config))
         self.bundle.check_llm_tokenizer(AutoTokenizer.from_pretrained(self.llm))
@@ -392,4 +214,4 @@ class LabelStage:
         batch = batch.drop_columns(["soft"])
         for field in LABEL_COLUMNS:
             batch = batch.append_column(field, pa.array(values[field.name], type=field.type))
-        return batch
+        return placed(batch, "label", self.where)

@@ -6,7 +6,8 @@ import pyarrow as pa
 import pytest
 
 from annotator.config import load_config
-from annotator.pipeline.stages import ROW, LabelStage, _blank
+from annotator.pipeline.rows import ROW, blank_row
+from annotator.pipeline.stages import LabelStage
 
 pytestmark = pytest.mark.vllm
 
@@ -20,7 +21,7 @@ def test_label_stage_labels_a_wordless_segment_from_audio_and_passes_errors_thro
     width = stage.prompts.table.shape[1]
     rows = []
     for kind, text in (("segment", ""), ("error", ""), ("segment", "I am so happy today")):
-        row = _blank()
+        row = blank_row()
         row.update(kind=kind, call_id="c", recording_id="r")
         rows.append(row)
         rows[-1]["text"] = text

@@ -10,7 +10,7 @@ from annotator.audio.ingest import Segment, ingest
 from annotator.audio.synth import encode, silence, speak
 from annotator.config import load_config
 from annotator.models.asr import WINDOW_SAMPLES, window_samples
-from annotator.pipeline.stages import ingest_rows
+from annotator.pipeline.windows import ingest_rows
 from tests.factories import SENTENCES
 
 

@@ -1,0 +1,93 @@
+"""The run's inputs as a stream: listed inside Ray tasks, never as a list on the driver.
+
+:class:`SourceListing` is a Ray Data datasource with one read task per URI the user gave (a file,
+directory, glob, archive or ``s3://`` prefix). Each task lists its URI lazily
+(:func:`annotator.audio.sources.iter_sources`, page by page on S3) and hands the files on as they
+come: a file still to do in a block of its own, so each one becomes its own decode task; files an
+earlier run committed in blocks of many, marked ``skipped``, so a rerun over a million committed
+files costs a few hundred cheap tasks.
+
+:class:`DoneSet` holds what was committed: call_ids (16 hex digits) as one sorted ``uint64``
+array. Put into the object store once, every task reads it zero-copy and looks up with a binary
+search, instead of unpickling a Python set of every id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from annotator.audio.sources import is_archive, iter_sources, recording_id
+from annotator.config import AudioConfig, S3Config
+
+INPUT = pa.schema([("uri", pa.string()), ("skipped", pa.bool_())])
+SKIPPED_PER_BLOCK = 1000
+
+
+class DoneSet:
+    """The call_ids already committed to an output."""
+
+    def __init__(self, call_ids: Iterable[str] = ()) -> None:
+        ids = np.fromiter((int(c, 16) for c in call_ids), dtype=np.uint64)
+        self.ids = np.unique(ids)  # sorted
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, call_id: str) -> bool:
+        key = np.uint64(int(call_id, 16))
+        at = int(np.searchsorted(self.ids, key))
+        return at < len(self.ids) and self.ids[at] == key
+
+
+def resolve_done(done: Any) -> DoneSet:
+    """A DoneSet, or an object ref of one (read zero-copy from the object store)."""
+    if done is None:
+        return DoneSet()
+    if isinstance(done, DoneSet):
+        return done
+    import ray
+
+    return ray.get(done)
+
+
+def listing_blocks(uri: str, audio: AudioConfig, s3: S3Config, done: DoneSet) -> Iterator[pa.Table]:
+    """The files one input URI names, as :data:`INPUT` blocks (see the module doc).
+
+    Archives always go on to be opened: which of their members are done is known only inside."""
+    skipped: list[str] = []
+    for source in iter_sources([uri], audio, s3):
+        if not is_archive(source) and recording_id(source, "", None) in done:
+            skipped.append(source)
+            if len(skipped) >= SKIPPED_PER_BLOCK:
+                yield pa.table({"uri": skipped, "skipped": [True] * len(skipped)}, schema=INPUT)
+                skipped = []
+            continue
+        yield pa.table({"uri": [source], "skipped": [False]}, schema=INPUT)
+    if skipped:
+        yield pa.table({"uri": skipped, "skipped": [True] * len(skipped)}, schema=INPUT)
+
+
+def source_listing(inputs: list[str], audio: AudioConfig, s3: S3Config, done_ref: Any = None):
+    """A Ray Data datasource over ``inputs``: one listing task per URI the user gave."""
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class SourceListing(Datasource):
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def get_read_tasks(self, parallelism: int, **_: Any) -> list[ReadTask]:
+            def read(uri: str):
+                return lambda: listing_blocks(uri, audio, s3, resolve_done(done_ref))
+
+            meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+            return [ReadTask(read(uri), meta, schema=INPUT) for uri in inputs]
+
+        def get_name(self) -> str:
+            return "ListSources"
+
+    return SourceListing()

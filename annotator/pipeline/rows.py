@@ -1,0 +1,95 @@
+"""The rows that travel between the stages of the annotate graph, as Arrow tables.
+
+Four kinds of row share one stream (column ``kind``):
+
+* ``window``: consecutive speech segments of one recording, up to 30 s with their gaps (see
+  ``annotator/pipeline/windows.py``): ``audio`` holds them end to end, ``spans`` where each one
+  is. The ASR stage turns each window into its segment rows.
+* ``segment``: one speech segment; the model stages fill in its transcript and emotion.
+* ``error``: an input that could not be used; passes through the model stages untouched.
+* ``file_done``: the end of one file or archive member (the unit of commit), with how many
+  segment and error rows it produced, so the sink knows when it has them all. ``skipped`` files
+  (already committed by an earlier run) come through too, for the progress figures.
+
+``channel`` is null for a recording mixed down to mono, as in the output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from annotator.schema import LABEL_PROB, WORD
+
+SPAN = pa.struct(
+    [
+        ("segment_index", pa.int32()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("samples", pa.int64()),
+    ]
+)
+ROW = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("call_id", pa.string()),
+        ("recording_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("member", pa.string()),
+        ("channel", pa.int16()),
+        ("segment_index", pa.int32()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("audio", pa.binary()),  # float32 16 kHz samples; empty once the features stage ran
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+        ("n_segments", pa.int64()),
+        ("n_errors", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("skipped", pa.bool_()),
+        ("spans", pa.list_(SPAN)),  # kind window: its segments, in order; dropped by ASRStage
+    ]
+)
+ASR_COLUMNS = pa.schema(
+    [
+        ("text", pa.string()),
+        ("language", pa.string()),
+        ("language_prob", pa.float32()),
+        ("avg_logprob", pa.float32()),
+        ("no_speech_prob", pa.float32()),
+        ("words", pa.list_(WORD)),
+    ]
+)
+LABEL_COLUMNS = pa.schema(
+    [
+        ("audio_only", pa.bool_()),
+        ("emotion", pa.string()),
+        ("emotion_probs", pa.list_(LABEL_PROB)),
+        ("emotion_confidence", pa.float32()),
+    ]
+)
+
+
+def blank_row() -> dict[str, Any]:
+    return {
+        "kind": "",
+        "call_id": "",
+        "recording_id": "",
+        "source_uri": "",
+        "member": "",
+        "channel": None,
+        "segment_index": -1,
+        "start_s": 0.0,
+        "end_s": 0.0,
+        "audio": b"",
+        "stage": "",
+        "error_type": "",
+        "message": "",
+        "n_segments": 0,
+        "n_errors": 0,
+        "duration_s": 0.0,
+        "skipped": False,
+        "spans": [],
+    }

@@ -1,0 +1,104 @@
+"""Speech segments packed into ASR windows: consecutive segments of one recording, up to 30 s
+with their gaps, in order and deterministically (the same input packs the same windows)."""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterator
+from typing import Any
+
+import numpy as np
+
+from annotator.audio.ingest import FileDone, IngestError, RecordingDone, Segment, ingest
+from annotator.audio.sources import recording_id
+from annotator.config import AnnotatorConfig
+from annotator.pipeline.rows import blank_row
+
+
+def _window_row(segments: list[Segment]) -> dict[str, Any]:
+    rec = segments[0].recording
+    row = blank_row()
+    row.update(
+        kind="window",
+        call_id=rec.call_id,
+        recording_id=rec.recording_id,
+        source_uri=rec.source_uri,
+        member=rec.member,
+        channel=rec.channel,
+        segment_index=segments[0].index,
+        start_s=segments[0].start_s,
+        end_s=segments[-1].end_s,
+        audio=b"".join(np.ascontiguousarray(s.audio, dtype=np.float32).tobytes() for s in segments),
+        spans=[
+            {
+                "segment_index": s.index,
+                "start_s": s.start_s,
+                "end_s": s.end_s,
+                "samples": len(s.audio),
+            }
+            for s in segments
+        ],
+    )
+    return row
+
+
+def ingest_rows(
+    uri: str, config: AnnotatorConfig, done: Container[str] = frozenset()
+) -> Iterator[dict[str, Any]]:
+    """Rows (see the module doc) for one input URI; files whose call_id is in ``done`` skipped.
+
+    A recording's segments are packed, in order, into the ASR windows (``window`` rows): a window
+    is closed when the next segment would not fit, and when its recording ends."""
+    from annotator.models.asr import WINDOW_SAMPLES, window_samples
+
+    segments: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    durations: dict[str, float] = {}
+    open_windows: dict[str, list[Segment]] = {}  # recording_id → segments not yet handed on
+    for item in ingest(uri, config.audio, config.s3, skip=done.__contains__):
+        row = blank_row()
+        if isinstance(item, Segment):
+            rec = item.recording
+            segments[rec.call_id] = segments.get(rec.call_id, 0) + 1
+            window = open_windows.setdefault(rec.recording_id, [])
+            lengths = [len(s.audio) for s in window] + [len(item.audio)]
+            if window and window_samples(lengths) > WINDOW_SAMPLES:
+                yield _window_row(window)
+                window.clear()
+            window.append(item)
+            continue
+        elif isinstance(item, IngestError):
+            call_id = recording_id(item.source_uri, item.member, None)
+            errors[call_id] = errors.get(call_id, 0) + 1
+            row.update(
+                kind="error",
+                call_id=call_id,
+                source_uri=item.source_uri,
+                member=item.member,
+                stage=item.stage,
+                error_type=item.error_type,
+                message=item.message,
+            )
+        elif isinstance(item, RecordingDone):
+            call_id = item.recording.call_id
+            durations[call_id] = max(durations.get(call_id, 0.0), item.duration_s)
+            window = open_windows.pop(item.recording.recording_id, [])
+            if window:
+                yield _window_row(window)
+            continue
+        elif isinstance(item, FileDone):
+            # A file cut short (an error after some segments) may leave windows open.
+            for rec_id in [
+                r for r, w in open_windows.items() if w[0].recording.call_id == item.call_id
+            ]:
+                yield _window_row(open_windows.pop(rec_id))
+            row.update(
+                kind="file_done",
+                call_id=item.call_id,
+                source_uri=item.source_uri,
+                member=item.member,
+                n_segments=segments.pop(item.call_id, 0),
+                n_errors=errors.pop(item.call_id, 0),
+                duration_s=durations.pop(item.call_id, 0.0),
+                skipped=item.skipped,
+            )
+        yield row
