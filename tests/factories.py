@@ -6,6 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
+
 
 def bundle_with_random_lora(small_dir: Path, dst: Path, seed: int) -> Path:
     """Copy of the small profile's untrained bundle whose LoRA has random A *and* B.
@@ -104,3 +107,30 @@ def speech_corpus(root: Path) -> dict[tuple[str, str], str]:
         (staging / name).unlink()
     staging.rmdir()
     return spoken
+
+
+# Output rows of annotate runs, compared between runs that must agree.
+def table_of(out: Path, name: str):
+    files = sorted(out.glob(f"{name}/**/*.parquet"))
+    return files, (pq.ParquetDataset(files).read() if files else None)
+
+
+def rows_of(table) -> dict[str, dict]:
+    """segment_id → what must not change between equivalent runs."""
+    return {
+        r["segment_id"]: {
+            "text": r["text"],
+            "start_s": round(r["start_s"], 3),
+            "emotion": r["emotion"],
+            "probs": [p["prob"] for p in r["emotion_probs"]],
+        }
+        for r in table.to_pylist()
+    }
+
+
+def assert_same_rows(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert a[key]["text"] == b[key]["text"], key
+        assert a[key]["start_s"] == b[key]["start_s"], key
+        np.testing.assert_allclose(a[key]["probs"], b[key]["probs"], atol=1e-4)
