@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,8 +18,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
-# The KubeRay v1 CRDs live in the project's shared/ folder, beside the repository.
-CRDS = Path(os.environ.get("KUBERAY_CRDS", ROOT.parent / "shared" / "kuberay-crds"))
+# The KubeRay v1 CRDs, vendored unchanged (where from: cluster/kuberay-crds/README.md).
+CRDS = CLUSTER / "kuberay-crds"
 KUBERAY = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayCronJob": "raycronjobs"}
 K8S_VERSION = "1.30"
 
@@ -42,7 +41,6 @@ def _strict(schema):
 
 
 def crd_schema(kind: str, version: str) -> dict:
-    assert CRDS.is_dir(), f"KubeRay CRDs not found at {CRDS} (set KUBERAY_CRDS)"
     crd = yaml.safe_load((CRDS / f"ray.io_{KUBERAY[kind]}.yaml").read_text())
     for v in crd["spec"]["versions"]:
         if v["name"] == version:
