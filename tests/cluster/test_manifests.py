@@ -216,11 +216,23 @@ def test_dockerfile_passes_hadolint(tmp_path):
     assert _hadolint(broken).returncode != 0
 
 
-def test_paper_config_loads_and_gpu_fractions_fit_one_gpu():
+def test_paper_config_loads_and_gpu_shares_fit_one_gpu():
     from annotator.config import load_config
 
     config = load_config(CLUSTER / "paper.yaml")
     stages = config.stages
-    used = sum(s.num_gpus * s.concurrency for s in (stages.asr, stages.features, stages.label))
-    assert 0 < used <= 1.0
+    used = sum(s.num_gpus * s.per_gpu for s in (stages.asr, stages.features, stages.label))
+    assert used == pytest.approx(0.95)
+    assert (stages.asr.per_gpu, stages.features.per_gpu, stages.label.per_gpu) == (2, 1, 1)
     assert config.models.llm == "Qwen/Qwen2.5-7B-Instruct"
+
+
+def test_paper_max_gpus_is_what_the_gpu_worker_groups_may_grow_to():
+    paper = yaml.safe_load((CLUSTER / "paper.yaml").read_text())
+    for _, doc in manifests():
+        for cluster in _ray_cluster_specs(doc):
+            grow_to = sum(
+                g["maxReplicas"] * int(g["rayStartParams"].get("num-gpus", "0"))
+                for g in cluster["workerGroupSpecs"]
+            )
+            assert grow_to == paper["cluster"]["max_gpus"], doc["metadata"]["name"]
