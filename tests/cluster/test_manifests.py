@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,8 +18,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
-# The KubeRay v1 CRDs live in the project's shared/ folder, beside the repository.
-CRDS = Path(os.environ.get("KUBERAY_CRDS", ROOT.parent / "shared" / "kuberay-crds"))
+# The KubeRay v1 CRDs, vendored unchanged (where from: cluster/kuberay-crds/README.md).
+CRDS = CLUSTER / "kuberay-crds"
 KUBERAY = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayCronJob": "raycronjobs"}
 K8S_VERSION = "1.30"
 
@@ -42,7 +41,6 @@ def _strict(schema):
 
 
 def crd_schema(kind: str, version: str) -> dict:
-    assert CRDS.is_dir(), f"KubeRay CRDs not found at {CRDS} (set KUBERAY_CRDS)"
     crd = yaml.safe_load((CRDS / f"ray.io_{KUBERAY[kind]}.yaml").read_text())
     for v in crd["spec"]["versions"]:
         if v["name"] == version:
@@ -112,6 +110,83 @@ def test_broken_manifest_fails(kind, breakage):
     assert failure.type.__name__ in ("ValidationError", "ValidationError_")
 
 
+def _ray_cluster_specs(doc: dict) -> list[dict]:
+    """The RayCluster specs a KubeRay object holds (a RayJob and a RayCronJob each carry one)."""
+    spec = doc.get("spec", {})
+    return {
+        "RayCluster": [spec],
+        "RayJob": [spec.get("rayClusterSpec")],
+        "RayCronJob": [spec.get("jobTemplate", {}).get("rayClusterSpec")],
+    }.get(doc["kind"], [])
+
+
+def token_secrets(cluster: dict) -> set[str]:
+    """The Secret every Ray container of one RayCluster spec takes its token from; fails on any
+    container without RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from a Secret's ``auth_token``."""
+    auth = cluster.get("authOptions", {})
+    # KubeRay puts this Secret's token into the pods it builds itself (autoscaler sidecar, RayJob
+    # submitter) and reads it for its own dashboard calls; it wants the key `auth_token`.
+    assert auth.get("mode") == "token" and auth.get("secretName"), auth
+    groups = [("head", cluster["headGroupSpec"])]
+    groups += [(g["groupName"], g) for g in cluster.get("workerGroupSpecs", [])]
+    found = {auth["secretName"]}
+    for group, spec in groups:
+        for container in spec["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            where = f"{group}/{container['name']}"
+            assert env.get("RAY_AUTH_MODE", {}).get("value") == "token", where
+            ref = env.get("RAY_AUTH_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            assert ref.get("key") == "auth_token" and ref.get("name"), where
+            found.add(ref["name"])
+    return found
+
+
+def test_every_ray_container_has_the_token_from_one_secret():
+    clusters = [c for _, doc in manifests() for c in _ray_cluster_specs(doc)]
+    assert len(clusters) == 3
+    secrets = set().union(*(token_secrets(c) for c in clusters))
+    assert secrets == {"annotator-ray-token"}
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda c: c["workerGroupSpecs"][0]["template"]["spec"]["containers"][0].pop("env"),
+        lambda c: c["headGroupSpec"]["template"]["spec"]["containers"][0]["env"].pop(1),
+        lambda c: c.pop("authOptions"),
+    ],
+    ids=["worker-without-env", "head-without-mode", "no-authOptions"],
+)
+@pytest.mark.parametrize("kind", sorted(KUBERAY))
+def test_a_ray_container_without_the_token_fails(kind, breakage):
+    doc = copy.deepcopy(next(d for _, d in manifests() if d["kind"] == kind))
+    (cluster,) = _ray_cluster_specs(doc)
+    breakage(cluster)
+    with pytest.raises(AssertionError):
+        token_secrets(cluster)
+
+
+def test_a_second_secret_is_noticed():
+    doc = copy.deepcopy(next(d for _, d in manifests() if d["kind"] == "RayJob"))
+    (cluster,) = _ray_cluster_specs(doc)
+    env = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["env"]
+    next(e for e in env if e["name"] == "RAY_AUTH_TOKEN")["valueFrom"]["secretKeyRef"]["name"] = (
+        "other"
+    )
+    assert token_secrets(cluster) == {"annotator-ray-token", "other"}
+
+
+def test_cluster_launcher_gives_every_node_the_token():
+    config = yaml.safe_load((CLUSTER / "cluster-launcher.yaml").read_text())
+    docker = config["docker"]
+    # run_options reach every node's container; per-kind or per-node-type options would not.
+    assert not {"head_run_options", "worker_run_options"} & set(docker)
+    assert not any("docker" in t for t in config["available_node_types"].values())
+    env = dict(o[3:].split("=", 1) for o in docker["run_options"] if o.startswith("-e "))
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert env["RAY_AUTH_TOKEN_PATH"] in config["file_mounts"]
+
+
 def test_cluster_launcher_matches_rays_schema():
     import ray.autoscaler
 
@@ -141,11 +216,23 @@ def test_dockerfile_passes_hadolint(tmp_path):
     assert _hadolint(broken).returncode != 0
 
 
-def test_paper_config_loads_and_gpu_fractions_fit_one_gpu():
+def test_paper_config_loads_and_gpu_shares_fit_one_gpu():
     from annotator.config import load_config
 
     config = load_config(CLUSTER / "paper.yaml")
     stages = config.stages
-    used = sum(s.num_gpus * s.concurrency for s in (stages.asr, stages.features, stages.label))
-    assert 0 < used <= 1.0
+    used = sum(s.num_gpus * s.per_gpu for s in (stages.asr, stages.features, stages.label))
+    assert used == pytest.approx(0.95)
+    assert (stages.asr.per_gpu, stages.features.per_gpu, stages.label.per_gpu) == (2, 1, 1)
     assert config.models.llm == "Qwen/Qwen2.5-7B-Instruct"
+
+
+def test_paper_max_gpus_is_what_the_gpu_worker_groups_may_grow_to():
+    paper = yaml.safe_load((CLUSTER / "paper.yaml").read_text())
+    for _, doc in manifests():
+        for cluster in _ray_cluster_specs(doc):
+            grow_to = sum(
+                g["maxReplicas"] * int(g["rayStartParams"].get("num-gpus", "0"))
+                for g in cluster["workerGroupSpecs"]
+            )
+            assert grow_to == paper["cluster"]["max_gpus"], doc["metadata"]["name"]
