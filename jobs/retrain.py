@@ -1,11 +1,15 @@
 """Ray job entrypoint: both training stages and the export, then an evaluation.
 
+    RAY_AUTH_MODE=token RAY_AUTH_TOKEN=... \
     ray job submit --address http://HEAD:8265 --working-dir . -- \
         python -m jobs.retrain --manifest data/iemocap-fold5.jsonl --out bundles/emoq-2026-11 \
         --config cluster/paper.yaml
 
 Checkpoints go to ``train.storage`` (local or s3://); resubmitting the same job resumes the
 stopped stage from its newest checkpoint. ``RAY_ADDRESS`` (set by Ray jobs) names the cluster.
+
+The cluster runs with token authentication: the client needs the cluster's token
+(cluster/README.md, "The job-submission token").
 """
 
 from __future__ import annotations
