@@ -15,16 +15,22 @@ from training import common, losses
 
 
 class Stage2Model(nn.Module):
-    def __init__(self, former, projector, llm, audio_id: int) -> None:
+    def __init__(self, former, projector, llm) -> None:
         super().__init__()
         self.former, self.projector, self.llm = former, projector, llm
-        self.audio_id = audio_id
 
-    def forward(self, frames, frame_mask, ids, text_mask, prompt_ids, prompt_mask):
-        soft = self.projector(self.former(frames, frame_mask, ids, text_mask))
+    def prompt_embeds(self, prompt_ids, audio_position, soft):
+        """(batch, len, hidden) LLM input: each row's token embeddings with its soft token at
+        ``audio_position`` (its slot, recorded when the prompt was built; the id there is never
+        read) — the rows ``PromptEmbedder.build`` serves."""
         embeds = self.llm.get_input_embeddings()(prompt_ids)
-        is_audio = (prompt_ids == self.audio_id)[..., None]
-        embeds = torch.where(is_audio, soft[:, None, :].to(embeds.dtype), embeds)
+        positions = torch.arange(prompt_ids.shape[1], device=prompt_ids.device)
+        is_audio = (positions[None, :] == audio_position[:, None])[..., None]
+        return torch.where(is_audio, soft[:, None, :].to(embeds.dtype), embeds)
+
+    def forward(self, frames, frame_mask, ids, text_mask, prompt_ids, prompt_mask, audio_position):
+        soft = self.projector(self.former(frames, frame_mask, ids, text_mask))
+        embeds = self.prompt_embeds(prompt_ids, audio_position, soft)
         return self.llm(inputs_embeds=embeds, attention_mask=prompt_mask).logits
 
 
@@ -50,19 +56,21 @@ def build(config: AnnotatorConfig, stage1_dir: Path, labels):
     text_tokenizer = AutoTokenizer.from_pretrained(
         common.model_path(config.models.text_encoder, config)
     )
-    return Stage2Model(former, projector, peft_model, prompts.audio_id), text_tokenizer, prompts
+    return Stage2Model(former, projector, peft_model), text_tokenizer, prompts
 
 
 def sequences(prompts, texts, labels, label_ids, weight: float):
-    """Prompt + answer token ids, right-padded, with the mask and the Eq. 7 weights."""
+    """Prompt + answer token ids, right-padded, with the mask, the Eq. 7 weights and each row's
+    soft-token position (right padding leaves it where the prompt put it)."""
     tok = prompts.tokenizer
     end = tok.convert_tokens_to_ids("<|im_end|>")
-    rows, weights = [], []
+    rows, weights, audio_position = [], [], []
     for text, y in zip(texts, label_ids, strict=True):
-        prompt = prompts.token_ids(text)
+        prompt = prompts.prompt(text)
         word = tok.encode(" " + labels[y], add_special_tokens=False)
-        rows.append(prompt + word + [end])
+        rows.append([*prompt.ids, *word, end])
         weights.append([0.0] * len(prompt) + [weight] * len(word) + [1.0])
+        audio_position.append(prompt.audio_position)
     longest = max(len(r) for r in rows)
     pad = tok.pad_token_id if tok.pad_token_id is not None else end
     ids = torch.full((len(rows), longest), pad, dtype=torch.long)
@@ -72,7 +80,7 @@ def sequences(prompts, texts, labels, label_ids, weight: float):
         ids[k, : len(row)] = torch.tensor(row)
         mask[k, : len(row)] = 1
         w[k, : len(row)] = torch.tensor(wt)
-    return ids, mask, w
+    return ids, mask, w, torch.tensor(audio_position)
 
 
 def loop(cfg: dict[str, Any]) -> None:
@@ -100,7 +108,7 @@ def loop(cfg: dict[str, Any]) -> None:
         for batch in common.batches(items, train.batch_size, train.seed + epoch):
             frames, frame_mask = common.pad_frames(batch)
             enc = text_tok([i.text for i in batch], padding=True, return_tensors="pt")
-            ids, mask, weights = sequences(
+            ids, mask, weights, audio_position = sequences(
                 prompts,
                 [i.text for i in batch],
                 labels,
@@ -108,7 +116,13 @@ def loop(cfg: dict[str, Any]) -> None:
                 train.emotion_token_weight,
             )
             logits = model(
-                frames, frame_mask, enc["input_ids"], enc["attention_mask"].bool(), ids, mask
+                frames,
+                frame_mask,
+                enc["input_ids"],
+                enc["attention_mask"].bool(),
+                ids,
+                mask,
+                audio_position,
             )
             loss = losses.weighted_lm_loss(logits, ids, weights)
             optimizer.zero_grad()

@@ -7,7 +7,9 @@
   initialises the EmoQ-Former;
 * HuBERT: a small random ``HubertConfig``;
 * LLM: a small random ``Qwen2Config`` (head_dim 32: vLLM's CPU attention refuses 16) with a
-  byte-level BPE tokenizer (Whisper's GPT-2 vocabulary) plus ChatML and ``<AUDIO>`` tokens;
+  byte-level BPE tokenizer (Whisper's GPT-2 vocabulary) whose added tokens, special tokens and
+  chat template are shaped like Qwen2.5-Instruct's: ChatML, no ``<AUDIO>`` (the soft token is
+  placed by position, see ``annotator/models/prompt.py``);
 * bundle: an untrained EmoQ bundle, so the pipeline runs before any training.
 
 Same seed → the same bytes, checked by ``profile.json`` which lists every file's SHA-256.
@@ -24,17 +26,54 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Bump when the build recipe changes, so that existing builds are rebuilt rather than trusted.
-BUILD_RECIPE = 2
+# 3: the LLM tokenizer lost <AUDIO> and gained the rest of Qwen2.5-Instruct's added tokens.
+BUILD_RECIPE = 3
 SMALL_PREFIX = "small:"
 PROFILE_MANIFEST = "profile.json"
-AUDIO_TOKEN = "<AUDIO>"
+# Qwen2.5-Instruct's chat template without its tool-calling branch: the same text for system, user
+# and assistant turns, and the same default system prompt when a conversation has none.
 CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+    "assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] != 'system' or not loop.first %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
-LLM_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", AUDIO_TOKEN]
+# Qwen2.5-Instruct's added tokens after <|endoftext|>, in its order; the first 13 are its
+# ``additional_special_tokens``, the rest (tool call, FIM) are added tokens all the same. Like
+# Qwen2.5's vocabulary, this one has no <AUDIO>.
+LLM_SPECIAL_TOKENS = [
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+LLM_OTHER_ADDED_TOKENS = [
+    ("<tool_call>", False),
+    ("</tool_call>", False),
+    ("<|fim_prefix|>", True),
+    ("<|fim_middle|>", True),
+    ("<|fim_suffix|>", True),
+    ("<|fim_pad|>", True),
+    ("<|repo_name|>", True),
+    ("<|file_sep|>", True),
+]
 
 
 class ProfileError(RuntimeError):
@@ -169,8 +208,9 @@ def _build_hubert(dst: Path, seed: int, sizes: SmallSizes) -> None:
     ).save_pretrained(dst)
 
 
-def _build_llm_tokenizer(dst: Path, whisper_dir: Path) -> int:
-    """Whisper's byte-level BPE without its task tokens, plus ChatML and ``<AUDIO>``."""
+def _build_llm_tokenizer(dst: Path, whisper_dir: Path):
+    """Whisper's byte-level BPE without its task tokens, plus Qwen2.5-Instruct's added tokens;
+    eos ``<|im_end|>`` and pad ``<|endoftext|>`` as in Qwen2.5-Instruct's tokenizer_config."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
@@ -180,7 +220,8 @@ def _build_llm_tokenizer(dst: Path, whisper_dir: Path) -> int:
     )
     spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] == "<|endoftext|>"]
     base = len(spec["model"]["vocab"])
-    for offset, content in enumerate(LLM_SPECIAL_TOKENS):
+    added = [(t, True) for t in LLM_SPECIAL_TOKENS] + LLM_OTHER_ADDED_TOKENS
+    for offset, (content, special) in enumerate(added):
         spec["added_tokens"].append(
             {
                 "id": base + offset,
@@ -189,7 +230,7 @@ def _build_llm_tokenizer(dst: Path, whisper_dir: Path) -> int:
                 "lstrip": False,
                 "rstrip": False,
                 "normalized": False,
-                "special": True,
+                "special": special,
             }
         )
     tokenizer = PreTrainedTokenizerFast(
@@ -201,15 +242,18 @@ def _build_llm_tokenizer(dst: Path, whisper_dir: Path) -> int:
     )
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.save_pretrained(dst)
-    return len(tokenizer)
+    return tokenizer
 
 
 def _build_llm(dst: Path, seed: int, sizes: SmallSizes, whisper_dir: Path) -> None:
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    n_tokens = _build_llm_tokenizer(dst, whisper_dir)
-    vocab_size = -(-n_tokens // 64) * 64  # padded like real checkpoints; vLLM likes round sizes
+    tokenizer = _build_llm_tokenizer(dst, whisper_dir)
+    end, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    vocab_size = (
+        -(-len(tokenizer) // 64) * 64
+    )  # padded like real checkpoints; vLLM likes round sizes
     config = Qwen2Config(
         vocab_size=vocab_size,
         hidden_size=sizes.llm_hidden,
@@ -221,8 +265,8 @@ def _build_llm(dst: Path, seed: int, sizes: SmallSizes, whisper_dir: Path) -> No
         max_position_embeddings=2048,
         tie_word_embeddings=False,
         bos_token_id=None,
-        eos_token_id=n_tokens - 2,  # <|im_end|>
-        pad_token_id=50256,
+        eos_token_id=end,
+        pad_token_id=pad,
         # Wider than the usual 0.02: a random LLM with near-uniform attention barely looks at any
         # one token, and the soft audio token must visibly steer the tiny model in tests.
         initializer_range=0.1,
@@ -231,7 +275,8 @@ def _build_llm(dst: Path, seed: int, sizes: SmallSizes, whisper_dir: Path) -> No
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config).eval()
     model.save_pretrained(dst, safe_serialization=True)
-    GenerationConfig(eos_token_id=config.eos_token_id, pad_token_id=50256).save_pretrained(dst)
+    # As Qwen2.5-Instruct's generation_config: a turn ends at <|im_end|> or <|endoftext|>.
+    GenerationConfig(eos_token_id=[end, pad], pad_token_id=pad).save_pretrained(dst)
 
 
 def build_small_profile(

@@ -1,10 +1,16 @@
-"""The EmoQ prompt (§2.3) and its embedding, with the ``<AUDIO>`` row replaced by a soft token.
+"""The EmoQ prompt (§2.3) and its embedding, with one position taken by the audio soft token.
 
 The prompt is rendered with the LLM tokenizer's own chat template:
 
 * system: act as an emotion recognition system;
-* user: speaker info (if known), the transcript, and the ``<AUDIO>`` placeholder;
+* user: speaker info (if known), the transcript, and the audio placeholder;
 * assistant: begins with ``Emotion:``; the next token is read off as the emotion.
+
+Qwen2.5-Instruct's vocabulary has no ``<AUDIO>`` token, and none is added (a new row would be an
+untrained embedding in a frozen table). Instead the prompt is rendered with a plain-text
+placeholder, the text is split there, the two pieces are tokenized apart, and the soft token's
+slot between them is recorded by position: a :class:`Prompt`. The id kept in that slot is the
+pad id; it is never read, because its embedding row is always replaced.
 
 Token embeddings come from the LLM's own embedding table, read as one tensor from its
 safetensors, so the LLM is not built a second time next to vLLM.
@@ -14,11 +20,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from annotator.models.profiles import AUDIO_TOKEN
 
 SYSTEM_PROMPT = (
     "You are an emotion recognition system. Given a speech segment's transcript and its audio, "
@@ -26,6 +31,8 @@ SYSTEM_PROMPT = (
 )
 ANSWER_PREFIX = "Emotion:"
 NO_SPEECH_TEXT = "(no words recognised)"
+# Marks the soft token's place in the rendered text; never tokenized (the text is split there).
+AUDIO_PLACEHOLDER = "<AUDIO>"
 EMBED_KEYS = (
     "model.embed_tokens.weight",
     "embed_tokens.weight",
@@ -87,18 +94,52 @@ def emotion_token_ids(tokenizer, labels: Sequence[str]) -> list[int]:
     return firsts
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """One EmoQ prompt as token ids with slots reserved for soft tokens.
+
+    Attributes:
+        ids: token ids of the whole prompt, ending with ``Emotion:``. The ids in the soft slots
+            are placeholders (the pad id) whose embedding rows are always replaced.
+        audio_position: index in ``ids`` of the first soft slot.
+        audio_slots: how many consecutive soft slots begin there (one soft token per segment
+            for EmoQ).
+    """
+
+    ids: tuple[int, ...]
+    audio_position: int
+    audio_slots: int = 1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def audio_span(self) -> range:
+        return range(self.audio_position, self.audio_position + self.audio_slots)
+
+
 class PromptEmbedder:
-    """Renders EmoQ prompts to token ids and to prompt embeddings with the audio soft token."""
+    """Renders EmoQ prompts to :class:`Prompt` s and to prompt embeddings with the soft token."""
+
+    audio_slots = 1
 
     def __init__(self, tokenizer, embed_table: torch.Tensor, labels: Sequence[str]) -> None:
         self.tokenizer = tokenizer
         self.table = embed_table
         self.labels = list(labels)
-        self.audio_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
-        if self.audio_id is None or self.audio_id == tokenizer.unk_token_id:
-            raise PromptError(f"the LLM tokenizer has no {AUDIO_TOKEN} token")
         self.system = SYSTEM_PROMPT.format(labels=", ".join(self.labels))
-        self._special = [t for t in tokenizer.all_special_tokens if t]
+        if AUDIO_PLACEHOLDER in self.system:
+            raise PromptError(f"a label must not contain {AUDIO_PLACEHOLDER!r}")
+        slot = tokenizer.pad_token_id
+        if slot is None:
+            slot = tokenizer.eos_token_id
+        if slot is None:
+            raise PromptError("the LLM tokenizer has neither a pad nor an eos token")
+        self.slot_id = slot
+        # Every added token (special or not: Qwen2.5's <tool_call> is not special) and the
+        # placeholder; the longest first, so that no shorter one cuts a longer one in two.
+        markup = {*tokenizer.get_added_vocab(), *tokenizer.all_special_tokens, AUDIO_PLACEHOLDER}
+        self._markup = sorted((t for t in markup if t), key=lambda t: (-len(t), t))
 
     @classmethod
     def from_llm(cls, llm_dir: str | Path, labels: Sequence[str]) -> PromptEmbedder:
@@ -108,37 +149,51 @@ class PromptEmbedder:
         return cls(AutoTokenizer.from_pretrained(root), load_token_embeddings(root), labels)
 
     def _clean(self, text: str) -> str:
-        # A transcript must not smuggle in chat markup or a second <AUDIO>.
-        for token in self._special:
-            text = text.replace(token, " ")
+        # A transcript must not smuggle in chat markup, special tokens or a second placeholder.
+        # Each is replaced by a space, so what is left cannot join into a new one.
+        while any(token in text for token in self._markup):
+            for token in self._markup:
+                text = text.replace(token, " ")
         return " ".join(text.split())
 
-    def token_ids(self, transcript: str | None, speaker: str | None = None) -> list[int]:
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def prompt(self, transcript: str | None, speaker: str | None = None) -> Prompt:
+        """The prompt of one segment, its soft slot recorded by position."""
         text = self._clean(transcript or "") or NO_SPEECH_TEXT
+        who = self._clean(speaker or "")
         user = (
-            f"Speaker: {self._clean(speaker)}\n" if speaker else ""
-        ) + f"Transcript: {text}\nAudio: {AUDIO_TOKEN}"
+            f"Speaker: {who}\n" if who else ""
+        ) + f"Transcript: {text}\nAudio: {AUDIO_PLACEHOLDER}"
         messages = [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
         rendered = self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=False
         )
-        return self.tokenizer.encode(rendered + ANSWER_PREFIX, add_special_tokens=False)
-
-    def embed(self, token_ids: Sequence[int], audio_vector: torch.Tensor) -> torch.Tensor:
-        """(len, hidden) prompt embeddings; the single ``<AUDIO>`` row becomes ``audio_vector``."""
-        ids = torch.as_tensor(list(token_ids), dtype=torch.long)
-        where = (ids == self.audio_id).nonzero().flatten()
-        if len(where) != 1:
-            raise PromptError(f"a prompt needs exactly one {AUDIO_TOKEN} token, found {len(where)}")
-        if audio_vector.shape != (self.table.shape[1],):
+        pieces = rendered.split(AUDIO_PLACEHOLDER)
+        if len(pieces) != 2:
             raise PromptError(
-                f"audio vector has shape {tuple(audio_vector.shape)}, the LLM width is {self.table.shape[1]}"
+                f"the rendered prompt holds {AUDIO_PLACEHOLDER!r} {len(pieces) - 1} times, not once"
             )
-        rows = self.table[ids].clone()
-        rows[where[0]] = audio_vector.to(rows.dtype)
+        before, after = self._encode(pieces[0]), self._encode(pieces[1] + ANSWER_PREFIX)
+        ids = before + [self.slot_id] * self.audio_slots + after
+        return Prompt(tuple(ids), len(before), self.audio_slots)
+
+    def embed(self, prompt: Prompt, audio_vector: torch.Tensor) -> torch.Tensor:
+        """(len, hidden) prompt embeddings; the soft slot's row becomes ``audio_vector``."""
+        vectors = audio_vector.reshape(-1, audio_vector.shape[-1])
+        if vectors.shape != (prompt.audio_slots, self.table.shape[1]):
+            raise PromptError(
+                f"audio vector has shape {tuple(audio_vector.shape)}; the prompt has "
+                f"{prompt.audio_slots} soft slot(s) and the LLM width is {self.table.shape[1]}"
+            )
+        rows = self.table[torch.as_tensor(prompt.ids, dtype=torch.long)].clone()
+        rows[prompt.audio_position : prompt.audio_position + prompt.audio_slots] = vectors.to(
+            rows.dtype
+        )
         return rows
 
     def build(
         self, transcript: str | None, audio_vector: torch.Tensor, speaker: str | None = None
     ) -> torch.Tensor:
-        return self.embed(self.token_ids(transcript, speaker), audio_vector)
+        return self.embed(self.prompt(transcript, speaker), audio_vector)

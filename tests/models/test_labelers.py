@@ -1,4 +1,5 @@
-"""vLLM (CPU) serving equals the transformers + PEFT reference; the LoRA and <AUDIO> matter."""
+"""vLLM (CPU) serving equals the transformers + PEFT reference; the LoRA and the soft token's
+vector and position matter."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from annotator.models.bundle import Bundle
 from annotator.models.labeler.reference import ReferenceLabeler
-from annotator.models.prompt import PromptEmbedder
+from annotator.models.prompt import Prompt, PromptEmbedder
 
 N_PROMPTS = 40
 PARITY_TOL = 1e-3
@@ -64,15 +65,13 @@ def test_vllm_equals_reference_with_and_without_lora(small_dir, bundle, prompts,
 
 def test_audio_vector_matters_and_its_position_matters(prompts, vllm_labeler):
     _, pe = prompts
-    ids = pe.token_ids("the meeting is at three")
+    prompt = pe.prompt("the meeting is at three")
     g = torch.Generator().manual_seed(3)
     vec = torch.randn(pe.table.shape[1], generator=g) * pe.table.std() * 4
-    at_audio = pe.embed(ids, vec)
-    other = pe.embed(ids, -vec)
-    moved = at_audio.clone()
-    pos = ids.index(pe.audio_id)
-    moved[pos] = pe.table[pe.audio_id]
-    moved[pos - 3] = vec  # the same vector, three tokens earlier
+    at_audio = pe.embed(prompt, vec)
+    other = pe.embed(prompt, -vec)
+    # The same vector, three tokens earlier (the slot keeps its pad id's row).
+    moved = pe.embed(Prompt(prompt.ids, prompt.audio_position - 3), vec)
     p = vllm_labeler.posteriors([at_audio, other, moved])
     assert np.abs(p[0] - p[1]).max() > 1e-3
     assert np.abs(p[0] - p[2]).max() > 1e-3

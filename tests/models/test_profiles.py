@@ -54,8 +54,40 @@ def test_tiny_qwen_shape(small_dir):
     tok = AutoTokenizer.from_pretrained(small_dir / "llm")
     assert config["vocab_size"] >= len(tok)
     ids = tok.encode("<|im_start|>user\nhi <AUDIO><|im_end|>", add_special_tokens=False)
-    assert tok.convert_tokens_to_ids("<AUDIO>") in ids
     assert tok.convert_tokens_to_ids("<|im_start|>") == ids[0]
+    assert tok.convert_tokens_to_ids("<|im_end|>") == ids[-1]
+
+
+def test_tiny_qwen_tokenizer_is_shaped_like_qwen25_instruct(small_dir):
+    """Special tokens, pad/eos and chat template as Qwen2.5-Instruct's, and no <AUDIO>: the
+    tests walk the road the paper profile takes (the soft token is placed by position)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(small_dir / "llm")
+    config = json.loads((small_dir / "llm" / "config.json").read_text())
+    generation = json.loads((small_dir / "llm" / "generation_config.json").read_text())
+    assert "<AUDIO>" not in tok.get_vocab()
+    assert len(tok.encode("<AUDIO>", add_special_tokens=False)) > 1
+    added = tok.get_added_vocab()
+    assert {"<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "<|fim_prefix|>"} <= set(
+        added
+    )
+    assert [t for t in added if "AUDIO" in t.upper()] == []
+    assert (tok.pad_token, tok.eos_token, tok.bos_token) == ("<|endoftext|>", "<|im_end|>", None)
+    end, pad = added["<|im_end|>"], added["<|endoftext|>"]
+    assert (config["eos_token_id"], config["pad_token_id"]) == (end, pad)
+    assert generation["eos_token_id"] == [end, pad]
+    # Like Qwen2.5's template: a default system turn when none is given, ours when one is.
+    user = [{"role": "user", "content": "hi"}]
+    default = tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    assert default == (
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+        "assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    ours = tok.apply_chat_template(
+        [{"role": "system", "content": "S"}, *user], tokenize=False, add_generation_prompt=False
+    )
+    assert ours == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
 
 
 @pytest.mark.vllm
