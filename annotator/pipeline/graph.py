@@ -53,6 +53,29 @@ def pools(config: AnnotatorConfig, nodes: list[Node]) -> dict[str, PoolSize]:
     }
 
 
+def _one_file_per_block(ds):
+    """Split the listing into blocks of one file each, in tasks that take no CPU.
+
+    Ray Data gathers a task's small outputs into one block: without this split, one decode task
+    would take every file of a listing, one after another. ``Dataset.repartition(
+    target_num_rows_per_block=1)`` does the split, but its tasks ask for 1 CPU each and Ray 2.60
+    gives no way to change that; where the model actors hold more than all but one CPU of every
+    node (the small profile on 2-CPU nodes does) those tasks never start and the run hangs. The
+    split only slices Arrow tables, so the operator is built here with ``num_cpus=0`` — Ray
+    Data's own logical operator, which is why pyproject.toml pins Ray to 2.60.
+    """
+    from ray.data import Dataset
+    from ray.data._internal.logical.interfaces import LogicalPlan
+    from ray.data._internal.logical.operators import StreamingRepartition
+
+    split = StreamingRepartition(
+        target_num_rows_per_block=1,
+        input_dependencies=[ds._logical_plan.dag],
+        ray_remote_args={"num_cpus": 0},
+    )
+    return Dataset._from_parent(ds, LogicalPlan(split, ds.context))
+
+
 def build(config: AnnotatorConfig, inputs: Sequence[str], done_ref: Any = None):
     """The annotate Dataset over the URIs the user gave, not yet executed.
 
@@ -72,9 +95,7 @@ def build(config: AnnotatorConfig, inputs: Sequence[str], done_ref: Any = None):
         # listing would keep decode tasks (or a model actor) from starting beside it.
         num_cpus=0,
     )
-    # Ray Data gathers a task's small outputs into one block: without this split, one decode task
-    # would take every file of a listing, one after another.
-    ds = ds.repartition(target_num_rows_per_block=1)
+    ds = _one_file_per_block(ds)
     ds = ds.map_batches(
         decode,
         fn_kwargs={"config": config, "done_ref": done_ref},
