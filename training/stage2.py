@@ -4,6 +4,7 @@ its emotion-word tokens weigh ``train.emotion_token_weight``."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,43 @@ def sequences(prompts, texts, labels, label_ids, weight: float):
     return ids, mask, w
 
 
+def collate(text_tok, prompts, labels, weight: float, items) -> dict[str, torch.Tensor]:
+    """A list of examples → the model's inputs, the answer targets and their Eq. 7 weights."""
+    frames, frame_mask = common.pad_frames(items)
+    texts = [i.text for i in items]
+    enc = text_tok(texts, padding=True, return_tensors="pt")
+    ids, mask, weights = sequences(prompts, texts, labels, [i.label for i in items], weight)
+    return {
+        "frames": frames,
+        "frame_mask": frame_mask,
+        "ids": enc["input_ids"],
+        "text_mask": enc["attention_mask"].bool(),
+        "prompt_ids": ids,
+        "prompt_mask": mask,
+        "weights": weights,
+    }
+
+
+def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits = model(
+        batch["frames"],
+        batch["frame_mask"],
+        batch["ids"],
+        batch["text_mask"],
+        batch["prompt_ids"],
+        batch["prompt_mask"],
+    )
+    return losses.weighted_lm_loss(logits, batch["prompt_ids"], batch["weights"])
+
+
 def loop(cfg: dict[str, Any]) -> None:
+    import ray.train
     import ray.train.torch
 
     config, labels, _, items = common.worker_setup(cfg)
     train = config.train
+    device = ray.train.torch.get_device()
+    per_worker = common.local_batch_size(train.batch_size, ray.train.get_context().get_world_size())
     model, text_tok, prompts = build(config, Path(cfg["stage1"]), labels)
     model = ray.train.torch.prepare_model(
         model, parallel_strategy_kwargs={"find_unused_parameters": True}
@@ -94,28 +127,19 @@ def loop(cfg: dict[str, Any]) -> None:
     )
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
     stop_after = cfg.get("stop_after_epochs")
+    to_batch = partial(collate, text_tok, prompts, labels, train.emotion_token_weight)
     for epoch in range(start, train.epochs_stage2):
         model.train()
-        total, steps = 0.0, 0
-        for batch in common.batches(items, train.batch_size, train.seed + epoch):
-            frames, frame_mask = common.pad_frames(batch)
-            enc = text_tok([i.text for i in batch], padding=True, return_tensors="pt")
-            ids, mask, weights = sequences(
-                prompts,
-                [i.text for i in batch],
-                labels,
-                [i.label for i in batch],
-                train.emotion_token_weight,
-            )
-            logits = model(
-                frames, frame_mask, enc["input_ids"], enc["attention_mask"].bool(), ids, mask
-            )
-            loss = losses.weighted_lm_loss(logits, ids, weights)
+        tally = common.EpochTally()
+        for batch in common.epoch_loader(items, to_batch, per_worker, train.seed + epoch):
+            batch = common.to_device(batch, device)
+            common.check_device(batch, device)
+            loss = batch_loss(model, batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, steps = total + float(loss), steps + 1
-        common.save_checkpoint(model, optimizer, epoch, {"loss": total / max(steps, 1)})
+            tally.add(loss.detach(), len(batch["frames"]))
+        common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))
         if stop_after is not None and epoch + 1 - start >= stop_after:
             break  # a deliberately stopped run (tests of resume)
 
