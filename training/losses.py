@@ -105,9 +105,11 @@ def weighted_lm_loss(
     """Eq. 7: Σ_t w_t · CE(logits_t, target_t) / Σ_t w_t over next-token predictions.
 
     ``logits`` (batch, seq, vocab) predict position t+1 from t; ``targets`` and ``weights`` are
-    (batch, seq) aligned with the *inputs* (weight 0 for prompt and padding)."""
-    shifted = logits[:, :-1].reshape(-1, logits.shape[-1])
+    (batch, seq) aligned with the *inputs* (weight 0 for prompt and padding). Computed in fp32
+    whatever the LLM's dtype: a bf16 log-softmax over the vocabulary loses the small
+    differences the loss is made of."""
+    shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
     target = targets[:, 1:].reshape(-1)
-    weight = weights[:, 1:].reshape(-1).to(shifted.dtype)
+    weight = weights[:, 1:].reshape(-1).float()
     ce = F.cross_entropy(shifted, target.clamp(min=0), reduction="none")
     return (ce * weight).sum() / weight.sum().clamp(min=1e-12)

@@ -30,7 +30,11 @@ class Stage2Model(nn.Module):
 
 
 def build(config: AnnotatorConfig, stage1_dir: Path, labels):
-    """(model, text tokenizer, PromptEmbedder): base LLM frozen, LoRA + projector + former train."""
+    """(model, text tokenizer, PromptEmbedder): base LLM frozen, LoRA + projector + former train.
+
+    The frozen base LLM is loaded in :func:`llm_dtype`; everything trained (EmoQ-Former,
+    projector, LoRA) stays fp32, so AdamW's updates are not rounded away (PEFT's
+    ``autocast_adapter_dtype`` casts bf16/fp16 adapter weights up to fp32)."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -41,10 +45,12 @@ def build(config: AnnotatorConfig, stage1_dir: Path, labels):
 
     llm_dir = common.model_path(config.models.llm, config)
     former = EmoQFormer.load(Path(stage1_dir)).train()
-    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
+    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=llm_dtype(config))
     projector = Projector(former.config.embed_dim, llm.config.hidden_size)
     peft_model = get_peft_model(
-        llm, lora_config(config.train.lora_rank, dropout=config.train.lora_dropout)
+        llm,
+        lora_config(config.train.lora_rank, dropout=config.train.lora_dropout),
+        autocast_adapter_dtype=True,
     )
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     prompts = PromptEmbedder(tokenizer, llm.get_input_embeddings().weight.detach(), labels)
@@ -52,6 +58,13 @@ def build(config: AnnotatorConfig, stage1_dir: Path, labels):
         common.model_path(config.models.text_encoder, config)
     )
     return Stage2Model(former, projector, peft_model, prompts.audio_id), text_tokenizer, prompts
+
+
+def llm_dtype(config: AnnotatorConfig) -> torch.dtype:
+    """The frozen base LLM's training dtype: bf16 when ``models.dtype`` asks for a half type
+    (float16 too: bf16 has fp32's range, so no loss scaling is needed), else fp32 (the small
+    profile's default on CPU)."""
+    return torch.float32 if config.models.dtype == "float32" else torch.bfloat16
 
 
 def sequences(prompts, texts, labels, label_ids, weight: float):
