@@ -109,7 +109,7 @@ class StagesConfig(_Strict):
     # reserves 1.5 CPUs, leaving room for a decode task. Ray counts these as logical CPUs;
     # threads are set apart. Memory: what each one was measured to use (benchmarks/stages.py).
     decode: TaskResources = TaskResources(batch_size=1, num_cpus=0.5, memory_gb=0.5)
-    asr: StageResources = StageResources(batch_size=8, num_cpus=1, memory_gb=0.5)
+    asr: StageResources = StageResources(batch_size=8, num_cpus=1, memory_gb=0.6)
     features: StageResources = StageResources(batch_size=8, num_cpus=0.25, memory_gb=1.0)
     label: StageResources = StageResources(batch_size=64, num_cpus=0.25, memory_gb=2.0)
 

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import peak_rss_mib, write_result
+from benchmarks.common import write_result
 
 BUCKET = "listing-bench"
 
@@ -53,6 +53,16 @@ def _fill(count: int) -> None:
     have = sum(1 for k in backend.buckets[BUCKET].keys if k.startswith("night/"))
     for i in range(have, count):
         backend.put_object(BUCKET, f"night/call-{i:07d}.wav", b"")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM). Not getrusage's ru_maxrss: that survives exec, so a child
+    would report the parent's peak (here the moto server's, which holds the objects)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def child(mode: str, endpoint: str, count: int) -> None:

@@ -1,7 +1,7 @@
 """The decode stage: sources → decode → segment → ASR windows, as Ray Data tasks.
 
-Each task takes rows of :data:`annotator.pipeline.inputs.INPUT` (one file still to do, or many
-that an earlier run committed) and yields the rows of :mod:`annotator.pipeline.rows`.
+Each task takes rows of :data:`annotator.pipeline.inputs.INPUT` (a file still to do, or the count
+of files an earlier run committed) and yields the rows of :mod:`annotator.pipeline.rows`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from annotator.audio.sources import recording_id
 from annotator.config import AnnotatorConfig
 from annotator.pipeline.inputs import DoneSet, resolve_done
 from annotator.pipeline.rows import ROW, blank_row
@@ -20,9 +19,9 @@ from annotator.pipeline.windows import ingest_rows
 ROWS_PER_BLOCK = 4  # decode output (windows of ≤ 30 s) goes on in small blocks: ASR starts early
 
 
-def _skipped_row(uri: str) -> dict[str, Any]:
+def _skipped_row(count: int) -> dict[str, Any]:
     row = blank_row()
-    row.update(kind="file_done", call_id=recording_id(uri, "", None), source_uri=uri, skipped=True)
+    row.update(kind="file_done", skipped=count)
     return row
 
 
@@ -32,7 +31,7 @@ def decode(batch: pa.Table, config: AnnotatorConfig, done_ref: Any = None) -> It
     done: DoneSet = resolve_done(done_ref)
     rows: list[dict[str, Any]] = []
     for uri, skipped in zip(batch["uri"].to_pylist(), batch["skipped"].to_pylist(), strict=True):
-        for row in [_skipped_row(uri)] if skipped else ingest_rows(uri, config, done):
+        for row in [_skipped_row(skipped)] if skipped else ingest_rows(uri, config, done):
             rows.append(row)
             if len(rows) >= ROWS_PER_BLOCK:
                 yield pa.Table.from_pylist(rows, schema=ROW)

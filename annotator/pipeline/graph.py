@@ -72,6 +72,9 @@ def build(config: AnnotatorConfig, inputs: Sequence[str], done_ref: Any = None):
         # listing would keep decode tasks (or a model actor) from starting beside it.
         num_cpus=0,
     )
+    # Ray Data gathers a task's small outputs into one block: without this split, one decode task
+    # would take every file of a listing, one after another.
+    ds = ds.repartition(target_num_rows_per_block=1)
     ds = ds.map_batches(
         decode,
         fn_kwargs={"config": config, "done_ref": done_ref},

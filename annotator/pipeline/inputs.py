@@ -3,9 +3,10 @@
 :class:`SourceListing` is a Ray Data datasource with one read task per URI the user gave (a file,
 directory, glob, archive or ``s3://`` prefix). Each task lists its URI lazily
 (:func:`annotator.audio.sources.iter_sources`, page by page on S3) and hands the files on as they
-come: a file still to do in a block of its own, so each one becomes its own decode task; files an
-earlier run committed in blocks of many, marked ``skipped``, so a rerun over a million committed
-files costs a few hundred cheap tasks.
+come. The graph splits the listing into one row per block, so each file still to do becomes a
+decode task of its own; files an earlier run committed are not handed on one by one but counted,
+one row per 1,000 (``skipped``), so a rerun over a million committed files costs a thousand
+cheap rows.
 
 :class:`DoneSet` holds what was committed: call_ids (16 hex digits) as one sorted ``uint64``
 array. Put into the object store once, every task reads it zero-copy and looks up with a binary
@@ -23,8 +24,10 @@ import pyarrow as pa
 from annotator.audio.sources import is_archive, iter_sources, recording_id
 from annotator.config import AudioConfig, S3Config
 
-INPUT = pa.schema([("uri", pa.string()), ("skipped", pa.bool_())])
-SKIPPED_PER_BLOCK = 1000
+# A file to do (``skipped`` 0), or ``skipped`` files an earlier run committed (``uri`` empty).
+INPUT = pa.schema([("uri", pa.string()), ("skipped", pa.int64())])
+ROWS_PER_BLOCK = 100  # listing output; split into one row per block before decode
+SKIPPED_PER_ROW = 1000
 
 
 class DoneSet:
@@ -55,20 +58,28 @@ def resolve_done(done: Any) -> DoneSet:
 
 
 def listing_blocks(uri: str, audio: AudioConfig, s3: S3Config, done: DoneSet) -> Iterator[pa.Table]:
-    """The files one input URI names, as :data:`INPUT` blocks (see the module doc).
+    """The files one input URI names, as :data:`INPUT` rows (see the module doc).
 
     Archives always go on to be opened: which of their members are done is known only inside."""
-    skipped: list[str] = []
+    todo: list[str] = []
+    skipped = 0
     for source in iter_sources([uri], audio, s3):
         if not is_archive(source) and recording_id(source, "", None) in done:
-            skipped.append(source)
-            if len(skipped) >= SKIPPED_PER_BLOCK:
-                yield pa.table({"uri": skipped, "skipped": [True] * len(skipped)}, schema=INPUT)
-                skipped = []
-            continue
-        yield pa.table({"uri": [source], "skipped": [False]}, schema=INPUT)
+            skipped += 1
+        else:
+            todo.append(source)
+        if len(todo) >= ROWS_PER_BLOCK or skipped >= SKIPPED_PER_ROW:
+            yield _block(todo, skipped)
+            todo, skipped = [], 0
+    if todo or skipped:
+        yield _block(todo, skipped)
+
+
+def _block(todo: list[str], skipped: int) -> pa.Table:
+    rows = [{"uri": uri, "skipped": 0} for uri in todo]
     if skipped:
-        yield pa.table({"uri": skipped, "skipped": [True] * len(skipped)}, schema=INPUT)
+        rows.append({"uri": "", "skipped": skipped})
+    return pa.Table.from_pylist(rows, schema=INPUT)
 
 
 def source_listing(inputs: list[str], audio: AudioConfig, s3: S3Config, done_ref: Any = None):

@@ -8,8 +8,9 @@ Four kinds of row share one stream (column ``kind``):
 * ``segment``: one speech segment; the model stages fill in its transcript and emotion.
 * ``error``: an input that could not be used; passes through the model stages untouched.
 * ``file_done``: the end of one file or archive member (the unit of commit), with how many
-  segment and error rows it produced, so the sink knows when it has them all. ``skipped`` files
-  (already committed by an earlier run) come through too, for the progress figures.
+  segment and error rows it produced, so the sink knows when it has them all. A ``file_done``
+  row with ``skipped`` > 0 stands for that many files an earlier run committed (counted for the
+  progress figures, nothing to commit).
 
 ``channel`` is null for a recording mixed down to mono, as in the output.
 """
@@ -48,7 +49,7 @@ ROW = pa.schema(
         ("n_segments", pa.int64()),
         ("n_errors", pa.int64()),
         ("duration_s", pa.float64()),
-        ("skipped", pa.bool_()),
+        ("skipped", pa.int64()),
         ("spans", pa.list_(SPAN)),  # kind window: its segments, in order; dropped by ASRStage
     ]
 )
@@ -90,6 +91,6 @@ def blank_row() -> dict[str, Any]:
         "n_segments": 0,
         "n_errors": 0,
         "duration_s": 0.0,
-        "skipped": False,
+        "skipped": 0,
         "spans": [],
     }

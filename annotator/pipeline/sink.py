@@ -100,7 +100,7 @@ class Sink:
         for row in batch.to_pylist():
             kind = row["kind"]
             if kind == "file_done" and row["skipped"]:
-                self.counts.skipped += 1
+                self.counts.skipped += row["skipped"]
                 continue
             pending = self.pending.setdefault(row["call_id"], _Pending())
             if kind == "segment":

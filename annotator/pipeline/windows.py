@@ -99,6 +99,6 @@ def ingest_rows(
                 n_segments=segments.pop(item.call_id, 0),
                 n_errors=errors.pop(item.call_id, 0),
                 duration_s=durations.pop(item.call_id, 0.0),
-                skipped=item.skipped,
+                skipped=int(item.skipped),
             )
         yield row

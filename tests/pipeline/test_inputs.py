@@ -21,22 +21,22 @@ def test_done_set_holds_exactly_its_ids():
     assert "0" * 16 not in DoneSet()
 
 
-def test_listing_hands_on_each_file_to_do_alone_and_committed_files_in_bulk(tmp_path, monkeypatch):
-    monkeypatch.setattr(inputs, "SKIPPED_PER_BLOCK", 3)
+def test_listing_hands_on_files_to_do_and_counts_committed_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(inputs, "SKIPPED_PER_ROW", 3)
     for i in range(8):
         (tmp_path / f"{i}.wav").write_bytes(b"")
     (tmp_path / "calls.tar").write_bytes(b"")
     (tmp_path / "notes.txt").write_bytes(b"")
     files = sorted(str(p) for p in tmp_path.glob("*.wav"))
     done = DoneSet(recording_id(f) for f in [*files[:7], str(tmp_path / "calls.tar")])
-    blocks = list(listing_blocks(str(tmp_path), AudioConfig(), S3Config(), done))
-    rows = pa.concat_tables(blocks).to_pylist()
+    rows = pa.concat_tables(
+        listing_blocks(str(tmp_path), AudioConfig(), S3Config(), done)
+    ).to_pylist()
     # The archive is opened whatever the ledger says: its members are the units of commit.
-    todo = [r["uri"] for r in rows if not r["skipped"]]
-    assert todo == [files[7], str(tmp_path / "calls.tar")]
-    assert sorted(r["uri"] for r in rows if r["skipped"]) == files[:7]
-    assert [b.num_rows for b in blocks if not b["skipped"][0].as_py()] == [1, 1]
-    assert sorted(b.num_rows for b in blocks if b["skipped"][0].as_py()) == [1, 3, 3]
+    assert [r["uri"] for r in rows if not r["skipped"]] == [files[7], str(tmp_path / "calls.tar")]
+    # Committed files are counted, not handed on: one row per SKIPPED_PER_ROW of them.
+    assert [r["skipped"] for r in rows if r["skipped"]] == [3, 3, 1]
+    assert all(r["uri"] == "" for r in rows if r["skipped"])
 
 
 def test_s3_prefix_is_listed_page_by_page_in_key_order(s3_server, monkeypatch):
