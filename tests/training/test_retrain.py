@@ -112,6 +112,20 @@ def test_exported_bundle_annotates_with_the_eval_posteriors(
     np.testing.assert_allclose(served, probs, atol=1e-4)
 
 
+def test_trained_checkpoint_exports_as_the_whole_model_did(trained, tmp_path):
+    """The fixture's bundle (exported from the checkpoint's tensors) is the bundle that loading
+    the checkpoint into the whole stage-2 model and saving its parts writes, byte for byte."""
+    from tests.factories import assert_same_bundle, export_bundle_by_model
+    from training.common import latest_checkpoint
+
+    config, bundle = trained
+    checkpoint = latest_checkpoint(config.train.storage, "stage2")
+    stage1 = Path(bundle.root).parent / "stage1"
+    reference = export_bundle_by_model(config, stage1, checkpoint, tmp_path / "bundle")
+    assert_same_bundle(bundle.root, reference.root)
+    assert bundle.version == reference.version
+
+
 def test_training_keeps_only_the_newest_checkpoints(trained):
     """12 stage-2 epochs, ``keep_checkpoints`` 2: the two newest stay, the rest are deleted (each
     holds the optimizer state: hundreds of MB at the small profile)."""
