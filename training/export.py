@@ -10,6 +10,7 @@ of the base model.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,11 @@ def export_bundle(
 ) -> Bundle:
     """Write the bundle of a stage-2 checkpoint; ``stage1_dir`` is the EmoQ-Former stage 2
     started from (its config, and any weight stage 2 did not train)."""
+    import torch
+    from safetensors import safe_open
     from transformers import AutoConfig, AutoTokenizer
 
-    from annotator.models.emoq_former import EmoQFormer
+    from annotator.models.emoq_former import EmoQFormer, EmoQFormerConfig
     from annotator.models.projector import Projector
     from annotator.schema import label_set
 
@@ -46,8 +49,13 @@ def export_bundle(
     llm_config = AutoConfig.from_pretrained(llm_dir)
     state = common.checkpoint_state(checkpoint_dir)
 
-    former = EmoQFormer.load(Path(stage1_dir))
-    projector = Projector(former.config.embed_dim, llm_config.hidden_size)
+    stage1 = Path(stage1_dir)
+    former_config = EmoQFormerConfig(**json.loads((stage1 / "emoq_former.json").read_text()))
+    # Built without storage: every weight is then assigned the checkpoint's (or stage 1's)
+    # tensor, so the EmoQ-Former is in memory once.
+    with torch.device("meta"):
+        former = EmoQFormer(former_config)
+        projector = Projector(former_config.embed_dim, llm_config.hidden_size)
     trained_former = {n for n, p in former.named_parameters() if p.requires_grad}
     lora = lora_shapes(llm_config, config.train.lora_rank)
     expected = (
@@ -71,9 +79,14 @@ def export_bundle(
                 f"the LLM {config.models.llm} with LoRA rank {config.train.lora_rank} needs {shape}"
             )
         adapter[key] = tensor.contiguous()
+    former_state = _part(state, FORMER)
+    frozen = former.state_dict().keys() - former_state.keys()  # what stage 2 did not train
+    if frozen:
+        with safe_open(str(stage1 / "emoq_former.safetensors"), framework="pt") as handle:
+            former_state.update({k: handle.get_tensor(k) for k in frozen})
     try:
-        former.load_state_dict(_part(state, FORMER), strict=False)
-        projector.load_state_dict(_part(state, PROJECTOR))
+        former.load_state_dict(former_state, assign=True)
+        projector.load_state_dict(_part(state, PROJECTOR), assign=True)
     except RuntimeError as exc:  # shapes that differ from the stage-1 former / this LLM
         raise ExportError(f"checkpoint {checkpoint_dir} does not fit: {exc}") from None
 
