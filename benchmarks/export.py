@@ -95,9 +95,9 @@ def paper_arithmetic(rank: int, num_queries: int) -> dict[str, float]:
         # The whole-model path builds the base LLM and every trainable part, then reads the
         # checkpoint (trainable parts again) into it.
         "model_path_gb": 4 * (llm + 2 * (lora + former + projector)) / GB,
-        # The tensor path reads the checkpoint and the stage-1 former; no LLM weight.
-        "tensors_path_gb": 4 * (2 * former + projector + lora) / GB,
-        "checkpoint_gb": 4 * (former + projector + lora) / GB,
+        # The tensor path reads the checkpoint and assigns its tensors to modules built without
+        # storage: every trainable part once, no LLM weight.
+        "tensors_path_gb": 4 * (former + projector + lora) / GB,
     }
 
 
@@ -141,8 +141,8 @@ def main() -> None:
         f"the trainable parts twice → ≈ {paper['model_path_gb']:.1f} GB; the tensor export reads "
         f"LoRA r={paper_config.train.lora_rank} ({paper['lora_params'] / 1e6:.2f} M params = "
         f"{4 * paper['lora_params'] / 1e6:.0f} MB) + EmoQ-Former "
-        f"({paper['former_params'] / 1e6:.1f} M = {4 * paper['former_params'] / 1e6:.0f} MB, "
-        f"twice: checkpoint and stage 1) + projector ({paper['projector_params'] / 1e6:.1f} M = "
+        f"({paper['former_params'] / 1e6:.1f} M = {4 * paper['former_params'] / 1e6:.0f} MB) + "
+        f"projector ({paper['projector_params'] / 1e6:.1f} M = "
         f"{4 * paper['projector_params'] / 1e6:.0f} MB) → ≈ {paper['tensors_path_gb']:.2f} GB",
         flush=True,
     )
