@@ -262,15 +262,18 @@ def train_stage2_command(
 def eval_command(
     bundle: Path, manifest: Path, split: str, dest: Path | None, config_path: Path | None
 ) -> None:
-    """Score BUNDLE on a manifest split as it is served (vLLM): WA, UA, WF1, confusion matrix."""
+    """Score BUNDLE on a manifest split as it is served (vLLM): WA, UA, WF1, confusion matrix.
+
+    The models run in a Ray actor (on a GPU when train.use_gpu or the label stage asks for one);
+    this process only writes the result."""
     from training.data import read_manifest
-    from training.evaluate import evaluate
+    from training.evaluate import evaluate_on_ray
 
     config = _load(config_path)
     examples = [e for e in read_manifest(manifest) if e.split == split]
     if not examples:
         raise click.ClickException(f"{manifest} has no {split!r} examples")
-    result = evaluate(config, bundle, examples, dest)
+    result = evaluate_on_ray(config, bundle, examples, dest)
     click.echo(
         f"{len(examples)} examples: WA {result['wa']:.3f} · UA {result['ua']:.3f} · "
         f"WF1 {result['wf1']:.3f}" + (f" · written to {dest}" if dest else "")

@@ -249,7 +249,8 @@ class TrainConfig(_Strict):
         keep_checkpoints: checkpoints kept per run, newest first (each holds the trainable weights
             and the optimizer state: ~300 MB for the small profile, GBs at paper size).
         num_workers / use_gpu / cpus_per_worker: the Ray Train worker group.
-        batch_size: examples per worker step (the paper: 8).
+        batch_size: the global batch, examples per optimizer step over all workers together
+            (the paper: 8); each worker takes batch_size / num_workers, which must divide.
         epochs_stage1 / epochs_stage2, lr_stage1 / lr_stage2: AdamW schedules.
         temperature / gamma / mal_lambda: SupCon τ, focal γ, MAL's λ.
         emotion_token_weight: weight of emotion-word tokens in the stage-2 LM loss (Eq. 7).
@@ -280,6 +281,15 @@ class TrainConfig(_Strict):
     label_set: str = "iemocap4"
     transcripts: Literal["corpus", "asr"] = "corpus"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _batch_divides_over_workers(self) -> TrainConfig:
+        if self.batch_size % self.num_workers:
+            raise ValueError(
+                f"batch_size {self.batch_size} is the global batch and must divide evenly over "
+                f"num_workers {self.num_workers}"
+            )
+        return self
 
 
 class AnnotatorConfig(BaseSettings):

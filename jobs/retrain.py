@@ -1,5 +1,8 @@
 """Ray job entrypoint: both training stages and the export, then an evaluation.
 
+Training and the evaluation run on Ray workers; the driver only reads the final checkpoint's
+tensors to write the bundle (no base LLM in its memory).
+
     RAY_AUTH_MODE=token RAY_AUTH_TOKEN=... \
     ray job submit --address http://HEAD:8265 --working-dir . -- \
         python -m jobs.retrain --manifest data/iemocap-fold5.jsonl --out bundles/emoq-2026-11 \
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from training.data import read_manifest
-    from training.evaluate import evaluate
+    from training.evaluate import evaluate_on_ray
     from training.export import export_bundle
     from training.stage1 import train_stage1
     from training.stage2 import train_stage2
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle {bundle.version} written to {bundle.root}", flush=True)
     held_out = [e for e in read_manifest(args.manifest) if e.split == "test"]
     if held_out:
-        result = evaluate(
+        result = evaluate_on_ray(
             config, bundle.root, held_out, args.out.with_name(args.out.name + "-eval")
         )
         print(json.dumps({k: result[k] for k in ("examples", "wa", "ua", "wf1")}), flush=True)

@@ -41,6 +41,67 @@ def bundle_with_random_lora(small_dir: Path, dst: Path, seed: int) -> Path:
     return root
 
 
+def stage2_checkpoint(config, stage1_dir: Path, dst: Path, seed: int) -> Path:
+    """A stage-2 checkpoint as ``training.common.save_checkpoint`` writes it (``state.safetensors``
+    of the trainable parameters), with every trainable weight randomised (LoRA B included) so
+    that nothing in it equals an initial value; no training run."""
+    import torch
+    from safetensors.torch import save_file
+
+    from annotator.schema import label_set
+    from training.common import trainable_state
+    from training.stage2 import build
+
+    torch.manual_seed(seed)
+    model, _, _ = build(config, stage1_dir, list(label_set(config.train.label_set)))
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.05)
+    dst.mkdir(parents=True, exist_ok=True)
+    save_file(trainable_state(model), dst / "state.safetensors")
+    (dst / "progress.json").write_text(json.dumps({"epoch": 0}))
+    return dst
+
+
+def export_bundle_by_model(config, stage1_dir: Path, checkpoint_dir: str, out: Path, extra=None):
+    """The export as it was before ``training.export`` read tensors: build the whole stage-2 model
+    (base LLM included), load the checkpoint into it, and ``write_bundle`` it. The reference the
+    tensor-based export is tested and benchmarked against."""
+    from transformers import AutoTokenizer
+
+    from annotator.models.bundle import write_bundle
+    from annotator.schema import label_set
+    from training import common
+    from training.stage2 import build
+
+    labels = list(label_set(config.train.label_set))
+    model, text_tok, _ = build(config, stage1_dir, labels)
+    result = model.load_state_dict(common.checkpoint_state(checkpoint_dir), strict=False)
+    if result.unexpected_keys:
+        raise RuntimeError(
+            f"checkpoint does not fit the stage-2 model: {result.unexpected_keys[:3]}"
+        )
+    model.eval()
+    base = {
+        "hubert": config.models.hubert,
+        "text_encoder": config.models.text_encoder,
+        "llm": config.models.llm,
+    }
+    return write_bundle(
+        out,
+        model.former,
+        model.projector,
+        text_tok,
+        model.llm,
+        labels,
+        AutoTokenizer.from_pretrained(common.model_path(config.models.llm, config)),
+        base,
+        config.train.lora_rank,
+        extra={"trained": True, **(extra or {})},
+    )
+
+
 def s3_filesystem(s3_config):
     import s3fs
 
@@ -134,3 +195,25 @@ def assert_same_rows(a: dict, b: dict) -> None:
         assert a[key]["text"] == b[key]["text"], key
         assert a[key]["start_s"] == b[key]["start_s"], key
         np.testing.assert_allclose(a[key]["probs"], b[key]["probs"], atol=1e-4)
+
+
+def assert_same_bundle(a: Path, b: Path) -> None:
+    """Every file of both bundles: the same names, tensor for tensor equal, byte for byte equal."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    files = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
+    for name in files:
+        if name.endswith(".safetensors"):
+            left, right = load_file(a / name), load_file(b / name)
+            assert left.keys() == right.keys(), name
+            for key in left:
+                assert left[key].dtype == right[key].dtype, (name, key)
+                assert torch.equal(left[key], right[key]), (name, key)
+            with safe_open(str(a / name), "pt") as x, safe_open(str(b / name), "pt") as y:
+                assert x.metadata() == y.metadata(), name
+        if name.endswith(".json"):
+            assert json.loads((a / name).read_text()) == json.loads((b / name).read_text()), name
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name

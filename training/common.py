@@ -7,18 +7,17 @@ Checkpoints hold weights as safetensors and the optimizer state as a tensors-onl
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
-from annotator.config import AnnotatorConfig
+from annotator.config import AnnotatorConfig, ConfigError
 from training.data import Example, load_audio
 
 
@@ -69,18 +68,124 @@ def pad_frames(items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor]:
     return frames, mask
 
 
-def batches(items: Sequence[Any], size: int, seed: int) -> list[list[Any]]:
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    return [[items[i] for i in order[s : s + size]] for s in range(0, len(order), size)]
+# -- data parallelism --------------------------------------------------------------------------
+#
+# Each worker featurises only its own share of the training split (HuBERT runs once per example
+# across the group, not once per worker), so the share is fixed for the whole run and chosen the
+# way torch's DistributedSampler chooses it: one seeded shuffle, padded by repeating examples to a
+# multiple of the worker count, every world_size-th index. Every share then has the same length,
+# and each epoch's loader drops its last incomplete batch: every rank takes the same number of
+# steps (DDP's all-reduce pairs them up step by step) and every step holds exactly the global
+# batch. Dropping rather than padding the last batch keeps duplicates out of a batch (a repeated
+# example would be its own SupCon positive); the reshuffle each epoch drops different examples.
 
 
-def shard(items: Sequence[Any]) -> list[Any]:
-    """This worker's share (every world_size-th item)."""
-    import ray.train
+def local_batch_size(global_batch: int, world_size: int) -> int:
+    """Examples per worker per step: ``train.batch_size`` is the global batch (the paper's 8)."""
+    if global_batch % world_size:
+        raise ConfigError(
+            f"train.batch_size {global_batch} is the global batch and must divide evenly over "
+            f"train.num_workers {world_size} workers"
+        )
+    return global_batch // world_size
 
-    ctx = ray.train.get_context()
-    return list(items[ctx.get_world_rank() :: ctx.get_world_size()])
+
+def shard_indices(n: int, rank: int, world_size: int, seed: int) -> list[int]:
+    """This rank's fixed share of ``n`` examples; every rank's share has the same length."""
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(
+        range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=False
+    )
+    return list(sampler)
+
+
+def epoch_loader(
+    items: Sequence[Any], collate: Callable[[list[Any]], Any], batch_size: int, seed: int
+) -> DataLoader:
+    """One epoch over this worker's share: reshuffled by ``seed``, full batches only."""
+    if len(items) < batch_size:
+        raise ConfigError(
+            f"a worker's share of the training split holds {len(items)} examples, fewer than "
+            f"its batch of {batch_size}: lower train.batch_size or train.num_workers"
+        )
+    return DataLoader(
+        items,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor in it (nested in dicts, lists and tuples) on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(value, device) for value in batch)
+    return batch
+
+
+def check_device(batch: Any, device: torch.device) -> None:
+    """Raise if a tensor in ``batch`` is not on ``device`` (the model's inputs, before a step)."""
+    found = {str(t.device) for t in _tensors(batch) if not _on(t, device)}
+    if found:
+        raise RuntimeError(f"training inputs on {sorted(found)}, not on the worker's {device}")
+
+
+def _on(tensor: torch.Tensor, device: torch.device) -> bool:
+    device = torch.device(device)
+    return tensor.device.type == device.type and (
+        device.index is None or tensor.device.index == device.index
+    )
+
+
+def _tensors(batch: Any):
+    if isinstance(batch, torch.Tensor):
+        yield batch
+    elif isinstance(batch, Mapping):
+        for value in batch.values():
+            yield from _tensors(value)
+    elif isinstance(batch, (list, tuple)):
+        for value in batch:
+            yield from _tensors(value)
+
+
+class EpochTally:
+    """What one worker did in an epoch, summed over the group at its end: the mean loss, each
+    rank's step count and the smallest and largest global batch (all checked by the tests)."""
+
+    def __init__(self) -> None:
+        self.loss, self.steps, self.sizes = 0.0, 0, []
+
+    def add(self, loss: torch.Tensor, batch_size: int) -> None:
+        self.loss, self.steps = self.loss + float(loss), self.steps + 1
+        self.sizes.append(batch_size)
+
+    def metrics(self, device: torch.device) -> dict[str, Any]:
+        import torch.distributed as dist
+
+        mine = torch.tensor(
+            [self.loss, self.steps, min(self.sizes, default=0), max(self.sizes, default=0)],
+            dtype=torch.float64,
+            device=device,
+        )
+        rows = [mine]
+        if dist.is_available() and dist.is_initialized():
+            rows = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+            dist.all_gather(rows, mine)
+        table = torch.stack(rows).cpu()
+        steps = [int(s) for s in table[:, 1]]
+        return {
+            "loss": float(table[:, 0].sum()) / max(sum(steps), 1),
+            "steps_per_rank": steps,
+            "global_batch_min": int(table[:, 2].sum()),
+            "global_batch_max": int(table[:, 3].sum()),
+        }
 
 
 # -- checkpoints -------------------------------------------------------------------------------
@@ -207,20 +312,19 @@ def worker_setup(
     cfg: dict[str, Any],
 ) -> tuple[AnnotatorConfig, list[str], list[Example], list[Item]]:
     """Start of a worker's loop: config, threads, seeds, the training split, this worker's
-    featurised share of it."""
+    featurised share of it (see ``shard_indices``)."""
+    import ray.train
+    from transformers import set_seed
+
     from annotator.schema import label_set
     from training.data import read_manifest
 
     config = AnnotatorConfig.model_validate(cfg["config"])
     train = config.train
     torch.set_num_threads(max(1, int(train.cpus_per_worker)))
-    seed_all(train.seed)
+    set_seed(train.seed)
     labels = list(label_set(train.label_set))
     examples = [e for e in read_manifest(Path(cfg["manifest"]), labels) if e.split == "train"]
-    return config, labels, examples, featurize(shard(examples), labels, config)
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    ctx = ray.train.get_context()
+    share = shard_indices(len(examples), ctx.get_world_rank(), ctx.get_world_size(), train.seed)
+    return config, labels, examples, featurize([examples[i] for i in share], labels, config)

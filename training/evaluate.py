@@ -81,12 +81,96 @@ def evaluate(
         "texts": texts,
     }
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(result, indent=2))
-        confusion_png(
-            np.asarray(result["confusion"]),
-            labels,
-            out / "confusion.png",
-            f"UA {result['ua']:.3f}  WA {result['wa']:.3f}  WF1 {result['wf1']:.3f}",
+        write_evaluation(result, out)
+    return result
+
+
+def write_evaluation(result: dict[str, Any], out: Path) -> None:
+    """``eval.json`` and ``confusion.png`` of an ``evaluate`` result."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    confusion_png(
+        np.asarray(result["confusion"]),
+        result["labels"],
+        out / "confusion.png",
+        f"UA {result['ua']:.3f}  WA {result['wa']:.3f}  WF1 {result['wf1']:.3f}",
+    )
+
+
+# -- on the cluster ----------------------------------------------------------------------------
+
+
+def evaluation_resources(config: AnnotatorConfig) -> dict[str, Any]:
+    """What the evaluation actor asks Ray for: the features and label stages' CPUs and memory
+    (it does their work: HuBERT, EmoQ-Former, projector, vLLM; ASR's too with ``asr``
+    transcripts), and their GPU share, or a whole GPU where ``train.use_gpu`` says so."""
+    stages = [config.stages.features, config.stages.label]
+    if config.train.transcripts == "asr":
+        stages.append(config.stages.asr)
+    gpus = min(1.0, sum(s.num_gpus for s in stages))
+    if config.train.use_gpu:
+        gpus = 1.0
+    resources: dict[str, Any] = {"num_cpus": sum(s.num_cpus for s in stages), "num_gpus": gpus}
+    memory = sum(s.memory_gb for s in stages)
+    if memory:
+        resources["memory"] = int(memory * 1024**3)
+    return resources
+
+
+class Evaluator:
+    """Ray actor: the models of an evaluation, loaded where Ray places it (a GPU node when the
+    config asks for one), so the job driver on the head node holds no model."""
+
+    def __init__(self, config: dict[str, Any], bundle_dir: str, num_gpus: float) -> None:
+        from annotator.models.bundle import Bundle
+        from annotator.models.labeler.vllm import VLLMLabeler
+
+        self.config = AnnotatorConfig.model_validate(config)
+        self.bundle = Bundle.load(bundle_dir)
+        self.labeler = VLLMLabeler(
+            common.model_path(self.config.models.llm, self.config),
+            self.bundle.emotion_token_ids,
+            self.bundle.lora_dir,
+            max_lora_rank=self.bundle.lora_rank,
+            dtype=self.config.models.dtype,
+            # On a GPU vLLM takes this fraction of the memory of the GPU it was given.
+            **({"gpu_memory_utilization": 0.8 * num_gpus} if num_gpus > 0 else {}),
         )
+
+    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
+        return evaluate(self.config, self.bundle.root, examples, None, self.labeler)
+
+    def close(self) -> None:
+        self.labeler.close()
+
+
+def evaluate_on_ray(
+    config: AnnotatorConfig,
+    bundle_dir: Path,
+    examples: Sequence[Example],
+    out: Path | None = None,
+) -> dict[str, Any]:
+    """``evaluate`` in an ``Evaluator`` actor on the Ray cluster (``ray_address``, else a local
+    one); this process only gathers the result and writes ``out``. ``bundle_dir`` must be a path
+    the actor's node sees (shared storage on a cluster)."""
+    import ray
+
+    from annotator.pipeline.connection import connect
+
+    connect(config)
+    resources = evaluation_resources(config)
+    actor = (
+        ray.remote(Evaluator)
+        .options(**resources)
+        .remote(
+            config.model_dump(mode="json"), str(Path(bundle_dir).resolve()), resources["num_gpus"]
+        )
+    )
+    try:
+        result = ray.get(actor.evaluate.remote(list(examples)))
+        ray.get(actor.close.remote())
+    finally:
+        ray.kill(actor)
+    if out is not None:
+        write_evaluation(result, out)
     return result

@@ -1,15 +1,30 @@
 """A stage-2 checkpoint → the bundle `annotator annotate` serves (EmoQ-Former, projector, LoRA
-adapter in PEFT's format without modules_to_save, label set, emotion-token ids, version)."""
+adapter in PEFT's format without modules_to_save, label set, emotion-token ids, version).
+
+The export reads the checkpoint's tensors and never builds the base LLM: the checkpoint holds
+the trainable weights only (``training.common.trainable_state`` of the stage-2 model), which are
+the EmoQ-Former, the projector and the LoRA matrices, a few hundred MB at the paper's sizes where
+the frozen Qwen2.5-7B would be ~30 GB in float32. The LLM's config and tokenizer are all it reads
+of the base model.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from annotator.config import AnnotatorConfig
-from annotator.models.bundle import Bundle, write_bundle
+from annotator.models.bundle import LORA_TARGETS, Bundle, write_bundle_from_tensors
 from training import common
-from training.stage2 import build
+
+# Prefixes of the stage-2 model's parts in its state dict (training/stage2.py, Stage2Model).
+FORMER, PROJECTOR, LLM = "former.", "projector.", "llm."
+ADAPTER_NAME = "default"  # PEFT's name for the one adapter get_peft_model adds
+
+
+class ExportError(ValueError):
+    """A checkpoint whose tensors do not fit the stage-2 model this config describes."""
 
 
 def export_bundle(
@@ -19,30 +34,108 @@ def export_bundle(
     out: Path,
     extra: dict[str, Any] | None = None,
 ) -> Bundle:
+    """Write the bundle of a stage-2 checkpoint; ``stage1_dir`` is the EmoQ-Former stage 2
+    started from (its config, and any weight stage 2 did not train)."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoTokenizer
+
+    from annotator.models.emoq_former import EmoQFormer, EmoQFormerConfig
+    from annotator.models.projector import Projector
     from annotator.schema import label_set
 
     labels = list(label_set(config.train.label_set))
-    model, text_tok, prompts = build(config, stage1_dir, labels)
-    result = model.load_state_dict(common.checkpoint_state(checkpoint_dir), strict=False)
-    if result.unexpected_keys:
-        raise RuntimeError(
-            f"checkpoint does not fit the stage-2 model: {result.unexpected_keys[:3]}"
+    llm_dir = common.model_path(config.models.llm, config)
+    llm_config = AutoConfig.from_pretrained(llm_dir)
+    state = common.checkpoint_state(checkpoint_dir)
+
+    stage1 = Path(stage1_dir)
+    former_config = EmoQFormerConfig(**json.loads((stage1 / "emoq_former.json").read_text()))
+    # Built without storage: every weight is then assigned the checkpoint's (or stage 1's)
+    # tensor, so the EmoQ-Former is in memory once.
+    with torch.device("meta"):
+        former = EmoQFormer(former_config)
+        projector = Projector(former_config.embed_dim, llm_config.hidden_size)
+    trained_former = {n for n, p in former.named_parameters() if p.requires_grad}
+    lora = lora_shapes(llm_config, config.train.lora_rank)
+    expected = (
+        {FORMER + k for k in trained_former}
+        | {PROJECTOR + k for k in projector.state_dict()}
+        | {LLM + _with_adapter_name(k) for k in lora}
+    )
+    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+    if missing or unexpected:
+        raise ExportError(
+            f"checkpoint {checkpoint_dir} does not fit the stage-2 model of this config "
+            f"(LLM {config.models.llm}, LoRA rank {config.train.lora_rank}): "
+            f"{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
         )
-    model.eval()
+    adapter = {}
+    for key, shape in lora.items():
+        tensor = state[LLM + _with_adapter_name(key)]
+        if tuple(tensor.shape) != shape:
+            raise ExportError(
+                f"checkpoint {checkpoint_dir}: {key} has shape {tuple(tensor.shape)}, "
+                f"the LLM {config.models.llm} with LoRA rank {config.train.lora_rank} needs {shape}"
+            )
+        adapter[key] = tensor.contiguous()
+    former_state = _part(state, FORMER)
+    frozen = former.state_dict().keys() - former_state.keys()  # what stage 2 did not train
+    if frozen:
+        with safe_open(str(stage1 / "emoq_former.safetensors"), framework="pt") as handle:
+            former_state.update({k: handle.get_tensor(k) for k in frozen})
+    try:
+        former.load_state_dict(former_state, assign=True)
+        projector.load_state_dict(_part(state, PROJECTOR), assign=True)
+    except RuntimeError as exc:  # shapes that differ from the stage-1 former / this LLM
+        raise ExportError(f"checkpoint {checkpoint_dir} does not fit: {exc}") from None
+
     base = {
         "hubert": config.models.hubert,
         "text_encoder": config.models.text_encoder,
         "llm": config.models.llm,
     }
-    return write_bundle(
+    return write_bundle_from_tensors(
         out,
-        model.former,
-        model.projector,
-        text_tok,
-        model.llm,
+        former.eval(),
+        projector.eval(),
+        AutoTokenizer.from_pretrained(common.model_path(config.models.text_encoder, config)),
+        adapter,
+        config.train.lora_dropout,
         labels,
-        prompts.tokenizer,
+        AutoTokenizer.from_pretrained(llm_dir),
         base,
         config.train.lora_rank,
         extra={"trained": True, **(extra or {})},
     )
+
+
+def lora_shapes(llm_config, rank: int) -> dict[str, tuple[int, int]]:
+    """PEFT's saved key → shape of every LoRA matrix ``lora_config`` puts on a Qwen2/Llama-style
+    decoder (``model.layers.<i>.self_attn.<q|k|v|o>_proj``), from the LLM's config alone."""
+    hidden = llm_config.hidden_size
+    head_dim = getattr(llm_config, "head_dim", None) or hidden // llm_config.num_attention_heads
+    heads = llm_config.num_attention_heads * head_dim
+    kv_heads = getattr(llm_config, "num_key_value_heads", None) or llm_config.num_attention_heads
+    kv = kv_heads * head_dim
+    fans = {"q_proj": (hidden, heads), "k_proj": (hidden, kv), "v_proj": (hidden, kv)}
+    fans["o_proj"] = (heads, hidden)
+    assert set(fans) == set(LORA_TARGETS), "lora_shapes must cover every LoRA target"
+    shapes = {}
+    for layer in range(llm_config.num_hidden_layers):
+        for name in LORA_TARGETS:
+            fan_in, fan_out = fans[name]
+            module = f"base_model.model.model.layers.{layer}.self_attn.{name}"
+            shapes[f"{module}.lora_A.weight"] = (rank, fan_in)
+            shapes[f"{module}.lora_B.weight"] = (fan_out, rank)
+    return shapes
+
+
+def _with_adapter_name(key: str) -> str:
+    """PEFT's saved key → the key in the live model (``….lora_A.default.weight``)."""
+    module, _, param = key.rpartition(".")
+    return f"{module}.{ADAPTER_NAME}.{param}"
+
+
+def _part(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}

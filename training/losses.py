@@ -1,6 +1,8 @@
 """The losses of EmoQ's two training stages (§2.2 and §2.4).
 
-* Stage 1, MAL = SupCon(e, y; τ) + λ · Focal(head(e), y; γ, per-class weights).
+* Stage 1, MAL = SupCon(e, y; τ) + λ · Focal(head(e), y; γ, per-class weights). Under data
+  parallelism SupCon contrasts each anchor with the whole *global* batch (every worker's share,
+  gathered), as one process holding the paper's batch of 8 would.
 * Stage 2, the token-weighted autoregressive loss of Eq. 7: emotion-word tokens of the answer
   weigh ``w`` (high), the other answer tokens 1, the prompt 0.
 """
@@ -36,6 +38,28 @@ def supervised_contrastive(
     return per_anchor.mean()
 
 
+def gather_batch(
+    embeddings: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every worker's embeddings and labels, concatenated in rank order; unchanged without a
+    process group (one process).
+
+    The gather is differentiable (``torch.distributed.nn``): its backward sums, onto each rank's
+    own slice, the gradients of every rank's (identical) loss, i.e. world_size × ∂L/∂e_local;
+    DDP's gradient averaging then divides by world_size, so the parameters get exactly ∂L/∂θ of
+    the loss over the global batch. Every rank must pass the same batch size (all_gather needs
+    equal shapes; training/common.py's loader guarantees it)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return embeddings, labels
+    from torch.distributed.nn.functional import all_gather
+
+    gathered_labels = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered_labels, labels)
+    return torch.cat(all_gather(embeddings)), torch.cat(gathered_labels)
+
+
 def class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
     """Inverse-frequency weights from the training distribution, normalised to mean 1 over the
     classes present (absent classes get 0)."""
@@ -68,8 +92,9 @@ def mal(
     lam: float = 1.0,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The stage-1 multi-objective affective loss: SupCon + λ · focal."""
-    return supervised_contrastive(embeddings, labels, temperature) + lam * focal(
+    """The stage-1 multi-objective affective loss: SupCon over the global batch (all workers'
+    embeddings) + λ · focal over this worker's share (DDP averages it over the workers)."""
+    return supervised_contrastive(*gather_batch(embeddings, labels), temperature) + lam * focal(
         logits, labels, gamma, weights
     )
 
@@ -80,9 +105,11 @@ def weighted_lm_loss(
     """Eq. 7: Σ_t w_t · CE(logits_t, target_t) / Σ_t w_t over next-token predictions.
 
     ``logits`` (batch, seq, vocab) predict position t+1 from t; ``targets`` and ``weights`` are
-    (batch, seq) aligned with the *inputs* (weight 0 for prompt and padding)."""
-    shifted = logits[:, :-1].reshape(-1, logits.shape[-1])
+    (batch, seq) aligned with the *inputs* (weight 0 for prompt and padding). Computed in fp32
+    whatever the LLM's dtype: a bf16 log-softmax over the vocabulary loses the small
+    differences the loss is made of."""
+    shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
     target = targets[:, 1:].reshape(-1)
-    weight = weights[:, 1:].reshape(-1).to(shifted.dtype)
+    weight = weights[:, 1:].reshape(-1).float()
     ce = F.cross_entropy(shifted, target.clamp(min=0), reduction="none")
     return (ce * weight).sum() / weight.sum().clamp(min=1e-12)

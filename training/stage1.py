@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,30 @@ def build(config: AnnotatorConfig, labels) -> tuple[Stage1Model, Any]:
     return Stage1Model(former, len(labels)), AutoTokenizer.from_pretrained(text_encoder)
 
 
+def collate(tokenizer, items: list[common.Item]) -> dict[str, torch.Tensor]:
+    """A list of examples → the model's inputs and the labels (CPU tensors)."""
+    frames, frame_mask = common.pad_frames(items)
+    enc = tokenizer([i.text for i in items], padding=True, return_tensors="pt")
+    return {
+        "frames": frames,
+        "frame_mask": frame_mask,
+        "ids": enc["input_ids"],
+        "text_mask": enc["attention_mask"].bool(),
+        "labels": torch.tensor([i.label for i in items]),
+    }
+
+
 def loop(cfg: dict[str, Any]) -> None:
     """The per-worker training loop (Ray Train)."""
+    import ray.train
     import ray.train.torch
 
     config, labels, examples, items = common.worker_setup(cfg)
     train = config.train
+    device = ray.train.torch.get_device()
+    per_worker = common.local_batch_size(train.batch_size, ray.train.get_context().get_world_size())
     weights = losses.class_weights([labels.index(e.label) for e in examples], len(labels))
+    weights = weights.to(device)
     model, tokenizer = build(config, labels)
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.AdamW(
@@ -53,20 +71,30 @@ def loop(cfg: dict[str, Any]) -> None:
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
     for epoch in range(start, train.epochs_stage1):
         model.train()
-        total, steps = 0.0, 0
-        for batch in common.batches(items, train.batch_size, train.seed + epoch):
-            frames, frame_mask = common.pad_frames(batch)
-            enc = tokenizer([i.text for i in batch], padding=True, return_tensors="pt")
-            y = torch.tensor([i.label for i in batch])
-            e, logits = model(frames, frame_mask, enc["input_ids"], enc["attention_mask"].bool())
+        tally = common.EpochTally()
+        loader = common.epoch_loader(
+            items, partial(collate, tokenizer), per_worker, train.seed + epoch
+        )
+        for batch in loader:
+            batch = common.to_device(batch, device)
+            common.check_device([batch, weights], device)
+            e, logits = model(
+                batch["frames"], batch["frame_mask"], batch["ids"], batch["text_mask"]
+            )
             loss = losses.mal(
-                e, logits, y, train.temperature, train.gamma, train.mal_lambda, weights
+                e,
+                logits,
+                batch["labels"],
+                train.temperature,
+                train.gamma,
+                train.mal_lambda,
+                weights,
             )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, steps = total + float(loss), steps + 1
-        common.save_checkpoint(model, optimizer, epoch, {"loss": total / max(steps, 1)})
+            tally.add(loss.detach(), len(batch["labels"]))
+        common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))
 
 
 def train_stage1(config: AnnotatorConfig, manifest: Path, out: Path, name: str = "stage1") -> Path:

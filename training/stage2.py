@@ -4,6 +4,7 @@ its emotion-word tokens weigh ``train.emotion_token_weight``."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,11 @@ class Stage2Model(nn.Module):
 
 
 def build(config: AnnotatorConfig, stage1_dir: Path, labels):
-    """(model, text tokenizer, PromptEmbedder): base LLM frozen, LoRA + projector + former train."""
+    """(model, text tokenizer, PromptEmbedder): base LLM frozen, LoRA + projector + former train.
+
+    The frozen base LLM is loaded in :func:`llm_dtype`; everything trained (EmoQ-Former,
+    projector, LoRA) stays fp32, so AdamW's updates are not rounded away (PEFT's
+    ``autocast_adapter_dtype`` casts bf16/fp16 adapter weights up to fp32)."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -46,10 +51,12 @@ def build(config: AnnotatorConfig, stage1_dir: Path, labels):
 
     llm_dir = common.model_path(config.models.llm, config)
     former = EmoQFormer.load(Path(stage1_dir)).train()
-    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
+    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=llm_dtype(config))
     projector = Projector(former.config.embed_dim, llm.config.hidden_size)
     peft_model = get_peft_model(
-        llm, lora_config(config.train.lora_rank, dropout=config.train.lora_dropout)
+        llm,
+        lora_config(config.train.lora_rank, dropout=config.train.lora_dropout),
+        autocast_adapter_dtype=True,
     )
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     prompts = PromptEmbedder(tokenizer, llm.get_input_embeddings().weight.detach(), labels)
@@ -57,6 +64,13 @@ def build(config: AnnotatorConfig, stage1_dir: Path, labels):
         common.model_path(config.models.text_encoder, config)
     )
     return Stage2Model(former, projector, peft_model), text_tokenizer, prompts
+
+
+def llm_dtype(config: AnnotatorConfig) -> torch.dtype:
+    """The frozen base LLM's training dtype: bf16 when ``models.dtype`` asks for a half type
+    (float16 too: bf16 has fp32's range, so no loss scaling is needed), else fp32 (the small
+    profile's default on CPU)."""
+    return torch.float32 if config.models.dtype == "float32" else torch.bfloat16
 
 
 def sequences(prompts, texts, labels, label_ids, weight: float):
@@ -83,11 +97,47 @@ def sequences(prompts, texts, labels, label_ids, weight: float):
     return ids, mask, w, torch.tensor(audio_position)
 
 
+def collate(text_tok, prompts, labels, weight: float, items) -> dict[str, torch.Tensor]:
+    """A list of examples → the model's inputs, the answer targets and their Eq. 7 weights."""
+    frames, frame_mask = common.pad_frames(items)
+    texts = [i.text for i in items]
+    enc = text_tok(texts, padding=True, return_tensors="pt")
+    ids, mask, weights, audio_position = sequences(
+        prompts, texts, labels, [i.label for i in items], weight
+    )
+    return {
+        "frames": frames,
+        "frame_mask": frame_mask,
+        "ids": enc["input_ids"],
+        "text_mask": enc["attention_mask"].bool(),
+        "prompt_ids": ids,
+        "prompt_mask": mask,
+        "weights": weights,
+        "audio_position": audio_position,
+    }
+
+
+def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits = model(
+        batch["frames"],
+        batch["frame_mask"],
+        batch["ids"],
+        batch["text_mask"],
+        batch["prompt_ids"],
+        batch["prompt_mask"],
+        batch["audio_position"],
+    )
+    return losses.weighted_lm_loss(logits, batch["prompt_ids"], batch["weights"])
+
+
 def loop(cfg: dict[str, Any]) -> None:
+    import ray.train
     import ray.train.torch
 
     config, labels, _, items = common.worker_setup(cfg)
     train = config.train
+    device = ray.train.torch.get_device()
+    per_worker = common.local_batch_size(train.batch_size, ray.train.get_context().get_world_size())
     model, text_tok, prompts = build(config, Path(cfg["stage1"]), labels)
     model = ray.train.torch.prepare_model(
         model, parallel_strategy_kwargs={"find_unused_parameters": True}
@@ -102,34 +152,19 @@ def loop(cfg: dict[str, Any]) -> None:
     )
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
     stop_after = cfg.get("stop_after_epochs")
+    to_batch = partial(collate, text_tok, prompts, labels, train.emotion_token_weight)
     for epoch in range(start, train.epochs_stage2):
         model.train()
-        total, steps = 0.0, 0
-        for batch in common.batches(items, train.batch_size, train.seed + epoch):
-            frames, frame_mask = common.pad_frames(batch)
-            enc = text_tok([i.text for i in batch], padding=True, return_tensors="pt")
-            ids, mask, weights, audio_position = sequences(
-                prompts,
-                [i.text for i in batch],
-                labels,
-                [i.label for i in batch],
-                train.emotion_token_weight,
-            )
-            logits = model(
-                frames,
-                frame_mask,
-                enc["input_ids"],
-                enc["attention_mask"].bool(),
-                ids,
-                mask,
-                audio_position,
-            )
-            loss = losses.weighted_lm_loss(logits, ids, weights)
+        tally = common.EpochTally()
+        for batch in common.epoch_loader(items, to_batch, per_worker, train.seed + epoch):
+            batch = common.to_device(batch, device)
+            common.check_device(batch, device)
+            loss = batch_loss(model, batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, steps = total + float(loss), steps + 1
-        common.save_checkpoint(model, optimizer, epoch, {"loss": total / max(steps, 1)})
+            tally.add(loss.detach(), len(batch["frames"]))
+        common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))
         if stop_after is not None and epoch + 1 - start >= stop_after:
             break  # a deliberately stopped run (tests of resume)
 

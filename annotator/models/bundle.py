@@ -129,6 +129,34 @@ class Bundle:
 def save_lora(peft_model, directory: Path, base_name: str) -> None:
     """Save a PEFT adapter so vLLM can load it, naming the base by its config name, not a path."""
     peft_model.save_pretrained(directory, safe_serialization=True)
+    _tidy_adapter_config(directory, base_name)
+
+
+def save_lora_tensors(tensors: dict[str, Any], directory: Path, config, base_name: str) -> None:
+    """Write a LoRA adapter in PEFT's on-disk format from its tensors alone, without the base
+    model: what ``save_lora`` writes for a PEFT model holding these weights.
+
+    Args:
+        tensors: PEFT's saved key names (``base_model.model.<module>.lora_A.weight``, no adapter
+            name), contiguous tensors.
+        config: the ``LoraConfig`` the adapter was trained with (see ``lora_config``).
+        base_name: the base LLM's config name, written as ``base_model_name_or_path``.
+    """
+    import copy
+
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    # As PeftModel.save_pretrained: the safetensors carry {"format": "pt"}, the config is saved
+    # for inference.
+    save_file(tensors, directory / "adapter_model.safetensors", metadata={"format": "pt"})
+    config = copy.deepcopy(config)
+    config.inference_mode = True
+    config.save_pretrained(str(directory))
+    _tidy_adapter_config(directory, base_name)
+
+
+def _tidy_adapter_config(directory: Path, base_name: str) -> None:
     config_path = directory / "adapter_config.json"
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = base_name
@@ -153,13 +181,54 @@ def write_bundle(
     extra: dict[str, Any] | None = None,
 ) -> Bundle:
     """Write all parts, then ``bundle.json`` with the content hash last (its presence = complete)."""
+    root.mkdir(parents=True, exist_ok=True)
+    save_lora(lora_model, root / "lora", base["llm"])
+    return _write_rest(
+        root, emoq_former, projector, text_tokenizer, labels, llm_tokenizer, base, lora_rank, extra
+    )
+
+
+def write_bundle_from_tensors(
+    root: Path,
+    emoq_former,
+    projector,
+    text_tokenizer,
+    lora_tensors: dict[str, Any],
+    lora_dropout: float,
+    labels: Sequence[str],
+    llm_tokenizer,
+    base: dict[str, str],
+    lora_rank: int,
+    extra: dict[str, Any] | None = None,
+) -> Bundle:
+    """``write_bundle`` with the LoRA given as PEFT-named tensors (``save_lora_tensors``), so no
+    base LLM needs to be in memory: the same files as ``write_bundle`` for the same weights."""
+    root.mkdir(parents=True, exist_ok=True)
+    save_lora_tensors(
+        lora_tensors, root / "lora", lora_config(lora_rank, dropout=lora_dropout), base["llm"]
+    )
+    return _write_rest(
+        root, emoq_former, projector, text_tokenizer, labels, llm_tokenizer, base, lora_rank, extra
+    )
+
+
+def _write_rest(
+    root: Path,
+    emoq_former,
+    projector,
+    text_tokenizer,
+    labels: Sequence[str],
+    llm_tokenizer,
+    base: dict[str, str],
+    lora_rank: int,
+    extra: dict[str, Any] | None,
+) -> Bundle:
+    """Everything but the adapter, then ``bundle.json`` with the content hash last."""
     from annotator.models.prompt import emotion_token_ids
 
-    root.mkdir(parents=True, exist_ok=True)
     emoq_former.save(root)
     projector.save(root)
     text_tokenizer.save_pretrained(root / "text-tokenizer")
-    save_lora(lora_model, root / "lora", base["llm"])
     meta = {
         "format": BUNDLE_FORMAT,
         "labels": list(labels),

@@ -52,21 +52,45 @@ def trained_labeler(trained, small_dir):
     labeler.close()
 
 
-def test_trained_bundle_recognises_held_out_voices(
-    trained, trained_labeler, synth_manifest, tmp_path
-):
+@pytest.fixture(scope="session")
+def trained_eval(trained, trained_labeler, synth_manifest, tmp_path_factory):
+    """The trained bundle evaluated in this process on the held-out voices: (result, out dir)."""
     from training.evaluate import evaluate
 
     config, bundle = trained
     held_out = [e for e in read_manifest(synth_manifest) if e.split == "test"]
+    out = tmp_path_factory.mktemp("eval")
+    return evaluate(config, bundle.root, held_out, out, trained_labeler), out
+
+
+def test_trained_bundle_recognises_held_out_voices(trained_eval, synth_manifest):
+    result, out = trained_eval
+    held_out = [e for e in read_manifest(synth_manifest) if e.split == "test"]
     train_voices = {e.speaker for e in read_manifest(synth_manifest) if e.split == "train"}
     assert not train_voices & {e.speaker for e in held_out}  # speaker-independent split
-    result = evaluate(config, bundle.root, held_out, tmp_path / "eval", trained_labeler)
     print(f"trained: UA {result['ua']:.3f} WA {result['wa']:.3f} WF1 {result['wf1']:.3f}")
     assert result["ua"] >= 0.9
-    written = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    assert written["ua"] == result["ua"] and (tmp_path / "eval" / "confusion.png").is_file()
+    written = json.loads((out / "eval.json").read_text())
+    assert written["ua"] == result["ua"] and (out / "confusion.png").is_file()
     assert np.allclose(np.asarray(result["posteriors"]).sum(axis=1), 1, atol=1e-4)
+
+
+def test_evaluation_in_a_ray_actor_scores_as_in_process(
+    trained, trained_eval, synth_manifest, tmp_path
+):
+    """``annotator eval``'s path: the models load in a Ray actor with its own vLLM; the driver
+    gets the same scores and posteriors as the in-process evaluation and writes them."""
+    from training.evaluate import evaluate_on_ray
+
+    config, bundle = trained
+    expected, _ = trained_eval
+    held_out = [e for e in read_manifest(synth_manifest) if e.split == "test"]
+    result = evaluate_on_ray(config, bundle.root, held_out, tmp_path / "eval")
+    for key in ("bundle_version", "examples", "labels", "wa", "ua", "wf1", "confusion", "texts"):
+        assert result[key] == expected[key], key
+    np.testing.assert_allclose(result["posteriors"], expected["posteriors"], atol=1e-5)
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text()) == result
+    assert (tmp_path / "eval" / "confusion.png").is_file()
 
 
 def test_untrained_bundle_stays_near_chance(trained, trained_labeler, small_dir, synth_manifest):
@@ -110,6 +134,20 @@ def test_exported_bundle_annotates_with_the_eval_posteriors(
     rows = Annotations(str(out)).sql("SELECT emotion_probs FROM segments ORDER BY segment_id")
     served = np.array([[p["prob"] for p in row[0]] for row in rows.fetchall()])
     np.testing.assert_allclose(served, probs, atol=1e-4)
+
+
+def test_trained_checkpoint_exports_as_the_whole_model_did(trained, tmp_path):
+    """The fixture's bundle (exported from the checkpoint's tensors) is the bundle that loading
+    the checkpoint into the whole stage-2 model and saving its parts writes, byte for byte."""
+    from tests.factories import assert_same_bundle, export_bundle_by_model
+    from training.common import latest_checkpoint
+
+    config, bundle = trained
+    checkpoint = latest_checkpoint(config.train.storage, "stage2")
+    stage1 = Path(bundle.root).parent / "stage1"
+    reference = export_bundle_by_model(config, stage1, checkpoint, tmp_path / "bundle")
+    assert_same_bundle(bundle.root, reference.root)
+    assert bundle.version == reference.version
 
 
 def test_training_keeps_only_the_newest_checkpoints(trained):
