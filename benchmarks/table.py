@@ -27,6 +27,19 @@ def rows() -> list[tuple[str, str]]:
                 f" · run peak PSS 1× {m['peak_tree_pss_mib_1x']} MiB, 10× "
                 f"{m['peak_tree_pss_mib_10x']} MiB (ratio {m['ratio']})"
             )
+        elif name == "listing":
+            text = f"peak RSS ratio {r['objects'][0]} → {r['objects'][-1]} objects: " + ", ".join(
+                f"{mode} {ratio}" for mode, ratio in r["peak_rss_ratio"].items()
+            )
+        elif name == "cluster":
+            text = " · ".join(
+                f"{n} node(s): actors that did work "
+                + ", ".join(
+                    f"{stage} {sum(per.values())} on {len(per)}"
+                    for stage, per in size["actors_that_did_work_per_node"].items()
+                )
+                for n, size in r["by_nodes"].items()
+            )
         elif name == "labeler":
             text = json.dumps({k: v for k, v in r.items() if "per_s" in k or "speedup" in k})
         else:

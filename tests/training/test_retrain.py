@@ -166,32 +166,12 @@ def test_training_keeps_only_the_newest_checkpoints(trained):
         assert kept == [epochs - 2, epochs - 1], run
 
 
-def test_stopped_stage2_resumes_from_its_checkpoint(trained, synth_manifest, small_home, tmp_path):
-    from training.common import latest_checkpoint
-    from training.stage2 import train_stage2
-
-    config = _config(small_home, tmp_path / "checkpoints", epochs_stage2=3, keep_checkpoints=3)
-    stage1 = Path(trained[1].root).parent / "stage1"
-    train_stage2(config, synth_manifest, stage1, name="resume", stop_after_epochs=1)
-    stopped = json.loads(
-        Path(
-            latest_checkpoint(str(tmp_path / "checkpoints"), "resume"), "progress.json"
-        ).read_text()
-    )
-    assert stopped["epoch"] == 0
-    final = train_stage2(config, synth_manifest, stage1, name="resume")
-    assert json.loads(Path(final, "progress.json").read_text())["epoch"] == 2
-    assert Path(final).parent == tmp_path / "checkpoints" / "resume"  # the stored one, no copy
-    epochs = sorted(
-        json.loads(p.read_text())["epoch"]
-        for p in (tmp_path / "checkpoints" / "resume").glob("checkpoint_*/progress.json")
-    )
-    assert epochs == [0, 1, 2]  # epoch 0 was not trained again
-
-
-def test_stage2_checkpoints_on_s3(trained, synth_manifest, small_home, s3_server):
-    """Checkpoints go to S3 (moto on loopback); only the newest is kept there, and the final one
-    is downloaded to one fixed place per run name, not to a fresh temp directory."""
+def test_stopped_stage2_resumes_from_its_s3_checkpoint(
+    trained, synth_manifest, small_home, s3_server
+):
+    """Checkpoints go to S3 (moto on loopback). A run stopped after its first epoch resumes from
+    its newest checkpoint there (epoch 0 is not trained again), and the final checkpoint is
+    downloaded to one fixed place per run name, not to a fresh temp directory."""
     import shutil
 
     from tests.factories import make_bucket, s3_filesystem
@@ -199,16 +179,22 @@ def test_stage2_checkpoints_on_s3(trained, synth_manifest, small_home, s3_server
 
     make_bucket(s3_server, "train-ckpt")
     config = _config(
-        small_home, "s3://train-ckpt/runs", epochs_stage2=2, keep_checkpoints=1
+        small_home, "s3://train-ckpt/runs", epochs_stage2=2, keep_checkpoints=3
     ).model_copy(update={"s3": s3_server})
     stage1 = Path(trained[1].root).parent / "stage1"
-    final = train_stage2(config, synth_manifest, stage1, name="s3-stage2")
+    fs = s3_filesystem(s3_server)
+
+    def stored_epochs() -> list[int]:
+        pattern = "train-ckpt/runs/s3-resume/checkpoint_*/progress.json"
+        return sorted(json.loads(fs.cat(p))["epoch"] for p in fs.glob(pattern))
+
     try:
-        assert Path(final) == small_home / "train-downloads" / "s3-stage2"
+        train_stage2(config, synth_manifest, stage1, name="s3-resume", stop_after_epochs=1)
+        assert stored_epochs() == [0]
+        final = train_stage2(config, synth_manifest, stage1, name="s3-resume")
+        assert Path(final) == small_home / "train-downloads" / "s3-resume"
         assert json.loads(Path(final, "progress.json").read_text())["epoch"] == 1
-        stored = s3_filesystem(s3_server).glob(
-            "train-ckpt/runs/s3-stage2/checkpoint_*/progress.json"
-        )
-        assert len(stored) == 1
+        # Retrained from scratch, the run would have stored epochs 0, 0, 1.
+        assert stored_epochs() == [0, 1]
     finally:
         shutil.rmtree(small_home / "train-downloads", ignore_errors=True)
