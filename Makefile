@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := espeak-ng sox chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages profile lint format test demo bench clean
+.PHONY: setup system-packages profile lint format test demo bench bench-gpu clean
 
 setup: system-packages $(STAMP) profile
 
@@ -62,6 +62,13 @@ bench: setup
 	$(BIN)/python -m benchmarks.cluster
 	$(BIN)/python -m benchmarks.export
 	$(BIN)/python -m benchmarks.table
+
+# Per-stage GPU figures with the paper's model shapes, random weights built on the GPU; JSON in
+# benchmarks/results/gpu.json. Not part of `bench` and not behind `setup`, whose venv has the CPU
+# torch; it needs a venv with CUDA torch here. A bare GPU machine runs `python -m benchmarks.gpu`
+# from the repository root instead (see the module's docstring).
+bench-gpu:
+	$(BIN)/python -m benchmarks.gpu
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -47,19 +47,32 @@ def models() -> None:
 @models.command("init")
 @click.option(
     "--profile",
-    type=click.Choice(["small"]),
+    type=click.Choice(["small", "paper-random"]),
     default="small",
     show_default=True,
-    help="Profile to build. Only `small` is built locally; `paper` models load by name on a cluster.",
+    help="Profile to build. `small`: tiny models for CPU, tests and the demo. `paper-random`: "
+    "the paper models' architectures, sizes and token layouts with random weights (~22 GB, "
+    "built where it runs; never by the tests). `paper` models load by name on a cluster.",
 )
 @HOME_OPTION
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random parts.")
 @click.option("--force", is_flag=True, help="Rebuild even if an intact build exists.")
+@click.option(
+    "--parts",
+    default="text_encoder,hubert,whisper,llm",
+    show_default=True,
+    help="paper-random only: which parts to build (comma-separated).",
+)
 @CONFIG_OPTION
 def models_init(
-    profile: str, home: Path | None, seed: int, force: bool, config_path: Path | None
+    profile: str,
+    home: Path | None,
+    seed: int,
+    force: bool,
+    parts: str,
+    config_path: Path | None,
 ) -> None:
-    """Build the small profile offline and deterministically (same seed, same bytes)."""
+    """Build a profile offline and deterministically (same seed, same bytes)."""
     from rich.console import Console
 
     from annotator.models.profiles import ProfileError, build_small_profile
@@ -71,12 +84,36 @@ def models_init(
             root = build_small_profile(
                 home,
                 seed=seed,
-                force=force,
+                force=force and profile == "small",
                 on_step=lambda step: status.update(f"small profile: {step}"),
             )
+        if profile == "paper-random":
+            from annotator.models.paper_shapes import (
+                PUBLISHED,
+                build_paper_random_profile,
+                format_parameter_table,
+                parameter_table,
+            )
+
+            wanted = tuple(p.strip() for p in parts.split(",") if p.strip())
+            unknown = sorted(set(wanted) - set(PUBLISHED))
+            if unknown:
+                raise click.BadParameter(
+                    f"unknown part(s) {', '.join(unknown)}; parts: {', '.join(PUBLISHED)}",
+                    param_hint="--parts",
+                )
+            console.print(format_parameter_table(parameter_table()))
+            with console.status("building paper-random") as status:
+                root = build_paper_random_profile(
+                    home,
+                    small_whisper=root / "whisper",
+                    seed=seed,
+                    parts=wanted,
+                    on_step=lambda step: status.update(f"paper-random: {step}"),
+                )
     except ProfileError as exc:
         raise click.ClickException(str(exc)) from None
-    console.print(f"small profile ready at {root}")
+    console.print(f"{profile} profile ready at {root}")
     _print_profile(root)
 
 

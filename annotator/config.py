@@ -202,7 +202,10 @@ class ASRConfig(_Strict):
         compute_type: CTranslate2 compute type (``int8`` on CPU, ``float16`` on GPU).
         device: ``cpu``, ``cuda`` or ``auto``.
         beam_size: beam width of the decoder.
-        language: force a language, or None to detect it.
+        language: force a language, or None to detect it once per recording (from its first
+            10 s of speech) with a multilingual model; English-only models need none.
+        max_new_tokens: cap on tokens decoded per 30 s window (None: Whisper's own, 448 with the
+            prompt); ~100 is what 30 s of speech holds, and what a random model is held to.
         cpu_threads: CTranslate2 threads per actor (0 = CTranslate2's default, 4, capped by the
             CPUs available; not Ray's OMP_NUM_THREADS, which is the actor's num_cpus).
     """
@@ -212,6 +215,7 @@ class ASRConfig(_Strict):
     device: str = "cpu"
     beam_size: int = Field(5, ge=1)
     language: str | None = None
+    max_new_tokens: int | None = Field(None, ge=1, le=440)
     cpu_threads: int = Field(0, ge=0)
 
 
@@ -229,6 +233,9 @@ class ModelsConfig(_Strict):
         llm: base LLM (Qwen2 family) name or path.
         bundle: the trained EmoQ bundle to serve (directory).
         dtype: dtype the LLM runs in.
+        features_dtype: dtype of HuBERT, the EmoQ-Former and the projector in the features stage
+            and in evaluation; ``auto`` is float16 on a GPU (what cluster/paper.yaml's memory
+            arithmetic assumes) and float32 on CPU.
     """
 
     home: Path = Field(default_factory=default_home)
@@ -238,6 +245,7 @@ class ModelsConfig(_Strict):
     llm: str = "small:llm"
     bundle: str = "small:bundle"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    features_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     asr: ASRConfig = Field(default_factory=ASRConfig)
 
 

@@ -21,8 +21,10 @@ def posteriors(
 ) -> tuple[np.ndarray, list[str]]:
     """(n, labels) posteriors of ``examples`` and the transcripts used. ``labeler``: a running
     VLLMLabeler serving this bundle (else one is started and stopped here)."""
+    import torch
+
     from annotator.models.bundle import Bundle
-    from annotator.models.embedder import EmotionEmbedder
+    from annotator.models.embedder import EmotionEmbedder, features_dtype
     from annotator.models.labeler.vllm import VLLMLabeler
     from annotator.models.prompt import PromptEmbedder
 
@@ -35,8 +37,14 @@ def posteriors(
 
         asr = Transcriber(common.model_path(config.models.asr.model, config), config.models.asr)
         texts = [t.text for t in asr(audios)]
+    # On the GPU the evaluation actor asked for, if it has one; in the features stage's dtype.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     embedder = EmotionEmbedder(
-        bundle, common.model_path(config.models.hubert, config), config.models.hubert_layer
+        bundle,
+        common.model_path(config.models.hubert, config),
+        config.models.hubert_layer,
+        device=device,
+        dtype=features_dtype(config.models.features_dtype, device),
     )
     prompts = PromptEmbedder.from_llm(llm, bundle.labels)
     embeds = []

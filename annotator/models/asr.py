@@ -9,13 +9,21 @@ alone, so a rerun hears the same windows. Windows go through faster-whisper's
 whose span holds it. Each segment gets its text, the window's language with its probability,
 word timestamps relative to the recording, and the ``avg_logprob`` and ``no_speech_prob`` of
 the window it was decoded in.
+
+Language: one per recording. With a multilingual model and no language configured, the decode
+step puts the recording's first :data:`PROBE_S` seconds of speech (int16) on each of its windows
+(:func:`language_probe`); every ASR actor that gets one of its windows detects the language from
+that same audio, once per recording (:meth:`Transcriber.language_of`), so a recording never
+changes language between windows, whichever actors decode them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +47,34 @@ class Transcript:
     avg_logprob: float = float("nan")
     no_speech_prob: float = float("nan")
     words: list[Word] = field(default_factory=list)
+
+
+PROBE_S = 10  # seconds of a recording's first speech that its language is detected from
+_MULTILINGUAL_VOCABULARY = 51_865  # CTranslate2 / faster-whisper: fewer tokens = English-only
+
+
+def needs_language_probe(options: ASRConfig, model_path: str) -> bool:
+    """Whether windows must carry a language probe: no language configured and a model that may
+    be multilingual (a local model's vocabulary says; a name ending ``.en`` is English-only)."""
+    if options.language:
+        return False
+    folder = Path(model_path)
+    if (folder / "vocabulary.json").is_file():
+        return len(json.loads((folder / "vocabulary.json").read_text())) >= _MULTILINGUAL_VOCABULARY
+    if (folder / "vocabulary.txt").is_file():
+        with (folder / "vocabulary.txt").open("rb") as handle:
+            return sum(1 for _ in handle) >= _MULTILINGUAL_VOCABULARY
+    return not model_path.endswith(".en")
+
+
+def language_probe(audio: np.ndarray) -> bytes:
+    """The first :data:`PROBE_S` s of ``audio`` (float32, 16 kHz) as int16 PCM bytes."""
+    head = np.clip(audio[: PROBE_S * SAMPLE_RATE], -1.0, 1.0)
+    return (head * 32767).astype(np.int16).tobytes()
+
+
+def probe_audio(probe: bytes) -> np.ndarray:
+    return np.frombuffer(probe, dtype=np.int16).astype(np.float32) / 32767
 
 
 def cpu_threads(options: ASRConfig) -> int:
@@ -81,6 +117,10 @@ class Transcriber:
         language, prob, _ = self.model.detect_language(audio=audio)
         return language, float(prob)
 
+    def language_of(self, probe: np.ndarray) -> tuple[str, float]:
+        """(language, probability) of a recording, from its :func:`language_probe` audio."""
+        return self._language(probe)
+
     def __call__(
         self, waveforms: Sequence[np.ndarray], offsets_s: Sequence[float] | None = None
     ) -> list[Transcript]:
@@ -93,7 +133,10 @@ class Transcriber:
         return [window[0] for window in found]
 
     def windows(
-        self, windows: Sequence[Sequence[np.ndarray]], offsets_s: Sequence[Sequence[float]]
+        self,
+        windows: Sequence[Sequence[np.ndarray]],
+        offsets_s: Sequence[Sequence[float]],
+        languages: Sequence[tuple[str, float]] | None = None,
     ) -> list[list[Transcript]]:
         """Transcripts of segments heard together: ``windows[w]`` holds consecutive segments of
         one recording whose lengths, with a 0.5 s gap between neighbours, fit in 30 s
@@ -102,7 +145,8 @@ class Transcriber:
 
         Each segment gets its words and text, the window's language, and the window's
         ``avg_logprob`` and ``no_speech_prob``. ``offsets_s[w][k]``: where segment k of window w
-        starts in its recording."""
+        starts in its recording. ``languages[w]``: window w's (language, probability), its
+        recording's; None detects each window's own."""
         gap = np.zeros(GAP_SAMPLES, dtype=np.float32)
         audio, spans = [], []
         for clips in windows:
@@ -117,7 +161,8 @@ class Transcriber:
                 position += len(clip)
             audio.append(np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32))
             spans.append(window_spans)
-        languages = [self._language(a) for a in audio]
+        if languages is None:
+            languages = [self._language(a) for a in audio]
         decoded: list = [None] * len(audio)
         # One pipeline call per language (one language per call is faster-whisper's contract).
         for language in sorted({lang for lang, _ in languages}):
@@ -192,6 +237,7 @@ class Transcriber:
                 word_timestamps=True,
                 vad_filter=False,
                 log_progress=False,
+                max_new_tokens=self.options.max_new_tokens,
             )
             self._transcription_options = info.transcription_options
         return self._transcription_options

@@ -17,15 +17,31 @@ from annotator.models.hubert import HubertFeatures
 MAX_TEXT_TOKENS = 128
 
 
+def features_dtype(name: str, device: str) -> torch.dtype:
+    """``models.features_dtype`` as a torch dtype: ``auto`` is float16 on a GPU, else float32."""
+    if name == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, name)
+
+
 class EmotionEmbedder:
+    """``dtype``: what HuBERT, the EmoQ-Former and the projector run in (their weights are
+    stored in float32); the soft tokens come out in it too."""
+
     def __init__(
-        self, bundle: Bundle, hubert: str, hubert_layer: int = -1, device: str = "cpu"
+        self,
+        bundle: Bundle,
+        hubert: str,
+        hubert_layer: int = -1,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         from transformers import AutoTokenizer
 
-        self.hubert = HubertFeatures(hubert, layer=hubert_layer, device=device)
-        self.former = bundle.load_emoq_former().to(device)
-        self.projector = bundle.load_projector().to(device)
+        self.hubert = HubertFeatures(hubert, layer=hubert_layer, device=device, dtype=dtype)
+        self.former = bundle.load_emoq_former().to(device, dtype)
+        self.projector = bundle.load_projector().to(device, dtype)
+        self.dtype = dtype
         if self.former.config.audio_dim != self.hubert.dim:
             raise ValueError(
                 f"bundle {bundle.root} expects {self.former.config.audio_dim}-dim audio frames, "

@@ -63,6 +63,31 @@ class EmoQFormerConfig:
         if self.embed_dim is None:
             self.embed_dim = self.hidden_size
 
+    @classmethod
+    def from_text_encoder(
+        cls,
+        hf_cfg,
+        audio_dim: int,
+        num_queries: int = 32,
+        pool_heads: int = 4,
+        num_layers: int | None = None,
+    ) -> EmoQFormerConfig:
+        """The EmoQ-Former that a BERT-family encoder of configuration ``hf_cfg`` starts."""
+        return cls(
+            hidden_size=hf_cfg.hidden_size,
+            num_heads=hf_cfg.num_attention_heads,
+            intermediate_size=hf_cfg.intermediate_size,
+            num_layers=num_layers or hf_cfg.num_hidden_layers,
+            vocab_size=hf_cfg.vocab_size,
+            max_positions=hf_cfg.max_position_embeddings,
+            type_vocab_size=hf_cfg.type_vocab_size,
+            position_offset=(hf_cfg.pad_token_id + 1) if hf_cfg.model_type == "roberta" else 0,
+            layer_norm_eps=hf_cfg.layer_norm_eps,
+            num_queries=num_queries,
+            pool_heads=pool_heads,
+            audio_dim=audio_dim,
+        )
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
@@ -215,20 +240,8 @@ class EmoQFormer(nn.Module):
         """
         from transformers import AutoConfig, AutoModel
 
-        hf_cfg = AutoConfig.from_pretrained(name_or_path)
-        cfg = EmoQFormerConfig(
-            hidden_size=hf_cfg.hidden_size,
-            num_heads=hf_cfg.num_attention_heads,
-            intermediate_size=hf_cfg.intermediate_size,
-            num_layers=num_layers or hf_cfg.num_hidden_layers,
-            vocab_size=hf_cfg.vocab_size,
-            max_positions=hf_cfg.max_position_embeddings,
-            type_vocab_size=hf_cfg.type_vocab_size,
-            position_offset=(hf_cfg.pad_token_id + 1) if hf_cfg.model_type == "roberta" else 0,
-            layer_norm_eps=hf_cfg.layer_norm_eps,
-            num_queries=num_queries,
-            pool_heads=pool_heads,
-            audio_dim=audio_dim,
+        cfg = EmoQFormerConfig.from_text_encoder(
+            AutoConfig.from_pretrained(name_or_path), audio_dim, num_queries, pool_heads, num_layers
         )
         model = cls(cfg)
         encoder = AutoModel.from_pretrained(

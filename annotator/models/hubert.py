@@ -16,12 +16,21 @@ class HubertFeatures:
     gives each item the features it would get alone.
     """
 
-    def __init__(self, name_or_path: str, layer: int = -1, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        name_or_path: str,
+        layer: int = -1,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
         self.model = (
-            HubertModel.from_pretrained(name_or_path, use_safetensors=True).eval().to(device)
+            HubertModel.from_pretrained(name_or_path, use_safetensors=True, dtype=dtype)
+            .eval()
+            .to(device)
         )
+        self.dtype = dtype
         self.model.requires_grad_(False)
         self.extractor = Wav2Vec2FeatureExtractor.from_pretrained(name_or_path)
         self.layer = layer
@@ -38,7 +47,7 @@ class HubertFeatures:
             return_attention_mask=True,
             return_tensors="pt",
         )
-        values = inputs["input_values"].to(self.device)
+        values = inputs["input_values"].to(self.device, self.dtype)
         sample_mask = inputs["attention_mask"].to(self.device)
         out = self.model(values, attention_mask=sample_mask, output_hidden_states=self.layer != -1)
         hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]

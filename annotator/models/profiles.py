@@ -211,8 +211,6 @@ def _build_hubert(dst: Path, seed: int, sizes: SmallSizes) -> None:
 def _build_llm_tokenizer(dst: Path, whisper_dir: Path):
     """Whisper's byte-level BPE without its task tokens, plus Qwen2.5-Instruct's added tokens;
     eos ``<|im_end|>`` and pad ``<|endoftext|>`` as in Qwen2.5-Instruct's tokenizer_config."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
 
     spec = json.loads((whisper_dir / "tokenizer.json").read_text())
     spec["post_processor"] = (
@@ -233,12 +231,21 @@ def _build_llm_tokenizer(dst: Path, whisper_dir: Path):
                 "special": special,
             }
         )
+    return save_chatml_tokenizer(spec, dst, model_max_length=2048)
+
+
+def save_chatml_tokenizer(spec: dict, dst: Path, model_max_length: int):
+    """A tokenizer.json spec saved as Qwen2.5-Instruct's tokenizer is configured: eos
+    ``<|im_end|>``, pad ``<|endoftext|>``, its special tokens and ChatML template."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=LLM_SPECIAL_TOKENS,
-        model_max_length=2048,
+        model_max_length=model_max_length,
     )
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.save_pretrained(dst)

@@ -82,6 +82,8 @@ def build(config: AnnotatorConfig, inputs: Sequence[str], done_ref: Any = None):
     ``done_ref``: an object ref of the :class:`~annotator.pipeline.inputs.DoneSet` to skip."""
     import ray.data
 
+    from annotator.pipeline.warmup import work_arrived
+
     sizes = pools(config, cluster_nodes())
     log.info(
         "actor pools (min/initial/max): %s",
@@ -104,10 +106,16 @@ def build(config: AnnotatorConfig, inputs: Sequence[str], done_ref: Any = None):
         num_cpus=stages.decode.num_cpus,
         **_memory(stages.decode.memory_gb),
     )
+    flag = work_arrived()  # ASR raises it with its first window; label engines start then
+    constructor_kwargs = {
+        "asr": {"config": config, "work_arrived": flag},
+        "features": {"config": config},
+        "label": {"config": config, "work_arrived": flag},
+    }
     for name, stage in (("asr", ASRStage), ("features", FeaturesStage), ("label", LabelStage)):
         ds = ds.map_batches(
             stage,
-            fn_constructor_kwargs={"config": config},
+            fn_constructor_kwargs=constructor_kwargs[name],
             **_actor_stage(getattr(stages, name), sizes[name]),
         )
     return ds

@@ -51,6 +51,9 @@ ROW = pa.schema(
         ("duration_s", pa.float64()),
         ("skipped", pa.int64()),
         ("spans", pa.list_(SPAN)),  # kind window: its segments, in order; dropped by ASRStage
+        # kind window, multilingual ASR with no language set: the recording's first seconds of
+        # speech as int16, which its language is detected from (models/asr.py); dropped by ASRStage
+        ("language_probe", pa.binary()),
     ]
 )
 ASR_COLUMNS = pa.schema(
@@ -93,4 +96,5 @@ def blank_row() -> dict[str, Any]:
         "duration_s": 0.0,
         "skipped": 0,
         "spans": [],
+        "language_probe": b"",
     }

@@ -6,7 +6,9 @@ HuBERT, the EmoQ-Former and the projector share one actor so HuBERT's frames nev
 
 from __future__ import annotations
 
+import collections
 import itertools
+import threading
 from typing import Any
 
 import numpy as np
@@ -57,7 +59,7 @@ class ASRStage:
     """faster-whisper on the window rows: each comes out as its segment rows, with text,
     language, confidences and word timestamps."""
 
-    def __init__(self, config: AnnotatorConfig) -> None:
+    def __init__(self, config: AnnotatorConfig, work_arrived: Any = None) -> None:
         from annotator.models.asr import Transcriber
 
         self.transcriber = Transcriber(
@@ -66,18 +68,47 @@ class ASRStage:
             batch_size=config.stages.asr.batch_size,
         )
         self.where = where_am_i()
+        self.work_arrived = work_arrived  # raised with the first window (pipeline/warmup.py)
+        # recording_id → (language, probability), detected once from its probe; bounded, as an
+        # actor sees an archive's recordings go by.
+        self.languages: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
+
+    def _languages(self, windows: list[dict[str, Any]]) -> list[tuple[str, float]] | None:
+        """Each window's language, its recording's; None when the windows carry no probe
+        (a language is configured, or the model is English-only)."""
+        from annotator.models.asr import probe_audio
+
+        if not any(row["language_probe"] for row in windows):
+            return None
+        for row in windows:
+            rec_id = row["recording_id"]
+            if rec_id in self.languages:
+                self.languages.move_to_end(rec_id)
+                continue
+            self.languages[rec_id] = self.transcriber.language_of(
+                probe_audio(row["language_probe"])
+            )
+            if len(self.languages) > 4096:
+                self.languages.popitem(last=False)
+        return [self.languages[row["recording_id"]] for row in windows]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Window rows out as their segment rows, transcribed; other rows pass through."""
         rows = batch.to_pylist()
         windows = [row for row in rows if row["kind"] == "window"]
+        if windows and self.work_arrived is not None:
+            from annotator.pipeline.warmup import raise_flag
+
+            raise_flag(self.work_arrived)
+            self.work_arrived = None
         clips: list[list[np.ndarray]] = []
         for row in windows:
             audio = np.frombuffer(row["audio"], dtype=np.float32)
             bounds = np.cumsum([0] + [span["samples"] for span in row["spans"]])
             clips.append([audio[a:b] for a, b in itertools.pairwise(bounds)])
         offsets = [[span["start_s"] for span in row["spans"]] for row in windows]
-        found = iter(zip(clips, self.transcriber.windows(clips, offsets), strict=True))
+        transcripts = self.transcriber.windows(clips, offsets, self._languages(windows))
+        found = iter(zip(clips, transcripts, strict=True))
         out: list[dict[str, Any]] = []
         for row in rows:
             if row["kind"] != "window":
@@ -94,6 +125,7 @@ class ASRStage:
                         "end_s": span["end_s"],
                         "audio": clip.tobytes(),
                         "spans": [],  # the window's, not carried into the dropped column
+                        "language_probe": b"",
                         "text": transcript.text,
                         "language": transcript.language,
                         "language_prob": transcript.language_prob,
@@ -102,7 +134,7 @@ class ASRStage:
                         "words": [vars(w) for w in transcript.words],
                     }
                 )
-        table = pa.Table.from_pylist(out, schema=_ASR_OUT).drop_columns(["spans"])
+        table = pa.Table.from_pylist(out, schema=_ASR_OUT).drop_columns(["spans", "language_probe"])
         return placed(table, "asr", self.where)
 
 
@@ -123,7 +155,7 @@ class FeaturesStage:
 
     def __init__(self, config: AnnotatorConfig) -> None:
         from annotator.models.bundle import Bundle
-        from annotator.models.embedder import EmotionEmbedder
+        from annotator.models.embedder import EmotionEmbedder, features_dtype
 
         _set_threads(config.stages.features.num_cpus)
         device = "cuda" if config.stages.features.num_gpus > 0 else "cpu"
@@ -133,6 +165,7 @@ class FeaturesStage:
             _model_path(config.models.hubert, config),
             hubert_layer=config.models.hubert_layer,
             device=device,
+            dtype=features_dtype(config.models.features_dtype, device),
         )
         self.where = where_am_i()
 
@@ -152,11 +185,12 @@ class FeaturesStage:
 class LabelStage:
     """The EmoQ prompt with the soft token, served by vLLM with the bundle's LoRA: the emotion."""
 
-    def __init__(self, config: AnnotatorConfig) -> None:
+    def __init__(self, config: AnnotatorConfig, work_arrived: Any = None) -> None:
         from transformers import AutoTokenizer
 
         from annotator.models.bundle import Bundle
         from annotator.models.prompt import PromptEmbedder, local_model_dir
+        from annotator.pipeline.warmup import start_when_raised
 
         self.config = config
         self.where = where_am_i()
@@ -164,21 +198,27 @@ class LabelStage:
         self.bundle = Bundle.load(_model_path(config.models.bundle, config))
         self.bundle.check_llm_tokenizer(AutoTokenizer.from_pretrained(self.llm))
         self.prompts = PromptEmbedder.from_llm(self.llm, self.bundle.labels)
-        self.labeler = None  # the engine starts with the first segment: a run of skips needs none
+        # The engine starts once the run has work (the ASR stage's first window), in a thread,
+        # or else with the first segment: a run of skips needs none (pipeline/warmup.py).
+        self.labeler = None
+        self._starting = threading.Lock()
+        start_when_raised(work_arrived, self._engine)
 
     def _engine(self):
+        """The vLLM engine, started by the first caller; a second waits for the first."""
         from annotator.models.labeler.vllm import VLLMLabeler
 
-        if self.labeler is None:
-            resources = self.config.stages.label
-            self.labeler = VLLMLabeler(
-                self.llm,
-                self.bundle.emotion_token_ids,
-                self.bundle.lora_dir,
-                max_lora_rank=self.bundle.lora_rank,
-                dtype=self.config.models.dtype,
-                gpu_memory_utilization=resources.num_gpus if resources.num_gpus > 0 else 0.3,
-            )
+        with self._starting:
+            if self.labeler is None:
+                resources = self.config.stages.label
+                self.labeler = VLLMLabeler(
+                    self.llm,
+                    self.bundle.emotion_token_ids,
+                    self.bundle.lora_dir,
+                    max_lora_rank=self.bundle.lora_rank,
+                    dtype=self.config.models.dtype,
+                    gpu_memory_utilization=resources.num_gpus if resources.num_gpus > 0 else 0.3,
+                )
         return self.labeler
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -14,7 +14,7 @@ from annotator.config import AnnotatorConfig
 from annotator.pipeline.rows import blank_row
 
 
-def _window_row(segments: list[Segment]) -> dict[str, Any]:
+def _window_row(segments: list[Segment], probe: bytes = b"") -> dict[str, Any]:
     rec = segments[0].recording
     row = blank_row()
     row.update(
@@ -37,6 +37,7 @@ def _window_row(segments: list[Segment]) -> dict[str, Any]:
             }
             for s in segments
         ],
+        language_probe=probe,
     )
     return row
 
@@ -48,7 +49,29 @@ def ingest_rows(
 
     A recording's segments are packed, in order, into the ASR windows (``window`` rows): a window
     is closed when the next segment would not fit, and when its recording ends."""
-    from annotator.models.asr import WINDOW_SAMPLES, window_samples
+    from annotator.models.asr import (
+        PROBE_S,
+        WINDOW_SAMPLES,
+        language_probe,
+        needs_language_probe,
+        window_samples,
+    )
+    from annotator.models.profiles import resolve_model
+
+    asr = config.models.asr
+    probing = needs_language_probe(asr, resolve_model(asr.model, config.models.home))
+    probes: dict[str, bytes] = {}  # recording_id → its language probe, once it has PROBE_S s
+    heard: dict[str, list[np.ndarray]] = {}  # recording_id → its first speech, until then
+
+    def probe_of(rec_id: str) -> bytes:
+        """The recording's probe: its first PROBE_S s of speech, or all it had when its first
+        window closed (the same bytes for every window of it, whatever the batches)."""
+        if not probing:
+            return b""
+        if rec_id not in probes:
+            heard_so_far = heard.pop(rec_id, None) or [np.zeros(0, dtype=np.float32)]
+            probes[rec_id] = language_probe(np.concatenate(heard_so_far))
+        return probes[rec_id]
 
     segments: dict[str, int] = {}
     errors: dict[str, int] = {}
@@ -59,10 +82,15 @@ def ingest_rows(
         if isinstance(item, Segment):
             rec = item.recording
             segments[rec.call_id] = segments.get(rec.call_id, 0) + 1
+            if probing and rec.recording_id not in probes:
+                first = heard.setdefault(rec.recording_id, [])
+                first.append(np.asarray(item.audio, dtype=np.float32))
+                if sum(len(a) for a in first) >= PROBE_S * config.audio.sample_rate:
+                    probe_of(rec.recording_id)
             window = open_windows.setdefault(rec.recording_id, [])
             lengths = [len(s.audio) for s in window] + [len(item.audio)]
             if window and window_samples(lengths) > WINDOW_SAMPLES:
-                yield _window_row(window)
+                yield _window_row(window, probe_of(rec.recording_id))
                 window.clear()
             window.append(item)
             continue
@@ -81,16 +109,21 @@ def ingest_rows(
         elif isinstance(item, RecordingDone):
             call_id = item.recording.call_id
             durations[call_id] = max(durations.get(call_id, 0.0), item.duration_s)
-            window = open_windows.pop(item.recording.recording_id, [])
+            rec_id = item.recording.recording_id
+            window = open_windows.pop(rec_id, [])
             if window:
-                yield _window_row(window)
+                yield _window_row(window, probe_of(rec_id))
+            probes.pop(rec_id, None)
+            heard.pop(rec_id, None)
             continue
         elif isinstance(item, FileDone):
             # A file cut short (an error after some segments) may leave windows open.
             for rec_id in [
                 r for r, w in open_windows.items() if w[0].recording.call_id == item.call_id
             ]:
-                yield _window_row(open_windows.pop(rec_id))
+                yield _window_row(open_windows.pop(rec_id), probe_of(rec_id))
+                probes.pop(rec_id, None)
+                heard.pop(rec_id, None)
             row.update(
                 kind="file_done",
                 call_id=item.call_id,

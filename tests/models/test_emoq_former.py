@@ -100,3 +100,26 @@ def test_embedder_batch_equals_single_items(small_dir):
         e1, soft1 = embedder([waves[i]], [texts[i]])
         assert torch.allclose(e[i], e1[0], atol=1e-4), (e[i] - e1[0]).abs().max()
         assert torch.allclose(soft[i], soft1[0], atol=1e-4)
+
+
+def test_embedder_in_half_precision_gives_the_float32_soft_tokens(small_dir):
+    """The features stage runs in float16 on GPUs (features_dtype auto); bfloat16 takes the same
+    path on this CPU: every weight and activation in half precision, the same soft tokens."""
+    from annotator.models.embedder import EmotionEmbedder, features_dtype
+
+    assert features_dtype("auto", "cuda:0") == torch.float16
+    assert features_dtype("auto", "cpu") == torch.float32
+    bundle = Bundle.load(small_dir / "bundle")
+    full = EmotionEmbedder(bundle, str(small_dir / "hubert"))
+    half = EmotionEmbedder(bundle, str(small_dir / "hubert"), dtype=torch.bfloat16)
+    for module in (half.hubert.model, half.former, half.projector):
+        assert {p.dtype for p in module.parameters()} == {torch.bfloat16}
+    rng = np.random.default_rng(1)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 9000, 23456)]
+    texts = ["I am so happy today", "no", "why would you ever do that to me"]
+    _, soft32 = full(waves, texts)
+    _, soft16 = half(waves, texts)
+    assert soft16.dtype == torch.bfloat16
+    cosine = torch.nn.functional.cosine_similarity(soft16.float(), soft32, dim=-1)
+    assert bool((cosine > 0.99).all()), cosine
+    assert not torch.allclose(soft16.float(), soft32)  # really computed in half precision
