@@ -102,7 +102,7 @@ def models_init(
                     f"unknown part(s) {', '.join(unknown)}; parts: {', '.join(PUBLISHED)}",
                     param_hint="--parts",
                 )
-            console.print(format_parameter_table(parameter_table()))
+            click.echo(format_parameter_table(parameter_table()), err=True)
             with console.status("building paper-random") as status:
                 root = build_paper_random_profile(
                     home,
