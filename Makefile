@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.segment_memory
 	$(BIN)/python -m benchmarks.stages
 	$(BIN)/python -m benchmarks.e2e --minutes 40 --files 48
+	$(BIN)/python -m benchmarks.e2e --minutes 40 --files 4 --result e2e-4files
 	$(BIN)/python -m benchmarks.listing
 	$(BIN)/python -m benchmarks.cluster
 	$(BIN)/python -m benchmarks.export

@@ -1,6 +1,6 @@
 """End-to-end throughput of `annotate` vs faster-whisper's own batched pipeline alone.
 
-    python -m benchmarks.e2e [--minutes 10] [--files 20]
+    python -m benchmarks.e2e [--minutes 10] [--files 20] [--result e2e]
 
 Same audio (espeak-ng speech with pauses, as WAV files), same model (the small profile's Whisper
 tiny.en, int8), same beam size, batch size and CTranslate2 threads. Figures, in audio seconds
@@ -90,6 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--result", default="e2e", help="name of the JSON in benchmarks/results")
     args = parser.parse_args()
 
     from annotator.config import load_config
@@ -131,7 +132,7 @@ def main() -> None:
             "ratio_total": round((audio_s / total_s) / alone, 3),
             "driver_peak_rss_mib": round(peak_rss_mib(), 1),
         }
-        write_result("e2e", figures)
+        write_result(args.result, figures)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -31,9 +31,19 @@ class VLLMLabeler:
         kv_cache_gb: int = 1,
         gpu_memory_utilization: float = 0.3,
         seed: int = 0,
+        in_process: bool | None = None,
     ) -> None:
         # The CPU backend sizes its KV cache from this variable (GiB); ignored on GPUs.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
+        # in_process (default: when there is no GPU): the engine core and its one worker run in
+        # this process. vLLM otherwise spawns an engine-core process and a worker process, each
+        # importing torch and vLLM again: 32.5 s to start against 6.3 s in process, measured on
+        # 2 cores with the same throughput after. On a GPU the engine-core process overlaps
+        # scheduling with the GPU's work, so it is kept there.
+        if in_process is None:
+            in_process = not torch.cuda.is_available()
+        if in_process:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM, SamplingParams
 
         self.ids = [int(i) for i in emotion_token_ids]
@@ -49,6 +59,7 @@ class VLLMLabeler:
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
             seed=seed,
+            **({"distributed_executor_backend": "uni"} if in_process else {}),
         )
         self.params = SamplingParams(
             max_tokens=1, temperature=1.0, allowed_token_ids=self.ids, logprobs=len(self.ids)
