@@ -51,12 +51,16 @@ def models() -> None:
     default="small",
     show_default=True,
     help="Profile to build. `small`: tiny models for CPU, tests and the demo. `paper-random`: "
-    "the paper models' architectures, sizes and token layouts with random weights (~22 GB, "
+    "the paper models' architectures, sizes and token layouts with random weights (~19 GB, "
     "built where it runs; never by the tests). `paper` models load by name on a cluster.",
 )
 @HOME_OPTION
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random parts.")
-@click.option("--force", is_flag=True, help="Rebuild even if an intact build exists.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="small: rebuild even if an intact build exists (paper-random always rebuilds the parts named).",
+)
 @click.option(
     "--parts",
     default="text_encoder,hubert,whisper,llm",
