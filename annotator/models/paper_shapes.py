@@ -204,7 +204,8 @@ def write_random_weights(
 ) -> int:
     """Write ``cls(config)`` with random weights to ``dst`` as transformers would save it
     (config.json, safetensors shards, and an index when there are several), one tensor at a time:
-    peak memory is one shard, never the model. Returns the number of parameters written."""
+    peak memory is one shard, never the model. Returns the number of values written (parameters
+    and persistent buffers)."""
     import torch
     from safetensors.torch import save_file
 
