@@ -218,6 +218,7 @@ class LabelStage:
                     max_lora_rank=self.bundle.lora_rank,
                     dtype=self.config.models.dtype,
                     gpu_memory_utilization=resources.num_gpus if resources.num_gpus > 0 else 0.3,
+                    in_process=resources.num_gpus == 0,  # this actor's own process, on CPU
                 )
         return self.labeler
 

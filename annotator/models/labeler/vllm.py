@@ -31,17 +31,18 @@ class VLLMLabeler:
         kv_cache_gb: int = 1,
         gpu_memory_utilization: float = 0.3,
         seed: int = 0,
-        in_process: bool | None = None,
+        in_process: bool = False,
     ) -> None:
         # The CPU backend sizes its KV cache from this variable (GiB); ignored on GPUs.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
-        # in_process (default: when there is no GPU): the engine core and its one worker run in
-        # this process. vLLM otherwise spawns an engine-core process and a worker process, each
-        # importing torch and vLLM again: 32.5 s to start against 6.3 s in process, measured on
-        # 2 cores with the same throughput after. On a GPU the engine-core process overlaps
+        # in_process: the engine core and its one worker run in this process. vLLM otherwise
+        # spawns an engine-core process and a worker process, each importing torch and vLLM
+        # again: 32.5 s to start against 6.3 s in process, measured on 2 cores with the same
+        # throughput after. The label stage asks for it on CPU, in its own Ray actor process. Not
+        # by default: the CPU worker's start scans every module the process has imported, and
+        # one whose globals raise on attribute access (flask's current_app, which moto's server
+        # imports in the test process) makes it fail. On a GPU the engine-core process overlaps
         # scheduling with the GPU's work, so it is kept there.
-        if in_process is None:
-            in_process = not torch.cuda.is_available()
         if in_process:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM, SamplingParams
