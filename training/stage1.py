@@ -8,22 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from annotator.config import AnnotatorConfig
 from training import common, losses
-
-
-class Stage1Model(nn.Module):
-    def __init__(self, former, num_classes: int) -> None:
-        super().__init__()
-        self.former = former
-        dim = former.config.embed_dim
-        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, num_classes))
-
-    def forward(self, frames, frame_mask, ids, text_mask):
-        e = self.former(frames, frame_mask, ids, text_mask)
-        return e, self.head(e)
+from training.models import Stage1Model
 
 
 def build(config: AnnotatorConfig, labels) -> tuple[Stage1Model, Any]:

@@ -9,30 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from annotator.config import AnnotatorConfig
-from training import common, losses
-
-
-class Stage2Model(nn.Module):
-    def __init__(self, former, projector, llm) -> None:
-        super().__init__()
-        self.former, self.projector, self.llm = former, projector, llm
-
-    def prompt_embeds(self, prompt_ids, audio_position, soft):
-        """(batch, len, hidden) LLM input: each row's token embeddings with its soft token at
-        ``audio_position`` (its slot, recorded when the prompt was built; the id there is never
-        read) — the rows ``PromptEmbedder.build`` serves."""
-        embeds = self.llm.get_input_embeddings()(prompt_ids)
-        positions = torch.arange(prompt_ids.shape[1], device=prompt_ids.device)
-        is_audio = (positions[None, :] == audio_position[:, None])[..., None]
-        return torch.where(is_audio, soft[:, None, :].to(embeds.dtype), embeds)
-
-    def forward(self, frames, frame_mask, ids, text_mask, prompt_ids, prompt_mask, audio_position):
-        soft = self.projector(self.former(frames, frame_mask, ids, text_mask))
-        embeds = self.prompt_embeds(prompt_ids, audio_position, soft)
-        return self.llm(inputs_embeds=embeds, attention_mask=prompt_mask).logits
+from training import common
+from training.models import Stage2Model, batch_loss, pad_answers
 
 
 def build(config: AnnotatorConfig, stage1_dir: Path, labels):
@@ -85,15 +65,8 @@ def sequences(prompts, texts, labels, label_ids, weight: float):
         rows.append([*prompt.ids, *word, end])
         weights.append([0.0] * len(prompt) + [weight] * len(word) + [1.0])
         audio_position.append(prompt.audio_position)
-    longest = max(len(r) for r in rows)
     pad = tok.pad_token_id if tok.pad_token_id is not None else end
-    ids = torch.full((len(rows), longest), pad, dtype=torch.long)
-    mask = torch.zeros(len(rows), longest, dtype=torch.long)
-    w = torch.zeros(len(rows), longest)
-    for k, (row, wt) in enumerate(zip(rows, weights, strict=True)):
-        ids[k, : len(row)] = torch.tensor(row)
-        mask[k, : len(row)] = 1
-        w[k, : len(row)] = torch.tensor(wt)
+    ids, mask, w = pad_answers(rows, weights, pad)
     return ids, mask, w, torch.tensor(audio_position)
 
 
@@ -115,19 +88,6 @@ def collate(text_tok, prompts, labels, weight: float, items) -> dict[str, torch.
         "weights": weights,
         "audio_position": audio_position,
     }
-
-
-def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logits = model(
-        batch["frames"],
-        batch["frame_mask"],
-        batch["ids"],
-        batch["text_mask"],
-        batch["prompt_ids"],
-        batch["prompt_mask"],
-        batch["audio_position"],
-    )
-    return losses.weighted_lm_loss(logits, batch["prompt_ids"], batch["weights"])
 
 
 def loop(cfg: dict[str, Any]) -> None:
