@@ -69,16 +69,16 @@ import torch
 
 from annotator.models.emoq_former import EmoQFormer, EmoQFormerConfig
 from annotator.models.paper_shapes import (
-    QWEN_BASE_VOCAB,
-    WHISPER_EOT,
     model_class,
     paper_configs,
 )
 from annotator.models.profiles import SmallSizes
 from annotator.models.projector import Projector
 from annotator.models.prompt import Prompt
+from annotator.models.tokenizer_layouts import QWEN_BASE_VOCAB, WHISPER_EOT
 from benchmarks.common import peak_rss_mib, write_result
 from training import losses
+from training.models import Stage1Model, Stage2Model, batch_loss, pad_answers
 
 STAGES = ("asr", "features", "label", "train1", "train2")
 SAMPLE_RATE = 16_000
@@ -538,58 +538,6 @@ def stage_label(configs, device: str, work: Workload, dtype: torch.dtype) -> dic
     }
 
 
-def _stage_models():
-    """The training stages' model classes; a copy where training/ cannot be imported."""
-    try:
-        from training.stage1 import Stage1Model
-        from training.stage2 import Stage2Model, batch_loss
-    except ImportError as error:  # annotator.config needs pydantic, absent on a bare machine
-        return _Stage1Model, _Stage2Model, _batch_loss, f"copy in benchmarks/gpu.py ({error})"
-    return Stage1Model, Stage2Model, batch_loss, "training.stage1 / training.stage2"
-
-
-class _Stage1Model(torch.nn.Module):
-    """training.stage1.Stage1Model."""
-
-    def __init__(self, former, num_classes: int) -> None:
-        super().__init__()
-        self.former = former
-        dim = former.config.embed_dim
-        self.head = torch.nn.Sequential(
-            torch.nn.Linear(dim, dim), torch.nn.GELU(), torch.nn.Linear(dim, num_classes)
-        )
-
-    def forward(self, frames, frame_mask, ids, text_mask):
-        e = self.former(frames, frame_mask, ids, text_mask)
-        return e, self.head(e)
-
-
-class _Stage2Model(torch.nn.Module):
-    """training.stage2.Stage2Model."""
-
-    def __init__(self, former, projector, llm) -> None:
-        super().__init__()
-        self.former, self.projector, self.llm = former, projector, llm
-
-    def forward(self, frames, frame_mask, ids, text_mask, prompt_ids, prompt_mask, audio_position):
-        soft = self.projector(self.former(frames, frame_mask, ids, text_mask))
-        embeds = self.llm.get_input_embeddings()(prompt_ids)
-        positions = torch.arange(prompt_ids.shape[1], device=prompt_ids.device)
-        is_audio = (positions[None, :] == audio_position[:, None])[..., None]
-        embeds = torch.where(is_audio, soft[:, None, :].to(embeds.dtype), embeds)
-        return self.llm(inputs_embeds=embeds, attention_mask=prompt_mask).logits
-
-
-def _batch_loss(model, batch):
-    """training.stage2.batch_loss."""
-    logits = model(
-        *(batch[k] for k in ("frames", "frame_mask", "ids", "text_mask", "prompt_ids")),
-        batch["prompt_mask"],
-        batch["audio_position"],
-    )
-    return losses.weighted_lm_loss(logits, batch["prompt_ids"], batch["weights"])
-
-
 def _speech_batch(configs, device: str, work: Workload) -> dict[str, torch.Tensor]:
     """Precomputed HuBERT frames (fp32, as ``pad_frames`` makes them) and transcript tokens."""
     n, hubert_cfg = work.train_batch, configs["hubert"]
@@ -616,10 +564,9 @@ def _step(model, optimizer, loss_of: Callable[[], torch.Tensor]) -> Callable[[],
 
 
 def stage_train1(configs, device: str, work: Workload) -> dict[str, Any]:
-    stage1_model, _, _, code = _stage_models()
     with built_on(device, torch.float32):
         former = EmoQFormer(former_config(configs["text_encoder"], configs["hubert"].hidden_size))
-        model = stage1_model(former, len(LABELS)).train()
+        model = Stage1Model(former, len(LABELS)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR_STAGE1)
     batch = _speech_batch(configs, device, work)
     labels = torch.arange(work.train_batch, device=device) % len(LABELS)  # positives for SupCon
@@ -633,7 +580,6 @@ def stage_train1(configs, device: str, work: Workload) -> dict[str, Any]:
 
     seconds, loss = timed(_step(model, optimizer, loss_of), device, work.iterations)
     return {
-        "model_code": code,
         "trainable_parameters": parameters(model),
         "dtype": "torch.float32",
         "batch": work.train_batch,
@@ -653,28 +599,20 @@ def _answer_batch(device: str, work: Workload, generator) -> dict[str, torch.Ten
         rows.append([*prompt.ids, word, IM_END])
         weights.append([0.0] * len(prompt) + [EMOTION_TOKEN_WEIGHT, 1.0])
         positions.append(prompt.audio_position)
-    longest = max(len(r) for r in rows)
-    ids = torch.full((len(rows), longest), QWEN_PAD, dtype=torch.long)
-    mask = torch.zeros(len(rows), longest, dtype=torch.long)
-    w = torch.zeros(len(rows), longest)
-    for k, (row, wt) in enumerate(zip(rows, weights, strict=True)):
-        ids[k, : len(row)] = torch.tensor(row)
-        mask[k, : len(row)] = 1
-        w[k, : len(row)] = torch.tensor(wt)
+    ids, mask, w = pad_answers(rows, weights, QWEN_PAD)
     batch = {"prompt_ids": ids, "prompt_mask": mask, "weights": w}
     batch["audio_position"] = torch.tensor(positions)
     return {key: value.to(device) for key, value in batch.items()}
 
 
 def stage_train2(configs, device: str, work: Workload, dtype: torch.dtype) -> dict[str, Any]:
-    _, stage2_model, batch_loss, code = _stage_models()
     llm_cfg = configs["llm"]
     with built_on(device, dtype):
         llm = model_class("llm")(llm_cfg)
     with built_on(device, torch.float32):
         former = EmoQFormer(former_config(configs["text_encoder"], configs["hubert"].hidden_size))
         projector = Projector(former.config.embed_dim, llm_cfg.hidden_size)
-    model = stage2_model(former, projector, _lora(llm)).train()
+    model = Stage2Model(former, projector, _lora(llm)).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     in_former = {id(p) for p in model.former.parameters()}
     optimizer = torch.optim.AdamW(
@@ -690,7 +628,6 @@ def stage_train2(configs, device: str, work: Workload, dtype: torch.dtype) -> di
         _step(model, optimizer, lambda: batch_loss(model, batch)), device, work.iterations
     )
     return {
-        "model_code": code,
         "parameters": parameters(model),
         "trainable_parameters": sum(p.numel() for p in trainable),
         "llm_dtype": str(llm.dtype),

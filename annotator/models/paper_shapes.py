@@ -29,13 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from annotator.models.profiles import (
-    LLM_OTHER_ADDED_TOKENS,
-    LLM_SPECIAL_TOKENS,
-    PROFILE_MANIFEST,
-    ProfileError,
-    file_hashes,
-    save_chatml_tokenizer,
+from annotator.models.profiles import PROFILE_MANIFEST, ProfileError, file_hashes
+from annotator.models.tokenizer_layouts import (
+    WHISPER_EOT,
+    build_qwen_tokenizer,
+    build_roberta_tokenizer,
+    build_whisper_tokenizer,
+    whisper_languages,
 )
 
 PAPER_RANDOM = "paper-random"
@@ -48,13 +48,6 @@ PUBLISHED = {
     "text_encoder": ("FacebookAI/roberta-base", 124_645_632, "125 M; RobertaModel with pooler"),
     "whisper": ("openai/whisper-large-v3-turbo", 808_878_080, "model card: 809 M"),
 }
-# Qwen2.5's byte-level BPE has 151,643 entries; <|endoftext|> is 151,643, <|im_start|> 151,644,
-# <|im_end|> 151,645; the embedding table is padded to 152,064 rows.
-QWEN_BASE_VOCAB = 151_643
-# Whisper large-v3: <|endoftext|> 50,257, <|startoftranscript|> 50,258, 100 languages, six task
-# tokens, 1,501 timestamps: 51,866 tokens.
-WHISPER_BASE_VOCAB = 50_257
-WHISPER_EOT = 50_257
 
 
 def qwen25_7b_config():
@@ -259,126 +252,6 @@ def write_random_weights(
         }
         (dst / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     return total
-
-
-def _gpt2_bpe(whisper_dir: Path) -> dict:
-    """The byte-level BPE of the small profile's Whisper tiny.en (GPT-2's), without its added
-    tokens: the text part every paper-random tokenizer is made from."""
-    spec = json.loads((whisper_dir / "tokenizer.json").read_text())
-    spec["post_processor"] = None
-    spec["added_tokens"] = []
-    spec["model"]["vocab"].pop("<|endoftext|>", None)
-    return spec
-
-
-def _pad_vocab(spec: dict, size: int) -> None:
-    """Fill the BPE vocabulary to ``size`` entries with tokens no merge produces, so that the
-    added tokens land on the real model's ids."""
-    vocab = spec["model"]["vocab"]
-    for i in range(len(vocab), size):
-        vocab[f"<|unused_{i}|>"] = i
-
-
-def _added(content: str, id_: int, special: bool = True) -> dict:
-    return {
-        "id": id_,
-        "content": content,
-        "single_word": False,
-        "lstrip": False,
-        "rstrip": False,
-        "normalized": False,
-        "special": special,
-    }
-
-
-def build_qwen_tokenizer(dst: Path, whisper_dir: Path):
-    """A tokenizer with Qwen2.5-Instruct's layout: 151,643 BPE entries, then <|endoftext|> and
-    its 21 added tokens at Qwen2.5's ids, ChatML template, eos <|im_end|>, pad <|endoftext|>."""
-
-    spec = _gpt2_bpe(whisper_dir)
-    _pad_vocab(spec, QWEN_BASE_VOCAB)
-    added = [("<|endoftext|>", True)] + [(t, True) for t in LLM_SPECIAL_TOKENS]
-    added += LLM_OTHER_ADDED_TOKENS
-    spec["added_tokens"] = [_added(t, QWEN_BASE_VOCAB + k, s) for k, (t, s) in enumerate(added)]
-    return save_chatml_tokenizer(spec, dst, model_max_length=131_072)
-
-
-def build_roberta_tokenizer(dst: Path, whisper_dir: Path):
-    """RoBERTa's layout: <s> 0, <pad> 1, </s> 2, <unk> 3, GPT-2's BPE, <mask> 50,264."""
-    from tokenizers import Tokenizer, processors
-    from transformers import PreTrainedTokenizerFast
-
-    spec = _gpt2_bpe(whisper_dir)
-    vocab = spec["model"]["vocab"]
-    shifted = {token: id_ + 4 for token, id_ in vocab.items() if id_ + 4 < 50_264}
-    spec["model"]["vocab"] = shifted
-    specials = [("<s>", 0), ("<pad>", 1), ("</s>", 2), ("<unk>", 3), ("<mask>", 50_264)]
-    # As in RoBERTa's own tokenizer.json, the specials are in the BPE vocabulary too (an added
-    # token that is not gets the next free id, whatever id it was given).
-    shifted.update(dict(specials))
-    spec["added_tokens"] = [_added(t, id_) for t, id_ in specials]
-    tokenizer = Tokenizer.from_str(json.dumps(spec))
-    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_max_length=512,
-    )
-    fast.save_pretrained(dst)
-    return fast
-
-
-def whisper_languages(whisper_dir: Path) -> list[str]:
-    """Whisper's language codes in token order (not faster-whisper's alphabetical list): the 99
-    of the small profile's tokenizer, then large-v3's ``yue``."""
-    spec = json.loads((whisper_dir / "tokenizer.json").read_text())
-    added = sorted(spec["added_tokens"], key=lambda t: t["id"])
-    start = next(k for k, t in enumerate(added) if t["content"] == "<|startoftranscript|>")
-    end = next(k for k, t in enumerate(added) if t["content"] == "<|translate|>")
-    return [t["content"][2:-2] for t in added[start + 1 : end]] + ["yue"]
-
-
-def whisper_special_tokens(languages: list[str]) -> list[str]:
-    """Whisper large-v3's tokens from <|endoftext|> (50,257) on, in id order."""
-    tasks = ["translate", "transcribe", "startoflm", "startofprev", "nospeech", "notimestamps"]
-    return (
-        ["<|endoftext|>", "<|startoftranscript|>"]
-        + [f"<|{code}|>" for code in languages]
-        + [f"<|{task}|>" for task in tasks]
-        + [f"<|{0.02 * i:.2f}|>" for i in range(1501)]
-    )
-
-
-def build_whisper_tokenizer(dst: Path, whisper_dir: Path):
-    """Whisper large-v3's layout (51,866 tokens; 100 languages, <|yue|> included)."""
-    from tokenizers import Tokenizer
-    from transformers import WhisperTokenizerFast
-
-    spec = _gpt2_bpe(whisper_dir)
-    _pad_vocab(spec, WHISPER_BASE_VOCAB - 1)
-    # CTranslate2 takes a vocabulary that holds the empty token for multilingual (Whisper's
-    # multilingual BPE has one; GPT-2's does not): without it, detect_language is refused.
-    spec["model"]["vocab"][""] = WHISPER_BASE_VOCAB - 1
-    tokens = whisper_special_tokens(whisper_languages(whisper_dir))
-    spec["added_tokens"] = [_added(t, WHISPER_BASE_VOCAB + k) for k, t in enumerate(tokens)]
-    dst.mkdir(parents=True, exist_ok=True)
-    Tokenizer.from_str(json.dumps(spec)).save(str(dst / "tokenizer.json"))
-    tokenizer = WhisperTokenizerFast(
-        tokenizer_file=str(dst / "tokenizer.json"),
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=tokens[1:108],
-    )
-    tokenizer.save_pretrained(dst)
-    return tokenizer
 
 
 def build_random_whisper(

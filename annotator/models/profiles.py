@@ -25,55 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from annotator.models.tokenizer_layouts import build_small_llm_tokenizer
+
 # Bump when the build recipe changes, so that existing builds are rebuilt rather than trusted.
 # 3: the LLM tokenizer lost <AUDIO> and gained the rest of Qwen2.5-Instruct's added tokens.
 BUILD_RECIPE = 3
 SMALL_PREFIX = "small:"
 PROFILE_MANIFEST = "profile.json"
-# Qwen2.5-Instruct's chat template without its tool-calling branch: the same text for system, user
-# and assistant turns, and the same default system prompt when a conversation has none.
-CHATML_TEMPLATE = (
-    "{%- if messages[0]['role'] == 'system' %}"
-    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{%- else %}"
-    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
-    "assistant.<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- for message in messages %}"
-    "{%- if message['role'] != 'system' or not loop.first %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-# Qwen2.5-Instruct's added tokens after <|endoftext|>, in its order; the first 13 are its
-# ``additional_special_tokens``, the rest (tool call, FIM) are added tokens all the same. Like
-# Qwen2.5's vocabulary, this one has no <AUDIO>.
-LLM_SPECIAL_TOKENS = [
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
-LLM_OTHER_ADDED_TOKENS = [
-    ("<tool_call>", False),
-    ("</tool_call>", False),
-    ("<|fim_prefix|>", True),
-    ("<|fim_middle|>", True),
-    ("<|fim_suffix|>", True),
-    ("<|fim_pad|>", True),
-    ("<|repo_name|>", True),
-    ("<|file_sep|>", True),
-]
 
 
 class ProfileError(RuntimeError):
@@ -208,55 +166,11 @@ def _build_hubert(dst: Path, seed: int, sizes: SmallSizes) -> None:
     ).save_pretrained(dst)
 
 
-def _build_llm_tokenizer(dst: Path, whisper_dir: Path):
-    """Whisper's byte-level BPE without its task tokens, plus Qwen2.5-Instruct's added tokens;
-    eos ``<|im_end|>`` and pad ``<|endoftext|>`` as in Qwen2.5-Instruct's tokenizer_config."""
-
-    spec = json.loads((whisper_dir / "tokenizer.json").read_text())
-    spec["post_processor"] = (
-        None  # Whisper wraps text in <|startoftranscript|>…; a chat LLM must not
-    )
-    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] == "<|endoftext|>"]
-    base = len(spec["model"]["vocab"])
-    added = [(t, True) for t in LLM_SPECIAL_TOKENS] + LLM_OTHER_ADDED_TOKENS
-    for offset, (content, special) in enumerate(added):
-        spec["added_tokens"].append(
-            {
-                "id": base + offset,
-                "content": content,
-                "single_word": False,
-                "lstrip": False,
-                "rstrip": False,
-                "normalized": False,
-                "special": special,
-            }
-        )
-    return save_chatml_tokenizer(spec, dst, model_max_length=2048)
-
-
-def save_chatml_tokenizer(spec: dict, dst: Path, model_max_length: int):
-    """A tokenizer.json spec saved as Qwen2.5-Instruct's tokenizer is configured: eos
-    ``<|im_end|>``, pad ``<|endoftext|>``, its special tokens and ChatML template."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=LLM_SPECIAL_TOKENS,
-        model_max_length=model_max_length,
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
-    tokenizer.save_pretrained(dst)
-    return tokenizer
-
-
 def _build_llm(dst: Path, seed: int, sizes: SmallSizes, whisper_dir: Path) -> None:
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    tokenizer = _build_llm_tokenizer(dst, whisper_dir)
+    tokenizer = build_small_llm_tokenizer(dst, whisper_dir)
     end, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     vocab_size = (
         -(-len(tokenizer) // 64) * 64

@@ -13,13 +13,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import HubertConfig, HubertModel, Qwen2Config, Qwen2ForCausalLM
 
-from annotator.models.paper_shapes import (
-    PUBLISHED,
+from annotator.models.paper_shapes import PUBLISHED, parameter_table, write_random_weights
+from annotator.models.tokenizer_layouts import (
     build_qwen_tokenizer,
     build_roberta_tokenizer,
     build_whisper_tokenizer,
-    parameter_table,
-    write_random_weights,
 )
 
 
