@@ -19,6 +19,7 @@ changes language between windows, whichever actors decode them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -56,8 +57,11 @@ _MULTILINGUAL_VOCABULARY = 51_865  # CTranslate2 / faster-whisper: fewer tokens 
 def needs_language_probe(options: ASRConfig, model_path: str) -> bool:
     """Whether windows must carry a language probe: no language configured and a model that may
     be multilingual (a local model's vocabulary says; a name ending ``.en`` is English-only)."""
-    if options.language:
-        return False
+    return not options.language and _may_be_multilingual(model_path)
+
+
+@functools.cache  # read once per process: decode asks for every file
+def _may_be_multilingual(model_path: str) -> bool:
     folder = Path(model_path)
     if (folder / "vocabulary.json").is_file():
         return len(json.loads((folder / "vocabulary.json").read_text())) >= _MULTILINGUAL_VOCABULARY
