@@ -141,6 +141,20 @@ class ClusterConfig(_Strict):
     max_nodes: int | None = Field(None, ge=1)
 
 
+class CommitConfig(_Strict):
+    """How the sink commits finished input files to the output's tables.
+
+    Attributes:
+        every_s: commit the files finished so far at least this often (seconds); a crash loses at
+            most this much finished work, which the rerun redoes. 0 commits each file as soon as
+            it is complete (tests).
+        max_files: commit at once when this many files are finished; bounds the driver's memory.
+    """
+
+    every_s: float = Field(30.0, ge=0)
+    max_files: int = Field(2000, ge=1)
+
+
 class S3Config(_Strict):
     """Where ``s3://`` URIs go. Credentials may also come from the usual AWS variables.
 
@@ -305,7 +319,8 @@ class AnnotatorConfig(BaseSettings):
 
     Attributes:
         profile: ``small`` (CPU, offline, tests and demo) or ``paper`` (GPU cluster, paper sizes).
-        output: where Parquet goes (local path or ``s3://bucket/prefix``).
+        output: where the tables go (local path or ``s3://bucket/prefix``): Delta Lake tables
+            segments, errors, files and runs.
         ray_address: None for a local cluster, ``auto`` or ``ray://host:10001`` for a running one.
     """
 
@@ -321,6 +336,7 @@ class AnnotatorConfig(BaseSettings):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    commit: CommitConfig = Field(default_factory=CommitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @field_validator("output")

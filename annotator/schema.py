@@ -24,8 +24,8 @@ def label_set(name: str) -> tuple[str, ...]:
 
 
 # -- output tables -----------------------------------------------------------------------------
-# One explicit schema per table. The sink casts every batch to it, so every file has the same
-# types and DuckDB/pyarrow readers never see a column change type between runs.
+# One explicit schema per table (each a Delta table, annotator/output/tables.py). The sink casts
+# every batch to it, so every file has the same types and no reader sees a column change type.
 
 WORD = pa.struct(
     [
@@ -64,6 +64,8 @@ SEGMENTS = pa.schema(
         ("asr_model", pa.string()),
         ("llm_model", pa.string()),
         ("processed_at", TIMESTAMP),
+        # The commit that wrote the row; shown only while files names it (sql/views.sql).
+        ("commit_id", pa.string()),
     ]
 )
 
@@ -76,6 +78,26 @@ ERRORS = pa.schema(
         ("error_type", pa.string()),
         ("message", pa.string()),
         ("at", TIMESTAMP),
+        ("call_id", pa.string()),
+        ("commit_id", pa.string()),
+    ]
+)
+
+# The ledger: one row per committed input file (the unit of commit). A file is committed when its
+# row is; its segment and error rows carry the same commit_id. When one file has several rows (a
+# --force rerun, or two runs that did it at once), the latest committed_at wins.
+FILES = pa.schema(
+    [
+        ("call_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("member", pa.string()),
+        ("recordings", pa.list_(pa.string())),
+        ("segments", pa.int64()),
+        ("errors", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("run_id", pa.string()),
+        ("commit_id", pa.string()),
+        ("committed_at", TIMESTAMP),
     ]
 )
 
@@ -98,4 +120,9 @@ RUNS = pa.schema(
     ]
 )
 
-TABLES: dict[str, pa.Schema] = {"segments": SEGMENTS, "errors": ERRORS, "runs": RUNS}
+TABLES: dict[str, pa.Schema] = {
+    "segments": SEGMENTS,
+    "errors": ERRORS,
+    "files": FILES,
+    "runs": RUNS,
+}

@@ -1,10 +1,24 @@
 -- Views over one annotator output (local path or s3://). annotator/query/duckdb.py fills in
--- {segments}, {errors} and {runs} with read_parquet(...) over each table's files: hive-partitioned
--- globs with union_by_name, so files written by older runs (fewer columns) still read.
+-- {segments}, {errors}, {files} and {runs} with read_parquet([...]) over the Parquet files of each
+-- Delta table's snapshot (listed from its log; no extension needed).
+--
+-- files is the ledger: a file is committed when it has a row there, and its segment and error rows
+-- carry that row's commit_id. When one file was committed more than once (a --force rerun, or two
+-- runs that did it at once) the latest commit wins; rows of other commits, and rows of a commit a
+-- crash cut short (no files row), are not shown. Other engines (Spark, Trino, Polars) read the same
+-- Delta tables and apply the same join.
 
-CREATE OR REPLACE VIEW segments AS SELECT * FROM {segments};
+CREATE OR REPLACE VIEW files AS
+SELECT * FROM {files}
+QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY committed_at DESC, commit_id DESC) = 1;
 
-CREATE OR REPLACE VIEW errors AS SELECT * FROM {errors};
+CREATE OR REPLACE VIEW segments AS
+SELECT s.* FROM {segments} s
+SEMI JOIN files f ON s.call_id = f.call_id AND s.commit_id = f.commit_id;
+
+CREATE OR REPLACE VIEW errors AS
+SELECT e.* FROM {errors} e
+SEMI JOIN files f ON e.call_id = f.call_id AND e.commit_id = f.commit_id;
 
 CREATE OR REPLACE VIEW runs AS SELECT * FROM {runs};
 

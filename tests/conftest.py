@@ -62,24 +62,11 @@ def ray_local():
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 API (moto's server) on 127.0.0.1, as s3fs's own tests use; yields an S3Config."""
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
     from annotator.config import S3Config
+    from tests.factories import moto_server
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    yield S3Config(
-        endpoint_url=f"http://127.0.0.1:{port}", key="testing", secret="testing", region="us-east-1"
-    )
-    server.stop()
+    with moto_server() as endpoint:
+        yield S3Config(endpoint_url=endpoint, key="testing", secret="testing", region="us-east-1")
 
 
 @pytest.fixture(scope="session")

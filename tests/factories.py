@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 
 def bundle_with_random_lora(small_dir: Path, dst: Path, seed: int) -> Path:
@@ -112,6 +113,29 @@ def s3_filesystem(s3_config):
     )
 
 
+@contextlib.contextmanager
+def moto_server():
+    """A real S3 API (moto's server) on a free port of 127.0.0.1; yields its endpoint URL."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
 def make_bucket(s3_config, name: str) -> None:
     """Create a bucket on the test S3 server (us-east-1: no location constraint)."""
     s3_filesystem(s3_config).mkdir(name)
@@ -171,9 +195,25 @@ def speech_corpus(root: Path) -> dict[tuple[str, str], str]:
 
 
 # Output rows of annotate runs, compared between runs that must agree.
-def table_of(out: Path, name: str):
-    files = sorted(out.glob(f"{name}/**/*.parquet"))
-    return files, (pq.ParquetDataset(files).read() if files else None)
+def table_of(out: Path | str, name: str, s3=None):
+    """(Parquet files of the snapshot, the rows the views show) of table ``name`` of an output.
+
+    Rows through the same views ``annotator query`` uses (committed rows, latest commit per file);
+    ``raw_rows`` gives every row the Delta table holds."""
+    from annotator.query import Annotations
+
+    ann = Annotations(out, s3)
+    files = ann.tables.file_uris(name)
+    table = ann.arrow(f"SELECT * FROM {name}")
+    ann.close()
+    return files, (table if table.num_rows else None)
+
+
+def raw_rows(out: Path | str, name: str, s3=None):
+    """Every row of Delta table ``name`` as delta-rs reads it (no view, no join)."""
+    from annotator.output.tables import OutputTables
+
+    return OutputTables(str(out), s3).read(name)
 
 
 def rows_of(table) -> dict[str, dict]:

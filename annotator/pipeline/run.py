@@ -2,7 +2,8 @@
 
 Used by ``annotator annotate`` and ``jobs/annotate.py``; notebooks may call :func:`annotate`.
 The inputs are listed inside the graph (``inputs.py``), never as a list on the driver; what the
-ledger already holds goes to the listing and decode tasks once, as a zero-copy array.
+output's ``files`` table (the ledger) already holds goes to the listing and decode tasks once, as a
+zero-copy array.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from annotator.config import AnnotatorConfig
-from annotator.pipeline.ledger import Ledger, Output
+from annotator.output.tables import OutputError, OutputTables
 from annotator.pipeline.runs import RunSummary, bundles_of_runs, new_run_id, store_run
 from annotator.pipeline.sink import Counts, RunInfo, Sink
 
@@ -32,7 +33,7 @@ def annotate(
 ) -> RunSummary:
     """Annotate ``inputs`` into ``config.output``; returns the summary (also stored in runs/).
 
-    ``force`` reprocesses files the ledger marks done. Raises :class:`RunError` when the run
+    ``force`` reprocesses files the output already holds (their new rows supersede the old). Raises :class:`RunError` when the run
     cannot finish; committed files stay committed and a rerun resumes.
     """
     import ray
@@ -50,10 +51,11 @@ def annotate(
         raise RunError("no inputs: name files, directories, globs, archives or s3:// prefixes")
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    output = Output(config.output, config.s3)
-    removed = output.clean_temporaries()
-    if removed:
-        log.info("removed %d temporary files left by an interrupted run", removed)
+    output = OutputTables(config.output, config.s3)
+    try:
+        output.refuse_legacy()
+    except OutputError as exc:
+        raise RunError(str(exc)) from None
     bundle = Bundle.load(resolve_model(config.models.bundle, config.models.home))
     info = RunInfo(
         run_id=new_run_id(started),
@@ -61,7 +63,7 @@ def annotate(
         asr_model=config.models.asr.model,
         llm_model=config.models.llm,
     )
-    done = DoneSet() if force else DoneSet(Ledger(output).done())
+    done = DoneSet() if force else DoneSet(output.committed_ids())
     other_bundles = tuple(sorted(bundles_of_runs(output) - {bundle.version})) if done else ()
     if other_bundles:
         log.warning(
@@ -79,7 +81,7 @@ def annotate(
         " (ignored: --force)" if force else "",
     )
     connect(config)
-    sink = Sink(output, info)
+    sink = Sink(output, info, config.commit)
     try:
         dataset = build(config, inputs, ray.put(done) if len(done) else None)
     except PoolError as exc:
@@ -89,7 +91,12 @@ def annotate(
             sink.add(batch)
             if on_progress is not None:
                 on_progress(sink.counts)
+        sink.close()
     except Exception as exc:
+        try:  # what finished before the failure is committed, so the rerun need not redo it
+            sink.close()
+        except Exception:
+            log.exception("could not commit the files finished before the failure")
         raise RunError(
             f"the run failed after committing {sink.counts.files} files: "
             f"{type(exc).__name__}: {exc}. Rerun the same command to resume."

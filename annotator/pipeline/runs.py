@@ -1,19 +1,17 @@
-"""The runs table: one row per annotate run (``runs/<run_id>.parquet``), and its summary."""
+"""The runs table: one row per annotate run (a Delta table beside segments), and its summary."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from annotator import __version__
 from annotator.config import AnnotatorConfig
-from annotator.pipeline.ledger import Output
+from annotator.output.tables import OutputTables
 from annotator.pipeline.sink import Counts, RunInfo
 
 
@@ -26,7 +24,7 @@ class RunSummary:
     finished_at: datetime
     wall_s: float
     bundle_version: str
-    # Bundles of earlier runs into this output (from runs/) other than this run's, when files
+    # Bundles of earlier runs into this output (from the runs table) other than this run's, when files
     # were skipped: those files keep the labels they were committed with.
     earlier_bundles: tuple[str, ...] = ()
 
@@ -42,7 +40,7 @@ class RunSummary:
         c = self.counts
         out = [
             f"run {self.run_id} → {self.output}",
-            f"  files committed {c.files} · already done {c.skipped}",
+            f"  files committed {c.files} in {c.commits} commits · already done {c.skipped}",
             f"  recordings {c.recordings} · segments {c.segments} · errors {c.errors}",
             f"  audio {self.audio_hours:.3f} h · wall {self.wall_s:.1f} s · {self.rtfx:.1f}× real time",
         ]
@@ -63,7 +61,7 @@ class RunSummary:
                 "(column bundle_version). --force relabels them."
             )
         if c.failed:
-            out.append(f"  quarantined in errors/ ({len(c.failed)}):")
+            out.append(f"  quarantined in the errors table ({len(c.failed)}):")
             for uri, member, message in c.failed:
                 name = f"{uri}!{member}" if member else uri
                 out.append(f"    {name}: {message.removeprefix(name + ': ')}")
@@ -79,18 +77,12 @@ def config_hash(config: AnnotatorConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def bundles_of_runs(output: Output) -> set[str]:
-    """Bundle versions of the runs recorded in ``runs/`` (one small file per run)."""
-    versions: set[str] = set()
-    for path in output.fs.glob(output.path("runs", "*.parquet")):
-        with output.fs.open(path, "rb") as handle:
-            versions.update(
-                pq.read_table(handle, columns=["bundle_version"])["bundle_version"].to_pylist()
-            )
-    return versions
+def bundles_of_runs(output: OutputTables) -> set[str]:
+    """Bundle versions of the runs recorded in the output's runs table."""
+    return set(output.read("runs", ["bundle_version"])["bundle_version"].to_pylist())
 
 
-def store_run(output: Output, config: AnnotatorConfig, info: RunInfo, s: RunSummary) -> None:
+def store_run(output: OutputTables, config: AnnotatorConfig, info: RunInfo, s: RunSummary) -> None:
     from annotator.schema import RUNS
 
     row = {
@@ -109,6 +101,4 @@ def store_run(output: Output, config: AnnotatorConfig, info: RunInfo, s: RunSumm
         "wall_s": s.wall_s,
         "rtfx": s.rtfx,
     }
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist([row], schema=RUNS), buffer)
-    output.write_bytes(f"runs/{s.run_id}.parquet", buffer.getvalue())
+    output.append("runs", pa.Table.from_pylist([row], schema=RUNS), f"annotator-run-{s.run_id}", 0)

@@ -1,33 +1,49 @@
-"""The sink: gathers the rows of each file, then commits them exactly once.
+"""The sink: gathers the rows of each input file, then commits many finished files at once.
 
-Rows of one file reach the sink in any order (actor pools reorder batches). When the file's
-``file_done`` row and all the segment and error rows it announces have arrived, the sink writes
+Rows of one file reach the sink in any order (actor pools reorder batches). A file is finished
+when its ``file_done`` row and every segment and error row it announces have arrived. Finished
+files wait until ``commit.max_files`` of them are ready or ``commit.every_s`` has passed, then go
+out as one commit (``annotator/output/tables.py``):
 
-1. ``segments/<call_id[:2]>/<call_id>.parquet`` (if it has segments),
-2. ``errors/<call_id[:2]>/<call_id>.parquet`` (if it has errors),
-3. the ledger marker,
+1. their segment rows appended to ``segments`` and their error rows to ``errors``, each row
+   carrying the commit's ``commit_id``;
+2. one row per file appended to ``files`` (the ledger): this append is the commit.
 
-each atomically and under a name that depends only on the input. A crash between 1 and 3 leaves
-complete files without a marker; the next run redoes the file and overwrites them. Readers never
-see a half-written file or a duplicate row.
+A crash before 2 leaves rows no ``files`` row names: the views never show them and the rerun
+redoes those files. Rows stay Arrow tables from the stream to the table (no Python dict per row);
+the commit runs on a thread of its own while the driver goes on gathering the next one.
 """
 
 from __future__ import annotations
 
-import io
-import posixpath
+import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from annotator.pipeline.ledger import Ledger, Output
-from annotator.schema import ERRORS, SEGMENTS
+from annotator.audio.sources import is_archive
+from annotator.config import CommitConfig
+from annotator.output import failpoints
+from annotator.output.tables import OutputTables
+from annotator.schema import ERRORS, FILES, SEGMENTS
 
 PLACED_STAGES = ("asr", "features", "label")
+# Columns the sink fills in itself; every other column of a table comes from the rows.
+_RUN_COLUMNS = {
+    "run_id",
+    "segment_id",
+    "bundle_version",
+    "asr_model",
+    "llm_model",
+    "processed_at",
+    "commit_id",
+    "at",
+}
 
 
 @dataclass
@@ -41,20 +57,6 @@ class RunInfo:
 
 
 @dataclass
-class _Pending:
-    segments: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    done: dict[str, Any] | None = None
-
-    def complete(self) -> bool:
-        return (
-            self.done is not None
-            and len(self.segments) == self.done["n_segments"]
-            and len(self.errors) == self.done["n_errors"]
-        )
-
-
-@dataclass
 class Counts:
     files: int = 0  # committed this run
     skipped: int = 0  # already committed by an earlier run
@@ -62,6 +64,7 @@ class Counts:
     segments: int = 0
     errors: int = 0
     audio_s: float = 0.0
+    commits: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (uri, member, message)
     # stage → "<node id>/<actor id>" → segments it processed (the model stages' ``<stage>_at``)
     placement: dict[str, Counter[str]] = field(default_factory=dict)
@@ -75,101 +78,243 @@ class Counts:
         return out
 
 
-def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
-    table = pa.Table.from_pylist(rows, schema=schema)
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue()
+@dataclass
+class _Commit:
+    """One commit's rows, ready to append."""
+
+    seq: int
+    files: list[dict[str, Any]]
+    segments: pa.Table | None
+    errors: pa.Table | None
 
 
-def _shard(table: str, call_id: str) -> str:
-    return posixpath.join(table, call_id[:2], f"{call_id}.parquet")
+def _columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The row columns ``schema`` takes from the stream (missing ones null), in its order."""
+    names = [n for n in schema.names if n not in _RUN_COLUMNS]
+    arrays = [
+        table.column(n)
+        if n in table.column_names
+        else pa.nulls(table.num_rows, schema.field(n).type)
+        for n in names
+    ]
+    return pa.table(arrays, names=names)
+
+
+def _concat(parts: list[pa.Table]) -> pa.Table | None:
+    return pa.concat_tables(parts) if parts else None
 
 
 class Sink:
-    def __init__(self, output: Output, info: RunInfo) -> None:
-        self.output = output
-        self.ledger = Ledger(output)
+    def __init__(
+        self, tables: OutputTables, info: RunInfo, commit: CommitConfig | None = None
+    ) -> None:
+        self.tables = tables
         self.info = info
-        self.pending: dict[str, _Pending] = {}
+        self.commit = commit or CommitConfig()
         self.counts = Counts()
+        self._segments: list[pa.Table] = []
+        self._errors: list[pa.Table] = []
+        self._arrived: Counter[tuple[str, str]] = Counter()  # (call_id, kind) → rows
+        self._expected: dict[str, dict[str, Any]] = {}  # call_id → its file_done row
+        self._ready: dict[str, dict[str, Any]] = {}  # finished, not yet committed
+        self._ready_since: float | None = None
+        self._seq = 0
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="annotator-commit")
+        self._inflight: Future | None = None
 
-    def add(self, batch: pa.Table) -> list[str]:
-        """Take a batch of finished rows; returns the call_ids committed by it."""
-        committed = []
-        for row in batch.to_pylist():
-            kind = row["kind"]
-            if kind == "file_done" and row["skipped"]:
+    # -- gathering -----------------------------------------------------------------------------
+
+    def add(self, batch: pa.Table) -> None:
+        """Take a batch of finished rows; commits when enough files are finished."""
+        kind = batch.column("kind")
+        touched: set[str] = set()
+        for name, schema, parts in (
+            ("segment", SEGMENTS, self._segments),
+            ("error", ERRORS, self._errors),
+        ):
+            rows = batch.filter(pc.equal(kind, name))
+            if not rows.num_rows:
+                continue
+            parts.append(_columns(rows, schema))
+            counted = pc.value_counts(rows.column("call_id")).to_pylist()
+            for item in counted:
+                self._arrived[(item["values"], name)] += item["counts"]
+                touched.add(item["values"])
+            if name == "segment":
+                self._place(rows)
+        done = batch.filter(pc.equal(kind, "file_done"))
+        for row in done.select(
+            ["call_id", "source_uri", "member", "n_segments", "n_errors", "duration_s", "skipped"]
+        ).to_pylist():
+            if row["skipped"]:
                 self.counts.skipped += row["skipped"]
                 continue
-            pending = self.pending.setdefault(row["call_id"], _Pending())
-            if kind == "segment":
-                pending.segments.append(row)
-                for stage in PLACED_STAGES:
-                    where = row.get(f"{stage}_at")
-                    if where:
-                        self.counts.placement.setdefault(stage, Counter())[where] += 1
-            elif kind == "error":
-                pending.errors.append(row)
-            elif kind == "file_done":
-                pending.done = row
-            if pending.complete():
-                self._commit(row["call_id"], self.pending.pop(row["call_id"]))
-                committed.append(row["call_id"])
-        return committed
+            self._expected[row["call_id"]] = row
+            touched.add(row["call_id"])
+        for call_id in touched:
+            row = self._expected.get(call_id)
+            if (
+                row is not None
+                and self._arrived[(call_id, "segment")] == row["n_segments"]
+                and self._arrived[(call_id, "error")] == row["n_errors"]
+            ):
+                self._finish(call_id)
+        if self._ready and (
+            len(self._ready) >= self.commit.max_files
+            or time.monotonic() - (self._ready_since or 0) >= self.commit.every_s
+        ):
+            self.flush()
 
-    def _commit(self, call_id: str, pending: _Pending) -> None:
-        done = pending.done
-        assert done is not None
-        if not pending.segments and not pending.errors:
-            return  # an archive's own unit with nothing to say: nothing to commit
+    def _place(self, rows: pa.Table) -> None:
+        for stage in PLACED_STAGES:
+            column = f"{stage}_at"
+            if column not in rows.column_names:
+                continue
+            for item in pc.value_counts(rows.column(column)).to_pylist():
+                if item["values"]:
+                    self.counts.placement.setdefault(stage, Counter())[item["values"]] += item[
+                        "counts"
+                    ]
+
+    def _finish(self, call_id: str) -> None:
+        row = self._expected.pop(call_id)
+        del self._arrived[(call_id, "segment")], self._arrived[(call_id, "error")]
+        if not row["n_segments"] and not row["n_errors"] and is_archive(row["source_uri"]):
+            return  # an archive's own unit: its members are the files; nothing to commit
+        if not self._ready:
+            self._ready_since = time.monotonic()
+        self._ready[call_id] = row
+
+    # -- committing ----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Commit every finished file now (on the commit thread; waits for the one before)."""
+        if not self._ready:
+            return
+        ready, self._ready = self._ready, {}
+        ids = pa.array(list(ready), pa.string())
+        split = []
+        for parts in (self._segments, self._errors):
+            table = _concat(parts)
+            parts.clear()
+            if table is None:
+                split.append(None)
+                continue
+            mine = pc.is_in(table.column("call_id"), value_set=ids)
+            rest = table.filter(pc.invert(mine))
+            if rest.num_rows:
+                parts.append(rest)
+            taken = table.filter(mine)
+            split.append(taken if taken.num_rows else None)
+        self._seq += 1
+        work = _Commit(self._seq, list(ready.values()), split[0], split[1])
+        self._wait()
+        self._inflight = self._committer.submit(self._write, work)
+
+    def _wait(self) -> None:
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.result()  # a failed commit fails the run here; nothing it had is lost
+
+    def close(self) -> None:
+        """Commit what is finished and wait for it. Call once, at the end of the stream."""
+        try:
+            self.flush()
+            self._wait()
+        finally:
+            self._committer.shutdown(wait=True)
+
+    def _write(self, work: _Commit) -> None:
         now = datetime.now(UTC)
-        if pending.segments:
-            rows = [self._segment(r, now) for r in pending.segments]
-            rows.sort(key=lambda r: (r["recording_id"], r["segment_index"]))
-            self.output.write_bytes(_shard("segments", call_id), _table(rows, SEGMENTS))
-        if pending.errors:
-            rows = [self._error(r, now) for r in pending.errors]
-            self.output.write_bytes(_shard("errors", call_id), _table(rows, ERRORS))
-        recordings = sorted({r["recording_id"] for r in pending.segments})
-        self.ledger.mark(
-            call_id,
-            {
-                "call_id": call_id,
-                "source_uri": done["source_uri"],
-                "member": done["member"],
-                "recordings": recordings,
-                "segments": len(pending.segments),
-                "errors": len(pending.errors),
-                "duration_s": done["duration_s"],
-                "run_id": self.info.run_id,
-                "committed_at": now.isoformat(),
-            },
+        commit_id = f"{self.info.run_id}-{work.seq:06d}"
+        app_id = f"annotator-sink-{self.info.run_id}"
+        failpoints.point("commit:start")
+        segments = self._segment_rows(work.segments, commit_id, now)
+        if segments is not None:
+            self.tables.append("segments", segments, app_id + "/segments", work.seq)
+            failpoints.point("commit:segments")
+        if work.errors is not None:
+            errors = self._error_rows(work.errors, commit_id, now)
+            self.tables.append("errors", errors, app_id + "/errors", work.seq)
+            failpoints.point("commit:errors")
+        recordings: dict[str, list[str]] = {}
+        if work.segments is not None:
+            pairs = (
+                work.segments.select(["call_id", "recording_id"])
+                .group_by(["call_id", "recording_id"])
+                .aggregate([])
+            )
+            for call_id, recording in zip(
+                pairs["call_id"].to_pylist(), pairs["recording_id"].to_pylist(), strict=True
+            ):
+                recordings.setdefault(call_id, []).append(recording)
+        files = pa.Table.from_pylist(
+            [
+                {
+                    "call_id": f["call_id"],
+                    "source_uri": f["source_uri"],
+                    "member": f["member"],
+                    "recordings": sorted(recordings.get(f["call_id"], [])),
+                    "segments": f["n_segments"],
+                    "errors": f["n_errors"],
+                    "duration_s": f["duration_s"],
+                    "run_id": self.info.run_id,
+                    "commit_id": commit_id,
+                    "committed_at": now,
+                }
+                for f in work.files
+            ],
+            schema=FILES,
         )
-        self.counts.files += 1
-        self.counts.recordings += len(recordings)
-        self.counts.segments += len(pending.segments)
-        self.counts.errors += len(pending.errors)
-        self.counts.audio_s += done["duration_s"]
-        self.counts.failed += [(r["source_uri"], r["member"], r["message"]) for r in pending.errors]
+        self.tables.append("files", files, app_id, work.seq)
+        failpoints.point("commit:files")
+        c = self.counts
+        c.commits += 1
+        c.files += len(work.files)
+        c.recordings += sum(len(v) for v in recordings.values())
+        c.segments += 0 if work.segments is None else work.segments.num_rows
+        c.audio_s += sum(f["duration_s"] for f in work.files)
+        if work.errors is not None:
+            c.errors += work.errors.num_rows
+            c.failed += [
+                (r["source_uri"], r["member"], r["message"])
+                for r in work.errors.select(["source_uri", "member", "message"]).to_pylist()
+            ]
 
-    def _segment(self, row: dict[str, Any], now: datetime) -> dict[str, Any]:
-        out = {name: row.get(name) for name in SEGMENTS.names}
-        out.update(
-            run_id=self.info.run_id,
-            segment_id=f"{row['recording_id']}-{row['segment_index']:06d}",
-            bundle_version=self.info.bundle_version,
-            asr_model=self.info.asr_model,
-            llm_model=self.info.llm_model,
-            processed_at=now,
-        )
-        return out
+    def _segment_rows(
+        self, rows: pa.Table | None, commit_id: str, now: datetime
+    ) -> pa.Table | None:
+        if rows is None:
+            return None
+        rows = rows.sort_by([("recording_id", "ascending"), ("segment_index", "ascending")])
+        n = rows.num_rows
+        index = pc.utf8_lpad(pc.cast(rows.column("segment_index"), pa.string()), 6, "0")
+        filled = {
+            "run_id": pa.repeat(self.info.run_id, n),
+            "segment_id": pc.binary_join_element_wise(rows.column("recording_id"), index, "-"),
+            "bundle_version": pa.repeat(self.info.bundle_version, n),
+            "asr_model": pa.repeat(self.info.asr_model, n),
+            "llm_model": pa.repeat(self.info.llm_model, n),
+            "processed_at": pa.repeat(pa.scalar(now, SEGMENTS.field("processed_at").type), n),
+            "commit_id": pa.repeat(commit_id, n),
+        }
+        return _assemble(rows, filled, SEGMENTS)
 
-    def _error(self, row: dict[str, Any], now: datetime) -> dict[str, Any]:
-        out = {name: row.get(name) for name in ERRORS.names}
-        out.update(run_id=self.info.run_id, at=now)
-        return out
+    def _error_rows(self, rows: pa.Table, commit_id: str, now: datetime) -> pa.Table:
+        n = rows.num_rows
+        filled = {
+            "run_id": pa.repeat(self.info.run_id, n),
+            "at": pa.repeat(pa.scalar(now, ERRORS.field("at").type), n),
+            "commit_id": pa.repeat(commit_id, n),
+        }
+        return _assemble(rows, filled, ERRORS)
 
     def unfinished(self) -> list[str]:
-        """Files that started but never completed (a run that ended early)."""
-        return sorted(self.pending)
+        """Files that started but never finished (a run that ended early)."""
+        started = {call_id for call_id, _ in self._arrived} | set(self._expected)
+        return sorted(started)
+
+
+def _assemble(rows: pa.Table, filled: dict[str, Any], schema: pa.Schema) -> pa.Table:
+    arrays = [filled[n] if n in filled else rows.column(n) for n in schema.names]
+    return pa.table(arrays, names=schema.names).cast(schema)

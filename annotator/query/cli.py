@@ -59,6 +59,7 @@ def run(
     list_queries: bool,
     shell: bool,
     s3: S3Config,
+    as_of=None,
 ) -> None:
     if list_queries:
         for query in named_queries().values():
@@ -68,7 +69,7 @@ def run(
     if sum(bool(x) for x in (sql, name, shell)) != 1:
         raise click.UsageError("give SQL, --name QUERY or --shell (exactly one)")
     try:
-        ann = Annotations(output, s3)
+        ann = Annotations(output, s3, as_of=as_of)
         if shell:
             _shell(ann)
             return
@@ -82,7 +83,7 @@ def run(
 def _shell(ann: Annotations) -> None:
     """A small SQL prompt: statements end with ';', errors are shown and the session goes on."""
     click.echo(
-        "views: segments, errors, runs, recordings, turns. End statements with ';', quit with .quit"
+        "views: segments, errors, files, runs, recordings, turns. End statements with ';', quit with .quit"
     )
     buffer = ""
     while True:

@@ -6,12 +6,17 @@ The connection is read-only in two ways. DuckDB itself may touch no file outside
 ``SELECT``-like statements are accepted at all, so ``DROP``/``CREATE``/``SET`` get a clear refusal
 before they run. ``s3://`` outputs are read through s3fs registered as an fsspec filesystem: no
 httpfs extension, nothing downloaded.
+
+The tables are Delta tables; DuckDB reads the Parquet files of their current snapshot (or of the
+snapshot at ``as_of``), listed from the Delta log by delta-rs, so no delta extension is needed
+and no directory is listed.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +79,20 @@ class Annotations:
         ann = Annotations("s3://bucket/annotations", S3Config(endpoint_url=...))
         ann.sql("SELECT emotion, count(*) FROM segments GROUP BY 1").df()
         ann.named("unsure_segments", below=0.4).arrow()
+
+    ``as_of`` opens every table as it was at that time (Delta time travel): e.g. the labels an
+    earlier bundle gave before a ``--force`` rerun replaced them.
     """
 
     def __init__(
-        self, output: str | Path, s3: S3Config | None = None, sql_dir: Path = SQL_DIR
+        self,
+        output: str | Path,
+        s3: S3Config | None = None,
+        sql_dir: Path = SQL_DIR,
+        as_of: datetime | None = None,
     ) -> None:
+        from annotator.output.tables import OutputError, OutputTables
+
         self.output = str(output).rstrip("/")
         self.sql_dir = sql_dir
         self.con = duckdb.connect(":memory:")
@@ -87,17 +101,22 @@ class Annotations:
 
             fs, _ = filesystem(self.output, s3 or S3Config())
             self.con.register_filesystem(fs)
-            self._fs, root = fs, self.output
+            root = self.output
         else:
-            from fsspec.implementations.local import LocalFileSystem
-
             root = str(Path(self.output).resolve())
             if not Path(root).is_dir():
                 raise QueryError(f"{output} is not an annotator output directory")
-            self._fs = LocalFileSystem()
             self.output = root
+        self.tables = OutputTables(self.output, s3, as_of)
+        try:
+            self.tables.refuse_legacy()
+        except OutputError as exc:
+            raise QueryError(str(exc)) from None
         views = (sql_dir / "views.sql").read_text()
-        for name in TABLES:  # not str.format: the SQL has its own braces (struct literals)
+        # The ledger's snapshot first: a commit appends rows before its files rows, so every
+        # commit that snapshot names has its rows in the later snapshots of segments and errors.
+        # (Not str.format: the SQL has its own braces, struct literals.)
+        for name in ("files", "segments", "errors", "runs"):
             views = views.replace("{" + name + "}", self._source(name))
         self.con.execute(views)
         self.con.execute(f"SET allowed_directories = ['{root}/']")
@@ -105,11 +124,11 @@ class Annotations:
         self.con.execute("SET lock_configuration = true")
 
     def _source(self, table: str) -> str:
-        base = f"{self.output}/{table}"
-        plain = base.removeprefix("s3://")
-        if self._fs.glob(f"{plain}/**/*.parquet"):
-            return f"read_parquet('{base}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
-        # No files yet: an empty relation with the documented columns, so queries still run.
+        files = self.tables.file_uris(table)
+        if files:
+            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            return f"read_parquet([{listed}], union_by_name = true)"
+        # No table or no rows yet: an empty relation with the documented columns.
         empty = pa.Table.from_batches([], schema=TABLES[table])
         self.con.register(f"_empty_{table}", empty)
         return f"_empty_{table}"

@@ -8,14 +8,13 @@ import subprocess
 import sys
 import time
 
-import pyarrow.parquet as pq
 import pytest
 
 from annotator.config import load_config
-from annotator.pipeline.ledger import Ledger, Output
+from annotator.output.tables import OutputTables
 from annotator.pipeline.run import annotate
 from annotator.schema import ERRORS, RUNS, SEGMENTS
-from tests.factories import assert_same_rows, rows_of, table_of
+from tests.factories import assert_same_rows, raw_rows, rows_of, table_of
 
 pytestmark = pytest.mark.vllm
 
@@ -29,9 +28,12 @@ def test_end_to_end_output(corpus, baseline):
 
     _, spoken = corpus
     out, summary = baseline
-    files, segments = table_of(out, "segments")
-    for path in files:  # every file carries exactly the documented schema
-        assert pq.read_schema(path).remove_metadata() == SEGMENTS
+    _files, segments = table_of(out, "segments")
+    # The Delta table carries exactly the documented schema; an uninterrupted run leaves no row
+    # the views hide, and its files came in one commit (commit.every_s 30 s > this run).
+    raw = raw_rows(out, "segments")
+    assert raw.schema.remove_metadata() == SEGMENTS and raw.num_rows == segments.num_rows
+    assert len(set(segments["commit_id"].to_pylist())) == summary.counts.commits == 1
     assert set(segments["segment_id"].to_pylist()) == {
         f"{r}-{i:06d}"
         for r, i in zip(
@@ -66,18 +68,18 @@ def test_end_to_end_output(corpus, baseline):
     assert wer < 0.2, list(zip(refs, hyps, strict=True))
     # The bad file is one error row, nothing else failed.
     _, errors = table_of(out, "errors")
-    assert errors.schema.remove_metadata() == ERRORS
+    assert raw_rows(out, "errors").schema.remove_metadata() == ERRORS
     (error,) = errors.to_pylist()
     assert error["source_uri"].endswith("broken.wav") and error["stage"] == "decode"
     assert summary.counts.errors == 1 and summary.counts.segments == segments.num_rows
     assert summary.counts.files == len(spoken) + 1
-    # The run row, and the ledger holds one marker per committed file.
+    # The run row, and the files table (the ledger) holds one row per committed file.
     _, runs = table_of(out, "runs")
-    assert runs.schema.remove_metadata() == RUNS
+    assert raw_rows(out, "runs").schema.remove_metadata() == RUNS
     (run,) = runs.to_pylist()
     assert run["segments"] == segments.num_rows and run["errors"] == 1
     assert run["audio_hours"] == pytest.approx(summary.audio_hours) and run["audio_hours"] > 0
-    assert len(Ledger(Output(str(out), load_config().s3)).done()) == len(spoken) + 1
+    assert len(OutputTables(str(out)).committed_ids()) == len(spoken) + 1
 
 
 def test_rerun_skips_committed_files_and_force_redoes_them(
@@ -105,11 +107,21 @@ def test_rerun_skips_committed_files_and_force_redoes_them(
     assert other.counts.skipped == len(spoken) + 1 and other.bundle_version != first.bundle_version
     assert other.earlier_bundles == (first.bundle_version,)
     assert any("--force relabels" in line for line in other.lines())
+    from datetime import UTC, datetime
+
+    from annotator.query import Annotations
+
+    before_force = datetime.now(UTC)
     forced = annotate(_config(copy, small_home), [str(root)], force=True)
     assert forced.counts.files == len(spoken) + 1
     _, table = table_of(copy, "segments")
-    assert_same_rows(rows_of(table), before)  # rewritten in place: no duplicates
+    assert_same_rows(rows_of(table), before)  # the new commit supersedes the old: no duplicates
+    assert len(table) == len(set(table["segment_id"].to_pylist()))
     assert set(table["run_id"].to_pylist()) == {forced.run_id}
+    # The superseded rows are still in the table; time travel shows the output as it was.
+    assert raw_rows(copy, "segments").num_rows == 2 * table.num_rows
+    earlier = Annotations(copy, as_of=before_force).arrow("SELECT run_id FROM segments")
+    assert set(earlier["run_id"].to_pylist()) == {first.run_id}
 
 
 def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_rows(
@@ -117,13 +129,15 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_rows(
 ):
     root, _ = corpus
     out = tmp_path / "out"
-    # Batches of one row, so files finish one after another and the kill lands mid-run.
+    # Batches of one row, so files finish one after another and the kill lands mid-run; each file
+    # committed as soon as it is finished.
     env = dict(
         os.environ,
         ANNOTATOR_MODELS__HOME=str(small_home),
         ANNOTATOR_STAGES__ASR__BATCH_SIZE="1",
         ANNOTATOR_STAGES__FEATURES__BATCH_SIZE="1",
         ANNOTATOR_STAGES__LABEL__BATCH_SIZE="1",
+        ANNOTATOR_COMMIT__EVERY_S="0",
     )
     # Its own local Ray cluster, as on a laptop: killing the process group kills all of it.
     cmd = [sys.executable, "-m", "annotator.cli", "annotate", str(root), "--out", str(out)]
@@ -134,11 +148,11 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_rows(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    ledger = Ledger(Output(str(out), load_config().s3))
     deadline = time.monotonic() + 300
 
-    def with_segments() -> list[str]:  # committed files that hold segments, not only errors
-        return [c for c in ledger.done() if ledger.read(c)["segments"] > 0]
+    def with_segments() -> int:  # committed files that hold segments, not only errors
+        files = OutputTables(str(out)).read("files", ["segments"])
+        return sum(1 for n in files["segments"].to_pylist() if n > 0)
 
     # Kill as soon as a file with segments is committed: the others are in flight in the stages.
     # (Which file commits first is up to the scheduler; the broken file commits errors only.)
@@ -147,22 +161,17 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_rows(
     assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    committed = ledger.done()
+    committed = OutputTables(str(out)).committed_ids()
     baseline_rows = rows_of(table_of(baseline[0], "segments")[1])
     assert len(committed) > 0 and len(rows_of(table_of(out, "segments")[1])) < len(baseline_rows)
-    # Also a crash between a file's Parquet and its marker: the rows are there, the marker not.
-    victim = with_segments()[0]
-    segment_file = out / "segments" / victim[:2] / f"{victim}.parquet"
-    assert segment_file.is_file()
-    (out / "_ledger" / victim[:2] / f"{victim}.json").unlink()
-    (segment_file.parent / f"{victim}.parquet.tmp-deadbeef").write_bytes(b"half a file")
 
     summary = annotate(_config(out, small_home), [str(root)])
-    assert summary.counts.skipped == len(committed) - 1
-    assert_same_rows(rows_of(table_of(out, "segments")[1]), baseline_rows)
+    assert summary.counts.skipped == len(committed)
+    _, rows = table_of(out, "segments")
+    assert_same_rows(rows_of(rows), baseline_rows)
+    assert rows.num_rows == len(baseline_rows)  # no duplicates
     _, errors = table_of(out, "errors")
     assert errors.num_rows == 1
-    assert not list(out.rglob("*.tmp-*"))
 
 
 def test_s3_output_equals_local_output(corpus, baseline, small_home, s3_server):
@@ -180,6 +189,5 @@ def test_s3_output_equals_local_output(corpus, baseline, small_home, s3_server):
     assert_same_rows(s3_rows, rows_of(table_of(baseline[0], "segments")[1]))
     assert ann.sql("SELECT count(*) FROM errors").fetchall()[0][0] == 1
     assert ann.sql("SELECT run_id FROM runs").fetchall() == [(summary.run_id,)]
-    assert (
-        len(Ledger(Output("s3://annotate-out/nightly", s3_server)).done()) == summary.counts.files
-    )
+    tables = OutputTables("s3://annotate-out/nightly", s3_server)
+    assert len(tables.committed_ids()) == summary.counts.files

@@ -100,9 +100,16 @@ def test_node_lost_mid_run_gives_the_undisturbed_rows(
             cluster.remove_node(victim, allow_graceful=False)  # as a crash would
             lost.append((victim.node_id, counts.files))
 
-    # Label batches of one row: each reaches the sink as its own block, so when the first file
-    # commits, the others are still incomplete there and the node goes mid-run.
-    config = _config(tmp_path / "out", small_home, cluster, stages={"label": {"batch_size": 1}})
+    # Label batches of one row: each reaches the sink as its own block, and each file is
+    # committed as soon as it is finished, so when the first file commits, the others are still
+    # incomplete there and the node goes mid-run.
+    config = _config(
+        tmp_path / "out",
+        small_home,
+        cluster,
+        stages={"label": {"batch_size": 1}},
+        commit={"every_s": 0},
+    )
     summary = annotate(config, [str(root)], on_progress=on_progress)
     assert lost and lost[0][1] < summary.counts.files
     assert_same_rows(

@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from annotator.cli import main
+from annotator.output.tables import OutputTables
 from annotator.query import Annotations, QueryError, named_queries
-from annotator.schema import ERRORS, RUNS, SEGMENTS
+from annotator.schema import ERRORS, FILES, RUNS, SEGMENTS
 from tests.factories import upload_dir
 
 LABELS = ["neutral", "angry", "sad", "happy"]
@@ -62,15 +63,13 @@ def make_output(root, seed=0):
                     "asr_model": "tiny.en",
                     "llm_model": "small:llm",
                     "processed_at": when,
+                    "commit_id": "run1-000001",
                 }
             )
             t += length + float(rng.uniform(0.1, 3.0))
     seg = pa.Table.from_pylist(rows, schema=SEGMENTS)
-    for day in sorted({r["processed_at"].date() for r in rows}):
-        part = root / "segments" / f"date={day}"
-        part.mkdir(parents=True)
-        mask = pa.array([r["processed_at"].date() == day for r in rows])
-        pq.write_table(seg.filter(mask), part / "part-0.parquet")
+    tables = OutputTables(str(root))
+    tables.append("segments", seg, "test", 1)
     now = dt.datetime(2026, 11, 20, tzinfo=UTC)
     errs = pa.Table.from_pylist(
         [
@@ -82,6 +81,8 @@ def make_output(root, seed=0):
                 "error_type": "not_audio",
                 "message": "m",
                 "at": now,
+                "call_id": "err1",
+                "commit_id": "run1-000001",
             },
             {
                 "run_id": "run1",
@@ -91,6 +92,8 @@ def make_output(root, seed=0):
                 "error_type": "not_audio",
                 "message": "m",
                 "at": now,
+                "call_id": "err2",
+                "commit_id": "run1-000001",
             },
             {
                 "run_id": "run1",
@@ -100,14 +103,34 @@ def make_output(root, seed=0):
                 "error_type": "no_speech",
                 "message": "m",
                 "at": now,
+                "call_id": "err3",
+                "commit_id": "run1-000001",
             },
         ],
         schema=ERRORS,
     )
-    (root / "errors").mkdir()
-    pq.write_table(errs, root / "errors" / "run1.parquet")
-    (root / "runs").mkdir()
-    pq.write_table(
+    tables.append("errors", errs, "test", 1)
+    committed = sorted({(r["call_id"], r["source_uri"]) for r in rows}) + [
+        (e["call_id"], e["source_uri"]) for e in errs.to_pylist()
+    ]
+    ledger = [
+        {
+            "call_id": call_id,
+            "source_uri": uri,
+            "member": "",
+            "recordings": [],
+            "segments": 0,
+            "errors": 0,
+            "duration_s": 0.0,
+            "run_id": "run1",
+            "commit_id": "run1-000001",
+            "committed_at": now,
+        }
+        for call_id, uri in committed
+    ]
+    tables.append("files", pa.Table.from_pylist(ledger, schema=FILES), "test", 1)
+    tables.append(
+        "runs",
         pa.Table.from_pylist(
             [
                 {
@@ -129,7 +152,8 @@ def make_output(root, seed=0):
             ],
             schema=RUNS,
         ),
-        root / "runs" / "run1.parquet",
+        "test",
+        1,
     )
     return seg.to_pandas()
 
