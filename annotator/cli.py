@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -157,14 +158,18 @@ def _print_profile(root: Path) -> None:
     "--out",
     "output",
     default=None,
-    help="Output directory or s3:// prefix (segments/, errors/, runs/, _ledger/).",
+    help="Output directory or s3:// prefix (Delta tables segments/, errors/, files/, runs/).",
 )
 @click.option(
     "--address",
     default=None,
     help="Ray cluster: `auto`, `ray://host:10001` or host:port; default a local cluster.",
 )
-@click.option("--force", is_flag=True, help="Reprocess files the ledger already marks done.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Reprocess files the output already holds; their new rows supersede the old.",
+)
 @CONFIG_OPTION
 def annotate_command(
     sources: tuple[str, ...],
@@ -176,7 +181,8 @@ def annotate_command(
     """Transcribe and label the emotions of SOURCES (files, directories, globs, tar/zip, s3://).
 
     Each file is committed once: rerunning the same command after a crash skips what is done and
-    finishes the rest. Exit status 0 when every input was annotated or quarantined in errors/.
+    finishes the rest. Exit status 0 when every input was annotated or quarantined in the errors
+    table. Finished files are committed together every `commit.every_s` seconds (default 30).
 
     \b
       annotator annotate calls/ podcasts.tar --out out/
@@ -255,11 +261,17 @@ def train_manifest(
             made = data.meld_manifest(Path(source), int(classes))
         else:
             made = data.from_annotations(source, where, human_labels, config.s3)
+        splits: Counter[str] = Counter()
+
+        def counted(examples):  # annotations stream: count while writing
+            for example in examples:
+                splits[example.split] += 1
+                yield example
+
+        data.write_manifest(counted(made), dest)
     except data.ManifestError as exc:
         raise click.ClickException(str(exc)) from None
-    data.write_manifest(made, dest)
-    splits = {s: sum(e.split == s for e in made) for s in sorted({e.split for e in made})}
-    click.echo(f"{dest}: {len(made)} examples {splits}")
+    click.echo(f"{dest}: {sum(splits.values())} examples {dict(sorted(splits.items()))}")
 
 
 @train.command("stage1")
@@ -331,17 +343,90 @@ def eval_command(
     help="HTML file.",
 )
 @click.option("--run", "run_id", default=None, help="Only this run's rows (default: everything).")
+@click.option(
+    "--call",
+    "calls",
+    multiple=True,
+    metavar="CALL_ID",
+    help="Draw this call's timeline (repeatable; call_id as in the segments view).",
+)
+@click.option(
+    "--max-calls",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Without --call: timelines of this many most recently processed calls.",
+)
 @CONFIG_OPTION
-def report_command(output: str, dest: Path, run_id: str | None, config_path: Path | None) -> None:
-    """Write a self-contained HTML report of OUTPUT: timelines, emotion shares, confidence, errors."""
+def report_command(
+    output: str,
+    dest: Path,
+    run_id: str | None,
+    calls: tuple[str, ...],
+    max_calls: int,
+    config_path: Path | None,
+) -> None:
+    """Write a self-contained HTML report of OUTPUT: totals, timelines of chosen calls, emotion
+    shares, confidence, errors. Aggregates come from SQL, so any size of output makes a small page.
+    """
     from annotator.query import QueryError
     from annotator.report.html import write_report
 
     try:
-        write_report(output, dest, _load(config_path).s3, run_id)
+        write_report(output, dest, _load(config_path).s3, run_id, calls, max_calls)
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"report written to {dest}")
+
+
+@main.command("compact")
+@click.argument("output")
+@click.option(
+    "--retain-hours",
+    type=click.IntRange(min=1),
+    default=168,
+    show_default=True,
+    help="Keep files unreferenced for less than this (time travel reaches this far back; a "
+    "concurrent writer's uncommitted files are younger).",
+)
+@click.option("--target-mib", type=click.IntRange(min=1), default=None, help="Target file size.")
+@CONFIG_OPTION
+def compact_command(
+    output: str, retain_hours: int, target_mib: int | None, config_path: Path | None
+) -> None:
+    """Merge OUTPUT's many small commits into a few large files, then remove unneeded files.
+
+    Safe while a run writes into OUTPUT: rows are neither lost nor duplicated. Run it after the
+    night's runs (or from cron); queries over a compacted output read a few files.
+    """
+    from annotator.output.compact import compact
+    from annotator.output.tables import OutputError
+
+    try:
+        done = compact(output, _load(config_path).s3, retain_hours, target_mib)
+    except OutputError as exc:
+        raise click.ClickException(str(exc)) from None
+    for c in done:
+        click.echo(f"{c.table}: {c.files_before} → {c.files_after} files, {c.removed} removed")
+
+
+@main.command("convert")
+@click.argument("output")
+@CONFIG_OPTION
+def convert_command(output: str, config_path: Path | None) -> None:
+    """Convert OUTPUT from annotator 0.1's layout (a Parquet file and a marker per input file)
+    into Delta tables, in place. Interrupted, it resumes where it stopped when run again."""
+    from annotator.output.legacy import convert
+
+    counts = convert(
+        output,
+        _load(config_path).s3,
+        on_progress=lambda done, total: click.echo(f"  {done}/{total} files", err=True),
+    )
+    click.echo(
+        f"converted {counts['files']} files ({counts['segments']} segments, "
+        f"{counts['errors']} errors, {counts['runs']} runs); removed {counts['removed']} old objects"
+    )
 
 
 @main.command("demo")
@@ -385,6 +470,13 @@ def demo_command(home: Path | None) -> None:
     "--list", "list_queries", is_flag=True, help="List the named queries and their parameters."
 )
 @click.option("--shell", is_flag=True, help="Interactive SQL session with the views loaded.")
+@click.option(
+    "--as-of",
+    "as_of",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
+    default=None,
+    help="Query the output as it was at this time (UTC), e.g. the labels before a --force rerun.",
+)
 @CONFIG_OPTION
 def query(
     output: str,
@@ -395,11 +487,12 @@ def query(
     dest: Path | None,
     list_queries: bool,
     shell: bool,
+    as_of,
     config_path: Path | None,
 ) -> None:
     """Ask SQL questions of an annotator OUTPUT (local path or s3://), read-only.
 
-    Views: segments, errors, runs, recordings, turns. Examples:
+    Views: segments, errors, files, runs, recordings, turns. Examples:
 
     \b
       annotator query out/ "SELECT emotion, count(*) FROM segments GROUP BY 1"
@@ -409,7 +502,11 @@ def query(
     from annotator.query import cli as query_cli
 
     config = _load(config_path)
-    query_cli.run(output, sql, name, params, fmt, dest, list_queries, shell, config.s3)
+    if as_of is not None:
+        from datetime import UTC
+
+        as_of = as_of.replace(tzinfo=UTC)
+    query_cli.run(output, sql, name, params, fmt, dest, list_queries, shell, config.s3, as_of)
 
 
 @main.command("config")
