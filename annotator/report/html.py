@@ -1,14 +1,17 @@
 """A self-contained HTML report of an annotator output: one file, plotly.js inlined, no network.
 
-Sections: run figures, an emotion timeline per recording (one bar per segment, coloured by
-emotion, transcript on hover), emotion shares per recording and per channel, the confidence
-distribution, and the errors table. Everything comes from the output through the same DuckDB
-views ``annotator query`` uses.
+Sections: run figures, totals, an emotion timeline per call for a bounded, chosen set of calls
+(both channels of a split call in one timeline; one bar per segment, coloured by emotion,
+transcript on hover), emotion shares of those recordings and per channel, the confidence
+distribution, and the errors. Everything comes from the output through the same DuckDB views
+``annotator query`` uses; every figure over the whole output is an aggregate computed in SQL, so
+the page and its making stay small whatever the size of the output.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
 from annotator.config import S3Config
@@ -32,7 +35,8 @@ KNOWN_COLOURS = {
     "happy": "#F2B701",
     "joy": "#F2B701",
 }
-MAX_TIMELINES = 100
+MAX_CALLS = 20  # timelines drawn when no call is chosen
+MAX_ERRORS = 200  # error rows listed (all are counted by type)
 
 # Errors in the page (scripts, plotly, console.error) are counted into <body data-errors>; once
 # every figure is drawn <body data-rendered> is set. Tests read both from the rendered DOM.
@@ -85,8 +89,9 @@ def _div(fig, div_id: str) -> str:
     )
 
 
-def timeline(recording_id: str, segments: list[dict], palette: dict[str, str]):
-    """One horizontal bar per segment, from start_s to end_s, coloured by emotion."""
+def timeline(call_id: str, segments: list[dict], palette: dict[str, str]):
+    """One horizontal bar per segment, from start_s to end_s, coloured by emotion; one row per
+    channel of the call."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -138,8 +143,15 @@ def _share_bars(shares, key: str, title: str, palette: dict[str, str], div_id: s
     return _div(fig.update_layout(height=200 + 24 * grouped[key].nunique()), div_id)
 
 
-def build_report(output: str, s3: S3Config | None = None, run_id: str | None = None) -> str:
-    """The report's HTML for ``output`` (all runs, or one ``run_id``)."""
+def build_report(
+    output: str,
+    s3: S3Config | None = None,
+    run_id: str | None = None,
+    calls: Sequence[str] = (),
+    max_calls: int = MAX_CALLS,
+) -> str:
+    """The report's HTML for ``output`` (all runs, or one ``run_id``). Timelines are drawn for
+    ``calls`` (call_ids), or else for the ``max_calls`` most recently processed calls."""
     import plotly.graph_objects as go
     from plotly.offline import get_plotlyjs
 
@@ -147,27 +159,20 @@ def build_report(output: str, s3: S3Config | None = None, run_id: str | None = N
 
     ann = Annotations(output, s3)
     where = "WHERE run_id = $run" if run_id else ""
-    params = {"run": run_id} if run_id else None
-    segments = (
-        ann.sql(
-            "SELECT recording_id, source_uri, member, channel, segment_index, start_s, end_s, "
-            f"text, emotion, emotion_confidence FROM segments {where} "
-            "ORDER BY source_uri, member, recording_id, start_s",
-            params,
-        )
-        .to_arrow_table()
-        .to_pylist()
-    )
-    errors = ann.sql(
-        f"SELECT source_uri, member, stage, error_type, message FROM errors {where} ORDER BY 1, 2",
-        params,
-    ).fetchall()
-    runs = ann.sql(
+    params = {"run": run_id} if run_id else {}
+
+    def rows(sql: str, **extra) -> list[tuple]:
+        return ann.sql(sql, {**params, **extra} or None).fetchall()
+
+    runs = rows(
         "SELECT run_id, started_at, round(wall_s, 1), recordings, segments, errors, "
-        f"round(audio_hours, 4), round(rtfx, 1), bundle_version FROM runs {where} ORDER BY started_at",
-        params,
-    ).fetchall()
-    labels = sorted({s["emotion"] for s in segments})
+        f"round(audio_hours, 4), round(rtfx, 1), bundle_version FROM runs {where} ORDER BY started_at"
+    )
+    (totals,) = rows(
+        "SELECT count(DISTINCT call_id), count(DISTINCT recording_id), count(*), "
+        f"round(coalesce(sum(end_s - start_s), 0) / 3600, 3) FROM segments {where}"
+    )
+    labels = [r[0] for r in rows(f"SELECT DISTINCT emotion FROM segments {where} ORDER BY 1")]
     palette = colours(labels)
     parts = [f"<h1>Emotion report · {html.escape(output)}</h1>"]
     if run_id:
@@ -189,53 +194,112 @@ def build_report(output: str, s3: S3Config | None = None, run_id: str | None = N
             runs,
         )
     )
+    parts.append(_table(["calls", "recordings", "segments", "speech h"], [totals]))
 
-    parts.append("<h2>Emotion timeline per recording</h2>")
-    by_recording: dict[str, list[dict]] = {}
-    for s in segments:
-        by_recording.setdefault(s["recording_id"], []).append(s)
-    for n, (rid, segs) in enumerate(by_recording.items()):
-        if n == MAX_TIMELINES:
-            parts.append(f"<p class='note'>… and {len(by_recording) - n} more recordings</p>")
-            break
-        name = segs[0]["source_uri"] + (f"!{segs[0]['member']}" if segs[0]["member"] else "")
-        parts.append(
-            f"<div class='recording'>{html.escape(name)} · {rid} · {len(segs)} segments</div>"
+    parts.append("<h2>Emotion timeline per call</h2>")
+    chosen = list(calls) or [
+        r[0]
+        for r in rows(
+            f"SELECT call_id FROM segments {where} GROUP BY call_id "
+            "ORDER BY max(processed_at) DESC, call_id LIMIT $max_calls",
+            max_calls=max_calls,
         )
-        parts.append(_div(timeline(rid, segs, palette), f"timeline-{rid}"))
+    ]
+    parts.append(
+        f"<p class='note'>{len(chosen)} of {totals[0]} calls"
+        + ("" if calls else " (the most recently processed; choose others with --call)")
+        + "</p>"
+    )
+    segments = (
+        ann.sql(
+            "SELECT call_id, recording_id, source_uri, member, channel, segment_index, start_s, "
+            "end_s, text, emotion, emotion_confidence FROM segments "
+            f"{where or 'WHERE true'} AND list_contains($calls, call_id) "
+            "ORDER BY source_uri, member, call_id, start_s, recording_id",
+            {**params, "calls": chosen},
+        )
+        .to_arrow_table()
+        .to_pylist()
+    )
+    by_call: dict[str, list[dict]] = {}
+    for segment in segments:
+        by_call.setdefault(segment["call_id"], []).append(segment)
+    for call_id, segs in by_call.items():
+        name = segs[0]["source_uri"] + (f"!{segs[0]['member']}" if segs[0]["member"] else "")
+        channels = len({s["channel"] for s in segs})
+        parts.append(
+            f"<div class='recording'>{html.escape(name)} · {call_id} · {len(segs)} segments"
+            f"{f' · {channels} channels' if channels > 1 else ''}</div>"
+        )
+        parts.append(_div(timeline(call_id, segs, palette), f"timeline-{call_id}"))
 
     parts.append("<h2>Emotion shares (speech seconds)</h2>")
     shares = ann.sql(
-        "SELECT recording_id, coalesce(CAST(channel AS VARCHAR), 'mixed') AS channel, emotion, "
-        f"sum(end_s - start_s) AS seconds FROM segments {where} GROUP BY ALL ORDER BY ALL",
-        params,
+        "SELECT recording_id, emotion, sum(end_s - start_s) AS seconds FROM segments "
+        f"{where or 'WHERE true'} AND list_contains($calls, call_id) GROUP BY ALL ORDER BY ALL",
+        {**params, "calls": chosen},
     ).df()
     if not shares.empty:
         parts.append(
-            _share_bars(shares, "recording_id", "per recording", palette, "shares-recording")
+            _share_bars(shares, "recording_id", "recordings above", palette, "shares-recording")
         )
-        parts.append(_share_bars(shares, "channel", "per channel", palette, "shares-channel"))
+    per_channel = ann.sql(
+        "SELECT coalesce(CAST(channel AS VARCHAR), 'mixed') AS channel, emotion, "
+        f"sum(end_s - start_s) AS seconds FROM segments {where} GROUP BY ALL ORDER BY ALL",
+        params or None,
+    ).df()
+    if not per_channel.empty:
+        parts.append(
+            _share_bars(per_channel, "channel", "per channel, all calls", palette, "shares-channel")
+        )
 
     parts.append("<h2>Confidence</h2>")
+    bins = rows(
+        "SELECT emotion, least(floor(emotion_confidence * 20), 19) / 20 AS bin, count(*) "
+        f"FROM segments {where} GROUP BY ALL ORDER BY ALL"
+    )
     fig = go.Figure()
     for emotion in labels:
+        mine = [(b, n) for e, b, n in bins if e == emotion]
         fig.add_trace(
-            go.Histogram(
-                x=[s["emotion_confidence"] for s in segments if s["emotion"] == emotion],
+            go.Bar(
+                x=[b + 0.025 for b, _ in mine],
+                y=[n for _, n in mine],
+                width=0.05,
                 name=emotion,
                 marker_color=palette[emotion],
-                xbins={"start": 0, "end": 1, "size": 0.05},
             )
         )
-    fig.update_layout(barmode="stack", xaxis_title="probability of the chosen emotion", height=320)
+    fig.update_layout(
+        barmode="stack",
+        xaxis={"title": "probability of the chosen emotion", "range": [0, 1]},
+        yaxis_title="segments",
+        height=320,
+    )
     parts.append(_div(fig, "confidence"))
 
-    parts.append(f"<h2>Errors ({len(errors)})</h2>")
-    parts.append(
-        _table(["source", "member", "stage", "type", "message"], errors)
-        if errors
-        else "<p class='note'>none</p>"
+    by_type = rows(
+        f"SELECT stage, error_type, count(*) FROM errors {where} GROUP BY ALL ORDER BY 3 DESC, 1, 2"
     )
+    total_errors = sum(n for _, _, n in by_type)
+    parts.append(f"<h2>Errors ({total_errors})</h2>")
+    if by_type:
+        parts.append(_table(["stage", "type", "errors"], by_type))
+        listed = rows(
+            f"SELECT source_uri, member, stage, error_type, message FROM errors {where} "
+            "ORDER BY 1, 2 LIMIT $limit",
+            limit=MAX_ERRORS,
+        )
+        parts.append(_table(["source", "member", "stage", "type", "message"], listed))
+        if total_errors > len(listed):
+            parts.append(
+                f"<p class='note'>the first {len(listed)} of {total_errors}; "
+                "`annotator query OUT --name errors_by_type` and SQL over the errors view show all"
+                "</p>"
+            )
+    else:
+        parts.append("<p class='note'>none</p>")
+    ann.close()
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>annotator report</title>"
         f"<style>{CSS}</style>{WATCH}<script>{get_plotlyjs()}</script></head><body>"
@@ -245,8 +309,13 @@ def build_report(output: str, s3: S3Config | None = None, run_id: str | None = N
 
 
 def write_report(
-    output: str, dest: Path, s3: S3Config | None = None, run_id: str | None = None
+    output: str,
+    dest: Path,
+    s3: S3Config | None = None,
+    run_id: str | None = None,
+    calls: Sequence[str] = (),
+    max_calls: int = MAX_CALLS,
 ) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(build_report(output, s3, run_id), encoding="utf-8")
+    dest.write_text(build_report(output, s3, run_id, calls, max_calls), encoding="utf-8")
     return dest
