@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -181,39 +181,48 @@ def from_annotations(
     where: str = "emotion_confidence < 0.5",
     human_labels: Path | None = None,
     s3=None,
-) -> list[Example]:
-    """Segments of an annotator output as a manifest: those matching ``where`` (SQL over the
-    ``segments`` view), labelled by ``human_labels`` (CSV: segment_id,label) when given, else by
-    the model's own emotion. The transcript is the recognised text."""
+) -> Iterator[Example]:
+    """Segments of an annotator output as manifest examples, streamed: those matching ``where``
+    (SQL over the ``segments`` view), labelled by ``human_labels`` (CSV: segment_id,label) when
+    given, else by the model's own emotion. The transcript is the recognised text. Rows come from
+    DuckDB in record batches, and human labels are joined inside DuckDB, so neither the output nor
+    the labels need to fit in Python."""
+    import pyarrow as pa
+    import pyarrow.csv as pv
+
     from annotator.query import Annotations
 
     ann = Annotations(output, s3)
-    rows = ann.sql(
-        "SELECT segment_id, source_uri, member, start_s, end_s, text, emotion, channel "
-        f"FROM segments WHERE {where} ORDER BY segment_id"
-    ).fetchall()
-    labels: dict[str, str] = {}
+    label = "s.emotion"
+    join = ""
     if human_labels is not None:
-        with Path(human_labels).open(newline="") as handle:
-            labels = {r["segment_id"]: r["label"] for r in csv.DictReader(handle)}
-    examples = []
-    for segment_id, uri, member, start, end, text, emotion, _channel in rows:
-        if human_labels is not None and segment_id not in labels:
-            continue
-        if member:
-            continue  # archive members need extracting first; left to the caller
-        examples.append(
-            Example(
-                audio_uri=uri,
-                transcript=text,
-                label=labels.get(segment_id, emotion),
+        table = pv.read_csv(
+            human_labels,
+            convert_options=pv.ConvertOptions(
+                include_columns=["segment_id", "label"],
+                column_types={"segment_id": pa.string(), "label": pa.string()},
+            ),
+        )
+        ann.con.register("human_labels", table)
+        label, join = "h.label", "JOIN human_labels h USING (segment_id)"
+    relation = ann.sql(
+        f"SELECT s.source_uri, s.start_s, s.end_s, s.text, {label} AS label FROM segments s {join} "
+        f"WHERE ({where}) AND s.member = '' ORDER BY s.segment_id"
+    )
+    # Archive members need extracting first; they are left to the caller (member <> '').
+    reader = relation.fetch_arrow_reader(batch_size=10_000)
+    for batch in reader:
+        for row in batch.to_pylist():
+            yield Example(
+                audio_uri=row["source_uri"],
+                transcript=row["text"],
+                label=row["label"],
                 speaker="",
                 split="train",
-                start_s=start,
-                end_s=end,
+                start_s=row["start_s"],
+                end_s=row["end_s"],
             )
-        )
-    return examples
+    ann.close()
 
 
 # -- synthetic corpus --------------------------------------------------------------------------

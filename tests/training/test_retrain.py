@@ -126,7 +126,7 @@ def test_exported_bundle_annotates_with_the_eval_posteriors(
     )
     summary = annotate(run_config, files)
     assert summary.counts.errors == 0
-    segments = from_annotations(str(out), where="true")
+    segments = list(from_annotations(str(out), where="true"))
     assert segments and all(ex.start_s is not None for ex in segments)
     probs, _ = posteriors(config, bundle.root, segments, trained_labeler)
     from annotator.query import Annotations
