@@ -40,6 +40,19 @@ def rows() -> list[tuple[str, str]]:
                 )
                 for n, size in r["by_nodes"].items()
             )
+        elif name == "sink":
+            text = " · ".join(
+                f"{k} {v['files_per_s']} files/s, {v['objects_per_10k_files']} objects/10k"
+                for k, v in r["results"].items()
+            ) + f" (64-GPU cluster needs {r['cluster_64_gpu_files_per_s']} files/s)"
+        elif name == "query":
+            b, a = r["before_compaction"], r["after_compaction"]
+            text = (
+                f"group-by over {r['input_files']} files ({r['segments']} segments) via the CLI: "
+                f"{b['cli_s']} s before compaction ({b['parquet_files']['segments']} files), "
+                f"{a['cli_s']} s after ({a['parquet_files']['segments']}); query alone "
+                f"{b['query_s']} → {a['query_s']} s"
+            )
         elif name == "labeler":
             text = json.dumps({k: v for k, v in r.items() if "per_s" in k or "speedup" in k})
         else:
