@@ -139,6 +139,38 @@ def test_sigkill_during_compaction_and_vacuum_loses_and_duplicates_nothing(refer
     assert rerun.returncode == 0 and "committed 0 files" in rerun.stdout
 
 
+def test_compaction_while_a_run_writes_loses_and_duplicates_nothing(reference, tmp_path):
+    """`annotator compact` over and over while a writer commits (commits of 10 files): however
+    the two interleave, the rows are the uninterrupted run's. Vacuum keeps files younger than
+    its retention (here the CLI's minimum, 1 h), so the writer's uncommitted files are safe."""
+    from annotator.output.compact import compact
+
+    out = tmp_path / "out"
+    env = dict(os.environ)
+    env.pop("ANNOTATOR_KILL_AT", None)
+    cmd = [
+        *WRITER,
+        str(out),
+        f"--files={FILES}",
+        f"--segments={SEGMENTS}",
+        f"--error-every={ERROR_EVERY}",
+        "--every-s=1e9",
+        "--max-files=10",
+        "--batch-rows=45",
+    ]
+    writer = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    compactions = 0
+    while writer.poll() is None:
+        if OutputTables(str(out)).table("files") is not None:
+            compact(str(out), retain_hours=1)
+            compactions += 1
+    assert writer.returncode == 0, writer.stderr.read()
+    compact(str(out), retain_hours=1)
+    print(f"{compactions} compactions while the writer ran")
+    assert view(out) == reference[1]
+    assert len(OutputTables(str(out)).file_uris("segments")) == 1
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_two_writers_at_once_lose_nothing_and_duplicate_nothing(
     where, reference, tmp_path, s3_server
