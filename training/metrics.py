@@ -1,4 +1,8 @@
-"""WA, UA, WF1 and the confusion matrix (counts, and a PNG drawn with Pillow)."""
+"""WA, UA, WF1 and the confusion matrix (scikit-learn), and a PNG of the matrix (Pillow).
+
+UA is ``balanced_accuracy_score``: the mean recall over the classes present in the truth. It is
+not ``recall_score(average="macro", labels=all)``, which counts a class absent from the truth as
+recall 0 (a test split without one emotion would be scored down for it)."""
 
 from __future__ import annotations
 
@@ -9,28 +13,37 @@ import numpy as np
 
 
 def confusion(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
-    """(true, predicted) counts."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
-    return matrix
+    """(true, predicted) counts over every class of the label set, present or not."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(y_true, y_pred, labels=list(range(num_classes))).astype(np.int64)
 
 
 def scores(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> dict[str, float]:
-    """WA = accuracy; UA = mean recall over classes present in y_true; WF1 = support-weighted F1."""
-    m = confusion(y_true, y_pred, num_classes)
-    support = m.sum(axis=1)
-    predicted = m.sum(axis=0)
-    tp = np.diag(m).astype(float)
-    present = support > 0
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    total = support.sum()
+    """WA = accuracy; UA = balanced accuracy (mean recall over classes present in y_true);
+    WF1 = support-weighted F1 over the label set."""
+    import warnings
+
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    if len(y_true) == 0:
+        return {"wa": 0.0, "ua": 0.0, "wf1": 0.0}
+    with warnings.catch_warnings():
+        # "y_pred contains classes not in y_true": expected when a class is absent from a split.
+        warnings.simplefilter("ignore", UserWarning)
+        ua = balanced_accuracy_score(y_true, y_pred)
     return {
-        "wa": float(tp.sum() / total) if total else 0.0,
-        "ua": float(recall[present].mean()) if present.any() else 0.0,
-        "wf1": float((f1 * support).sum() / total) if total else 0.0,
+        "wa": float(accuracy_score(y_true, y_pred)),
+        "ua": float(ua),
+        "wf1": float(
+            f1_score(
+                y_true,
+                y_pred,
+                labels=list(range(num_classes)),
+                average="weighted",
+                zero_division=0,
+            )
+        ),
     }
 
 

@@ -69,9 +69,22 @@ def test_metrics_equal_scikit_learn(tmp_path):
     y_true, y_pred = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
     got = scores(y_true, y_pred, 4)
     assert got["wa"] == pytest.approx(accuracy_score(y_true, y_pred))
-    assert got["ua"] == pytest.approx(recall_score(y_true, y_pred, average="macro"))
+    assert got["ua"] == pytest.approx(recall_score(y_true, y_pred, average="macro"))  # all present
     assert got["wf1"] == pytest.approx(f1_score(y_true, y_pred, average="weighted"))
     matrix = confusion(y_true, y_pred, 4)
     assert matrix.sum() == 200 and matrix[1, 2] == np.sum((y_true == 1) & (y_pred == 2))
     png = confusion_png(matrix, ["neutral", "angry", "sad", "happy"], tmp_path / "c.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ua_with_a_class_absent_from_the_truth():
+    """A split without "sad" (class 2), though the model predicts it once: UA is the mean recall
+    over the three classes present, by hand (1, 1/2, 1) → 5/6; macro recall over all four labels
+    would count sad as 0 and give 5/8."""
+    y_true = [0, 0, 1, 1, 3, 3]
+    y_pred = [0, 0, 1, 2, 3, 3]
+    got = scores(y_true, y_pred, 4)
+    assert got["ua"] == pytest.approx(5 / 6)
+    assert got["wa"] == pytest.approx(5 / 6)
+    assert confusion(y_true, y_pred, 4).shape == (4, 4)
+    assert confusion(y_true, y_pred, 4)[2].sum() == 0
