@@ -123,3 +123,24 @@ def test_embedder_in_half_precision_gives_the_float32_soft_tokens(small_dir):
     cosine = torch.nn.functional.cosine_similarity(soft16.float(), soft32, dim=-1)
     assert bool((cosine > 0.99).all()), cosine
     assert not torch.allclose(soft16.float(), soft32)  # really computed in half precision
+
+
+def test_e_moves_when_only_the_transcript_or_only_the_audio_changes(small_dir):
+    """Both inputs reach e through the real path (waveform → HuBERT, transcript → the
+    EmoQ-Former's tokenizer): one changed while the other is held fixed moves e well beyond
+    float noise, and holding both fixed does not move it. A disconnected path fails here."""
+    from annotator.models.embedder import EmotionEmbedder
+
+    embedder = EmotionEmbedder(Bundle.load(small_dir / "bundle"), str(small_dir / "hubert"))
+    rng = np.random.default_rng(1)
+    wave = rng.standard_normal(16000).astype(np.float32) * 0.1
+    other_wave = rng.standard_normal(16000).astype(np.float32) * 0.1
+    text, other_text = "I am so happy today", "I am so angry today"
+    with torch.no_grad():
+        e, _ = embedder([wave, wave, other_wave, wave], [text, other_text, text, text])
+    same = (e[3] - e[0]).abs().max().item()
+    by_text = (e[1] - e[0]).abs().max().item()
+    by_audio = (e[2] - e[0]).abs().max().item()
+    assert same < 1e-5
+    assert by_text > 1e-3, by_text
+    assert by_audio > 1e-3, by_audio
