@@ -82,9 +82,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from annotator.config import CommitConfig
-    from annotator.pipeline import synthetic
     from annotator.output.compact import compact
     from annotator.output.tables import OutputTables
+    from annotator.pipeline import synthetic
     from annotator.pipeline.sink import RunInfo, Sink
 
     per_chunk = 1000

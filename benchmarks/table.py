@@ -41,10 +41,13 @@ def rows() -> list[tuple[str, str]]:
                 for n, size in r["by_nodes"].items()
             )
         elif name == "sink":
-            text = " · ".join(
-                f"{k} {v['files_per_s']} files/s, {v['objects_per_10k_files']} objects/10k"
-                for k, v in r["results"].items()
-            ) + f" (64-GPU cluster needs {r['cluster_64_gpu_files_per_s']} files/s)"
+            text = (
+                " · ".join(
+                    f"{k} {v['files_per_s']} files/s, {v['objects_per_10k_files']} objects/10k"
+                    for k, v in r["results"].items()
+                )
+                + f" (64-GPU cluster needs {r['cluster_64_gpu_files_per_s']} files/s)"
+            )
         elif name == "query":
             b, a = r["before_compaction"], r["after_compaction"]
             text = (
