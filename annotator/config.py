@@ -176,6 +176,9 @@ class AudioConfig(_Strict):
     Attributes:
         sample_rate: every recording is resampled to this rate (Hz).
         channels: ``mix`` averages channels to mono; ``split`` makes one recording per channel.
+        channel_speakers: with ``split``, who speaks on each channel, in channel order (e.g.
+            ``[agent, customer]``): the model's prompt names the segment's speaker so, as the
+            paper uses speaker information where it is known. Empty: no speaker in the prompt.
         extensions: file endings treated as audio when listing directories and archives.
         max_archive_bytes: refuse an archive whose members decompress to more than this.
         max_member_bytes: refuse a single archive member larger than this.
@@ -186,6 +189,7 @@ class AudioConfig(_Strict):
 
     sample_rate: int = 16_000
     channels: Literal["mix", "split"] = "mix"
+    channel_speakers: list[str] = Field(default_factory=list)
     extensions: list[str] = Field(
         default_factory=lambda: [
             ".wav",

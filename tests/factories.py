@@ -93,7 +93,7 @@ def export_bundle_by_model(config, stage1_dir: Path, checkpoint_dir: str, out: P
         out,
         model.former,
         model.projector,
-        text_tok,
+        text_tok.tokenizer,
         model.llm,
         labels,
         AutoTokenizer.from_pretrained(common.model_path(config.models.llm, config)),

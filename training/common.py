@@ -32,6 +32,7 @@ class Item:
     frames: torch.Tensor  # (frames, audio_dim) HuBERT features, frozen
     text: str
     label: int
+    speaker: str = ""  # named in the stage-2 prompt when known, as serving does
 
 
 def featurize(
@@ -53,7 +54,14 @@ def featurize(
         frames, mask = hubert(audios[start : start + 8])
         for k in range(frames.shape[0]):
             ex = examples[start + k]
-            items.append(Item(frames[k][mask[k]].clone(), texts[start + k], labels.index(ex.label)))
+            items.append(
+                Item(
+                    frames[k][mask[k]].clone(),
+                    texts[start + k],
+                    labels.index(ex.label),
+                    ex.speaker,
+                )
+            )
     return items
 
 

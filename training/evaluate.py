@@ -46,12 +46,15 @@ def posteriors(
         device=device,
         dtype=features_dtype(config.models.features_dtype, device),
     )
-    prompts = PromptEmbedder.from_llm(llm, bundle.labels)
+    prompts = PromptEmbedder.from_llm(llm, bundle.labels, bundle.text_tokenizer_dir)
     embeds = []
     for start in range(0, len(audios), 16):
         _, soft = embedder(audios[start : start + 16], texts[start : start + 16])
         for k, vector in enumerate(soft):
-            embeds.append(prompts.build(texts[start + k], vector.to(prompts.table.dtype)))
+            speaker = examples[start + k].speaker or None
+            embeds.append(
+                prompts.build(texts[start + k], vector.to(prompts.table.dtype), speaker=speaker)
+            )
     own = labeler is None
     if own:
         labeler = VLLMLabeler(llm, bundle.emotion_token_ids, bundle.lora_dir, bundle.lora_rank)

@@ -10,12 +10,14 @@ from typing import Any
 import torch
 
 from annotator.config import AnnotatorConfig
+from annotator.models.transcript import TranscriptTokenizer
 from training import common, losses
 from training.models import Stage1Model
 
 
-def build(config: AnnotatorConfig, labels) -> tuple[Stage1Model, Any]:
-    from transformers import AutoConfig, AutoTokenizer
+def build(config: AnnotatorConfig, labels) -> tuple[Stage1Model, TranscriptTokenizer]:
+    """(model, the transcript tokenizer serving uses: the same cut, the same ids)."""
+    from transformers import AutoConfig
 
     from annotator.models.emoq_former import EmoQFormer
 
@@ -24,18 +26,18 @@ def build(config: AnnotatorConfig, labels) -> tuple[Stage1Model, Any]:
     former = EmoQFormer.from_pretrained(
         text_encoder, audio_dim=audio_dim.hidden_size, num_queries=config.train.num_queries
     )
-    return Stage1Model(former, len(labels)), AutoTokenizer.from_pretrained(text_encoder)
+    return Stage1Model(former, len(labels)), TranscriptTokenizer.load(text_encoder)
 
 
-def collate(tokenizer, items: list[common.Item]) -> dict[str, torch.Tensor]:
+def collate(transcripts: TranscriptTokenizer, items: list[common.Item]) -> dict[str, torch.Tensor]:
     """A list of examples → the model's inputs and the labels (CPU tensors)."""
     frames, frame_mask = common.pad_frames(items)
-    enc = tokenizer([i.text for i in items], padding=True, return_tensors="pt")
+    ids, text_mask = transcripts([i.text for i in items])
     return {
         "frames": frames,
         "frame_mask": frame_mask,
-        "ids": enc["input_ids"],
-        "text_mask": enc["attention_mask"].bool(),
+        "ids": ids,
+        "text_mask": text_mask,
         "labels": torch.tensor([i.label for i in items]),
     }
 

@@ -11,12 +11,15 @@ from typing import Any
 import torch
 
 from annotator.config import AnnotatorConfig
+from annotator.models.transcript import TranscriptTokenizer
 from training import common
 from training.models import Stage2Model, batch_loss, pad_answers
 
 
 def build(config: AnnotatorConfig, stage1_dir: Path, labels):
-    """(model, text tokenizer, PromptEmbedder): base LLM frozen, LoRA + projector + former train.
+    """(model, transcript tokenizer, PromptEmbedder): base LLM frozen, LoRA + projector + former
+    train. The transcript tokenizer cuts transcripts for both the EmoQ-Former and the prompt, as
+    serving does (annotator/models/transcript.py).
 
     The frozen base LLM is loaded in :func:`llm_dtype`; everything trained (EmoQ-Former,
     projector, LoRA) stays fp32, so AdamW's updates are not rounded away (PEFT's
@@ -39,11 +42,11 @@ def build(config: AnnotatorConfig, stage1_dir: Path, labels):
         autocast_adapter_dtype=True,
     )
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
-    prompts = PromptEmbedder(tokenizer, llm.get_input_embeddings().weight.detach(), labels)
-    text_tokenizer = AutoTokenizer.from_pretrained(
-        common.model_path(config.models.text_encoder, config)
+    transcripts = TranscriptTokenizer.load(common.model_path(config.models.text_encoder, config))
+    prompts = PromptEmbedder(
+        tokenizer, llm.get_input_embeddings().weight.detach(), labels, transcripts
     )
-    return Stage2Model(former, projector, peft_model), text_tokenizer, prompts
+    return Stage2Model(former, projector, peft_model), transcripts, prompts
 
 
 def llm_dtype(config: AnnotatorConfig) -> torch.dtype:
@@ -53,14 +56,16 @@ def llm_dtype(config: AnnotatorConfig) -> torch.dtype:
     return torch.float32 if config.models.dtype == "float32" else torch.bfloat16
 
 
-def sequences(prompts, texts, labels, label_ids, weight: float):
+def sequences(prompts, texts, labels, label_ids, weight: float, speakers=None):
     """Prompt + answer token ids, right-padded, with the mask, the Eq. 7 weights and each row's
-    soft-token position (right padding leaves it where the prompt put it)."""
+    soft-token position (right padding leaves it where the prompt put it). ``speakers``: each
+    segment's speaker where known ("" or None: none), named in the prompt as serving does."""
     tok = prompts.tokenizer
     end = tok.convert_tokens_to_ids("<|im_end|>")
     rows, weights, audio_position = [], [], []
-    for text, y in zip(texts, label_ids, strict=True):
-        prompt = prompts.prompt(text)
+    speakers = speakers if speakers is not None else [None] * len(texts)
+    for text, y, speaker in zip(texts, label_ids, speakers, strict=True):
+        prompt = prompts.prompt(text, speaker or None)
         word = tok.encode(" " + labels[y], add_special_tokens=False)
         rows.append([*prompt.ids, *word, end])
         weights.append([0.0] * len(prompt) + [weight] * len(word) + [1.0])
@@ -70,19 +75,19 @@ def sequences(prompts, texts, labels, label_ids, weight: float):
     return ids, mask, w, torch.tensor(audio_position)
 
 
-def collate(text_tok, prompts, labels, weight: float, items) -> dict[str, torch.Tensor]:
+def collate(transcripts, prompts, labels, weight: float, items) -> dict[str, torch.Tensor]:
     """A list of examples → the model's inputs, the answer targets and their Eq. 7 weights."""
     frames, frame_mask = common.pad_frames(items)
     texts = [i.text for i in items]
-    enc = text_tok(texts, padding=True, return_tensors="pt")
+    text_ids, text_mask = transcripts(texts)
     ids, mask, weights, audio_position = sequences(
-        prompts, texts, labels, [i.label for i in items], weight
+        prompts, texts, labels, [i.label for i in items], weight, [i.speaker for i in items]
     )
     return {
         "frames": frames,
         "frame_mask": frame_mask,
-        "ids": enc["input_ids"],
-        "text_mask": enc["attention_mask"].bool(),
+        "ids": text_ids,
+        "text_mask": text_mask,
         "prompt_ids": ids,
         "prompt_mask": mask,
         "weights": weights,

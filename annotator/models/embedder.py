@@ -13,8 +13,7 @@ import torch
 
 from annotator.models.bundle import Bundle
 from annotator.models.hubert import HubertFeatures
-
-MAX_TEXT_TOKENS = 128
+from annotator.models.transcript import TranscriptTokenizer
 
 
 def features_dtype(name: str, device: str) -> torch.dtype:
@@ -36,8 +35,6 @@ class EmotionEmbedder:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        from transformers import AutoTokenizer
-
         self.hubert = HubertFeatures(hubert, layer=hubert_layer, device=device, dtype=dtype)
         self.former = bundle.load_emoq_former().to(device, dtype)
         self.projector = bundle.load_projector().to(device, dtype)
@@ -47,18 +44,8 @@ class EmotionEmbedder:
                 f"bundle {bundle.root} expects {self.former.config.audio_dim}-dim audio frames, "
                 f"HuBERT {hubert} gives {self.hubert.dim}"
             )
-        self.tokenizer = AutoTokenizer.from_pretrained(bundle.text_tokenizer_dir)
+        self.transcripts = TranscriptTokenizer.load(bundle.text_tokenizer_dir)
         self.device = device
-
-    def tokenize(self, transcripts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.tokenizer(
-            [t or "" for t in transcripts],
-            padding=True,
-            truncation=True,
-            max_length=MAX_TEXT_TOKENS,
-            return_tensors="pt",
-        )
-        return enc["input_ids"].to(self.device), enc["attention_mask"].bool().to(self.device)
 
     @torch.inference_mode()
     def __call__(
@@ -66,6 +53,6 @@ class EmotionEmbedder:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(e, soft tokens): (batch, embed_dim) unit vectors and (batch, llm_dim) projections."""
         frames, frame_mask = self.hubert(waveforms)
-        ids, text_mask = self.tokenize(transcripts)
+        ids, text_mask = self.transcripts(transcripts, self.device)
         e = self.former(frames, frame_mask, ids, text_mask)
         return e, self.projector(e)

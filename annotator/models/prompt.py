@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from annotator.models.transcript import TranscriptTokenizer
+
 SYSTEM_PROMPT = (
     "You are an emotion recognition system. Given a speech segment's transcript and its audio, "
     "answer with the speaker's emotion, one word from: {labels}."
@@ -118,13 +120,31 @@ class Prompt:
         return range(self.audio_position, self.audio_position + self.audio_slots)
 
 
+def channel_speaker(channel: int | None, names: Sequence[str]) -> str | None:
+    """The speaker a split call's channel is named for in the prompt (``audio.channel_speakers``,
+    e.g. agent and customer); None for a mixed recording or a channel without a name."""
+    if channel is None or channel >= len(names):
+        return None
+    return names[channel] or None
+
+
 class PromptEmbedder:
     """Renders EmoQ prompts to :class:`Prompt` s and to prompt embeddings with the soft token."""
 
     audio_slots = 1
 
-    def __init__(self, tokenizer, embed_table: torch.Tensor, labels: Sequence[str]) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        embed_table: torch.Tensor,
+        labels: Sequence[str],
+        transcripts: TranscriptTokenizer | None = None,
+    ) -> None:
+        """``transcripts``: the EmoQ-Former's tokenizer, which cuts long transcripts (the prompt
+        then carries exactly the words the EmoQ-Former read); training and serving both pass it.
+        """
         self.tokenizer = tokenizer
+        self.transcripts = transcripts
         self.table = embed_table
         self.labels = list(labels)
         self.system = SYSTEM_PROMPT.format(labels=", ".join(self.labels))
@@ -142,11 +162,23 @@ class PromptEmbedder:
         self._markup = sorted((t for t in markup if t), key=lambda t: (-len(t), t))
 
     @classmethod
-    def from_llm(cls, llm_dir: str | Path, labels: Sequence[str]) -> PromptEmbedder:
+    def from_llm(
+        cls,
+        llm_dir: str | Path,
+        labels: Sequence[str],
+        text_tokenizer_dir: str | Path | None = None,
+    ) -> PromptEmbedder:
+        """As serving builds it: the LLM's tokenizer and embedding table, and the bundle's
+        EmoQ-Former tokenizer (``text_tokenizer_dir``) for the transcript's cut."""
         from transformers import AutoTokenizer
 
         root = local_model_dir(str(llm_dir))
-        return cls(AutoTokenizer.from_pretrained(root), load_token_embeddings(root), labels)
+        transcripts = (
+            TranscriptTokenizer.load(text_tokenizer_dir) if text_tokenizer_dir is not None else None
+        )
+        return cls(
+            AutoTokenizer.from_pretrained(root), load_token_embeddings(root), labels, transcripts
+        )
 
     def _clean(self, text: str) -> str:
         # A transcript must not smuggle in chat markup, special tokens or a second placeholder.
@@ -161,6 +193,8 @@ class PromptEmbedder:
 
     def prompt(self, transcript: str | None, speaker: str | None = None) -> Prompt:
         """The prompt of one segment, its soft slot recorded by position."""
+        if self.transcripts is not None:
+            transcript = self.transcripts.cut(transcript)
         text = self._clean(transcript or "") or NO_SPEECH_TEXT
         who = self._clean(speaker or "")
         user = (

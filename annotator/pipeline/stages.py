@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from annotator.config import AnnotatorConfig
+from annotator.models.prompt import channel_speaker
 from annotator.pipeline.rows import ASR_COLUMNS, LABEL_COLUMNS, ROW
 
 
@@ -197,7 +198,11 @@ class LabelStage:
         self.llm = local_model_dir(_model_path(config.models.llm, config))
         self.bundle = Bundle.load(_model_path(config.models.bundle, config))
         self.bundle.check_llm_tokenizer(AutoTokenizer.from_pretrained(self.llm))
-        self.prompts = PromptEmbedder.from_llm(self.llm, self.bundle.labels)
+        self.prompts = PromptEmbedder.from_llm(
+            self.llm, self.bundle.labels, self.bundle.text_tokenizer_dir
+        )
+        # A split call's channel → its speaker's role, for the prompt (audio.channel_speakers).
+        self.speakers = list(config.audio.channel_speakers)
         # The engine starts once the run has work (the ASR stage's first window), in a thread,
         # or else with the first segment: a run of skips needs none (pipeline/warmup.py).
         self.labeler = None
@@ -235,10 +240,13 @@ class LabelStage:
         }
         if rows:
             texts = batch["text"].to_pylist()
+            channels = batch["channel"].to_pylist()
             soft = batch["soft"]
             embeds = [
                 self.prompts.build(
-                    texts[i], torch.tensor(soft[i].as_py(), dtype=self.prompts.table.dtype)
+                    texts[i],
+                    torch.tensor(soft[i].as_py(), dtype=self.prompts.table.dtype),
+                    speaker=channel_speaker(channels[i], self.speakers),
                 )
                 for i in rows
             ]

@@ -12,7 +12,9 @@ from annotator.models.prompt import PromptEmbedder
 from training import losses
 from training.stage2 import build, sequences
 
-TEXTS = ["hi", "", "I can't believe you did that to me again, after everything <AUDIO>"]
+LONG = " ".join(["and then they put me on hold again for another forty minutes"] * 30)
+TEXTS = ["hi", "", "I can't believe you did that to me again, after everything <AUDIO>", LONG]
+SPEAKERS = ["customer", "", None, "agent"]
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +33,16 @@ def test_the_small_llm_has_no_audio_token(stage2):
 
 def test_training_and_serving_prompts_are_identical(stage2, small_dir):
     """Same segment → the same token ids, the same slot, and (batched, right-padded, prompts of
-    different lengths) the same embedding rows as ``PromptEmbedder.build`` gives LabelStage."""
-    model, _, prompts, labels = stage2
-    served = PromptEmbedder.from_llm(small_dir / "llm", labels)
-    ids, mask, _, audio_position = sequences(prompts, TEXTS, labels, [0, 1, 2], 5.0)
+    different lengths) the same embedding rows as LabelStage's PromptEmbedder gives, speaker
+    included; a transcript longer than the EmoQ-Former reads is cut the same way in both, and
+    the EmoQ-Former's ids are the features stage's."""
+    from annotator.models.embedder import EmotionEmbedder
+    from annotator.models.transcript import MAX_TEXT_TOKENS
+
+    model, transcripts, prompts, labels = stage2
+    bundle = Bundle.load(small_dir / "bundle")
+    served = PromptEmbedder.from_llm(small_dir / "llm", labels, bundle.text_tokenizer_dir)
+    ids, mask, _, audio_position = sequences(prompts, TEXTS, labels, [0, 1, 2, 3], 5.0, SPEAKERS)
     assert len({int(m.sum()) for m in mask}) == len(TEXTS)  # really padded
     soft = torch.randn(
         len(TEXTS), served.table.shape[1], generator=torch.Generator().manual_seed(0)
@@ -42,29 +50,44 @@ def test_training_and_serving_prompts_are_identical(stage2, small_dir):
     with torch.no_grad():
         trained = model.prompt_embeds(ids, audio_position, soft)
     for k, text in enumerate(TEXTS):
-        prompt = served.prompt(text)
+        prompt = served.prompt(text, SPEAKERS[k])
         assert ids[k, : len(prompt)].tolist() == list(prompt.ids)
         assert int(audio_position[k]) == prompt.audio_position
         torch.testing.assert_close(
-            trained[k, : len(prompt)], served.build(text, soft[k]), rtol=0, atol=0
+            trained[k, : len(prompt)],
+            served.build(text, soft[k], speaker=SPEAKERS[k]),
+            rtol=0,
+            atol=0,
         )
+    # The speaker is in the prompt where known; the long transcript is cut, not carried whole.
+    decoded = [
+        served.tokenizer.decode(served.prompt(t, s).ids)
+        for t, s in zip(TEXTS, SPEAKERS, strict=True)
+    ]
+    assert "Speaker: customer" in decoded[0] and "Speaker:" not in decoded[1]
+    assert LONG not in decoded[3] and transcripts.cut(LONG) in decoded[3]
+    train_ids, train_mask = transcripts(TEXTS)
+    assert train_mask.sum(dim=1).max() == MAX_TEXT_TOKENS
+    embedder = EmotionEmbedder(bundle, str(small_dir / "hubert"))
+    serve_ids, serve_mask = embedder.transcripts(TEXTS)
+    assert torch.equal(train_ids, serve_ids) and torch.equal(train_mask, serve_mask)
 
 
 def test_one_training_step_trains_through_the_soft_token(stage2):
     """The loss reaches the projector only through the soft slot: were the slot looked up by a
     vocabulary id this tokenizer lacks, the projector would get no gradient."""
-    model, text_tok, prompts, labels = stage2
+    model, transcripts, prompts, labels = stage2
     model.train()
     g = torch.Generator().manual_seed(1)
     frames = torch.randn(len(TEXTS), 40, model.former.config.audio_dim, generator=g)
     frame_mask = torch.ones(frames.shape[:2], dtype=torch.bool)
-    enc = text_tok(TEXTS, padding=True, return_tensors="pt")
-    ids, mask, weights, audio_position = sequences(prompts, TEXTS, labels, [0, 1, 2], 5.0)
+    text_ids, text_mask = transcripts(TEXTS)
+    ids, mask, weights, audio_position = sequences(prompts, TEXTS, labels, [0, 1, 2, 3], 5.0)
     logits = model(
         frames,
         frame_mask,
-        enc["input_ids"],
-        enc["attention_mask"].bool(),
+        text_ids,
+        text_mask,
         ids,
         mask,
         audio_position,
