@@ -252,6 +252,7 @@ def train_manifest(
     from training import data
 
     config = _load(config_path)
+    skipped: list[tuple[str, str, int]] = []  # annotations: archive members left out
     try:
         if kind == "synthetic":
             made = data.read_manifest(data.synthetic_corpus(Path(source)))
@@ -260,7 +261,9 @@ def train_manifest(
         elif kind == "meld":
             made = data.meld_manifest(Path(source), int(classes))
         else:
-            made = data.from_annotations(source, where, human_labels, config.s3)
+            made = data.from_annotations(
+                source, where, human_labels, config.s3, config.audio.channel_speakers, skipped
+            )
         splits: Counter[str] = Counter()
 
         def counted(examples):  # annotations stream: count while writing
@@ -272,6 +275,14 @@ def train_manifest(
     except data.ManifestError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{dest}: {sum(splits.values())} examples {dict(sorted(splits.items()))}")
+    if skipped:
+        click.echo(
+            f"skipped {len(skipped)} archive members ({sum(n for *_, n in skipped)} segments): "
+            "their audio would need extracting first",
+            err=True,
+        )
+        for uri, member, n in skipped:
+            click.echo(f"  {uri}!{member}: {n} segments", err=True)
 
 
 @train.command("stage1")

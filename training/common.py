@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from annotator.config import AnnotatorConfig, ConfigError
-from training.data import Example, load_audio
+from training.data import Example, load_audios
 
 
 def model_path(name: str, config: AnnotatorConfig) -> str:
@@ -42,7 +42,7 @@ def featurize(
     from annotator.models.hubert import HubertFeatures
 
     hubert = HubertFeatures(model_path(config.models.hubert, config), config.models.hubert_layer)
-    audios = [load_audio(ex, config.s3) for ex in examples]
+    audios = load_audios(examples, config.s3)
     texts = [ex.transcript for ex in examples]
     if config.train.transcripts == "asr":
         from annotator.models.asr import Transcriber

@@ -32,6 +32,7 @@ class Example:
     start_s: float | None = None
     end_s: float | None = None
     fold: int | None = None
+    channel: int | None = None  # one channel of a multi-channel source; None: channels mixed
 
 
 class ManifestError(ValueError):
@@ -66,18 +67,52 @@ def read_manifest(path: Path, labels: Sequence[str] | None = None) -> list[Examp
     return examples
 
 
-def load_audio(ex: Example, s3=None) -> np.ndarray:
-    """The example's 16 kHz mono samples (the file, or its start_s..end_s span)."""
-    from annotator.audio.decode import decode_bytes
+def _decode_source(uri: str, s3=None) -> np.ndarray:
+    """(channels, samples) float32 at 16 kHz of one whole source file."""
+    import io
+
+    from annotator.audio.decode import AudioError, iter_decoded
     from annotator.audio.sources import filesystem
     from annotator.config import S3Config
 
-    fs, path = filesystem(ex.audio_uri, s3 or S3Config())
+    fs, path = filesystem(uri, s3 or S3Config())
     with fs.open(path, "rb") as handle:
-        audio = decode_bytes(handle.read())
+        data = handle.read()
+    if not data:
+        raise AudioError("decode", "empty_file", f"{uri}: zero bytes")
+    return np.concatenate(list(iter_decoded(io.BytesIO(data), name=uri)), axis=1)
+
+
+def _cut(ex: Example, channels: np.ndarray) -> np.ndarray:
+    if ex.channel is None:
+        audio = channels.mean(axis=0)
+    elif ex.channel < channels.shape[0]:
+        audio = channels[ex.channel]
+    else:
+        raise ManifestError(
+            f"{ex.audio_uri} has {channels.shape[0]} channel(s); the example asks for channel "
+            f"{ex.channel}"
+        )
     start = 0 if ex.start_s is None else round(ex.start_s * 16_000)
-    end = len(audio) if ex.end_s is None else round(ex.end_s * 16_000)
-    return audio[start:end]
+    end = audio.shape[0] if ex.end_s is None else round(ex.end_s * 16_000)
+    return np.ascontiguousarray(audio[start:end], dtype=np.float32)
+
+
+def load_audio(ex: Example, s3=None) -> np.ndarray:
+    """The example's 16 kHz samples: its channel (or the channels mixed), whole or its
+    start_s..end_s span."""
+    return _cut(ex, _decode_source(ex.audio_uri, s3))
+
+
+def load_audios(examples: Sequence[Example], s3=None) -> list[np.ndarray]:
+    """:func:`load_audio` of each example; consecutive examples of one source (the segments of a
+    recording, both channels of a call) decode it once."""
+    out, last_uri, last = [], None, None
+    for ex in examples:
+        if ex.audio_uri != last_uri:
+            last_uri, last = ex.audio_uri, _decode_source(ex.audio_uri, s3)
+        out.append(_cut(ex, last))
+    return out
 
 
 # -- IEMOCAP -----------------------------------------------------------------------------------
@@ -181,15 +216,27 @@ def from_annotations(
     where: str = "emotion_confidence < 0.5",
     human_labels: Path | None = None,
     s3=None,
+    channel_speakers: Sequence[str] = (),
+    skipped: list[tuple[str, str, int]] | None = None,
 ) -> Iterator[Example]:
     """Segments of an annotator output as manifest examples, streamed: those matching ``where``
     (SQL over the ``segments`` view), labelled by ``human_labels`` (CSV: segment_id,label) when
-    given, else by the model's own emotion. The transcript is the recognised text. Rows come from
-    DuckDB in record batches, and human labels are joined inside DuckDB, so neither the output nor
-    the labels need to fit in Python."""
+    given, else by the model's own emotion. Each example is the segment's own channel (a split
+    call's channel, as it was served), its speaker named by ``channel_speakers`` as serving names
+    it, and the recognised text. Examples come in source order, so training decodes each source
+    once (:func:`load_audios`).
+
+    Segments of archive members are not examples (the member would need extracting first);
+    every such member is appended to ``skipped`` as (source_uri, member, segments), and logged.
+
+    Rows come from DuckDB in record batches and human labels are joined inside DuckDB, so neither
+    the output nor the labels need to fit in Python."""
+    import logging
+
     import pyarrow as pa
     import pyarrow.csv as pv
 
+    from annotator.models.prompt import channel_speaker
     from annotator.query import Annotations
 
     ann = Annotations(output, s3)
@@ -205,22 +252,33 @@ def from_annotations(
         )
         ann.con.register("human_labels", table)
         label, join = "h.label", "JOIN human_labels h USING (segment_id)"
+    chosen = f"FROM segments s {join} WHERE ({where})"
+    members = ann.sql(
+        f"SELECT s.source_uri, s.member, count(*) {chosen} AND s.member <> '' "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    log = logging.getLogger("training.data")
+    for uri, member, n in members:
+        log.warning(
+            "skipped %s!%s (%d segments): archive members are not extracted", uri, member, n
+        )
+        if skipped is not None:
+            skipped.append((uri, member, n))
     relation = ann.sql(
-        f"SELECT s.source_uri, s.start_s, s.end_s, s.text, {label} AS label FROM segments s {join} "
-        f"WHERE ({where}) AND s.member = '' ORDER BY s.segment_id"
+        f"SELECT s.source_uri, s.channel, s.start_s, s.end_s, s.text, {label} AS label "
+        f"{chosen} AND s.member = '' ORDER BY s.source_uri, s.channel NULLS FIRST, s.start_s"
     )
-    # Archive members need extracting first; they are left to the caller (member <> '').
-    reader = relation.fetch_arrow_reader(batch_size=10_000)
-    for batch in reader:
+    for batch in relation.fetch_arrow_reader(batch_size=10_000):
         for row in batch.to_pylist():
             yield Example(
                 audio_uri=row["source_uri"],
                 transcript=row["text"],
                 label=row["label"],
-                speaker="",
+                speaker=channel_speaker(row["channel"], channel_speakers) or "",
                 split="train",
                 start_s=row["start_s"],
                 end_s=row["end_s"],
+                channel=row["channel"],
             )
     ann.close()
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from annotator.config import AnnotatorConfig
 from training import common
-from training.data import Example, load_audio
+from training.data import Example, load_audios
 from training.metrics import confusion, confusion_png, scores
 
 
@@ -30,7 +30,7 @@ def posteriors(
 
     bundle = Bundle.load(bundle_dir)
     llm = common.model_path(config.models.llm, config)
-    audios = [load_audio(ex, config.s3) for ex in examples]
+    audios = load_audios(examples, config.s3)
     texts = [ex.transcript for ex in examples]
     if config.train.transcripts == "asr":
         from annotator.models.asr import Transcriber

@@ -60,3 +60,102 @@ def test_manifest_round_trip_and_errors(tmp_path):
     path.write_text('{"audio_uri": "a", "transcript": "", "label": "sad", "colour": 1}\n')
     with pytest.raises(ManifestError, match="colour"):
         read_manifest(path)
+
+
+def test_annotations_manifest_takes_each_segments_own_channel_once_per_source(
+    tmp_path, monkeypatch
+):
+    """A split call (left channel a 440 Hz tone, right silent): each example is its own channel,
+    as it was served, with the speaker serving names; one decode per source; the archive member's
+    segments are reported, not dropped silently."""
+    import datetime as dt
+    import wave
+
+    import numpy as np
+    import pyarrow as pa
+
+    from annotator.output.tables import OutputTables
+    from annotator.schema import FILES, SEGMENTS
+    from training import data
+
+    t = np.arange(3 * 16_000) / 16_000
+    left = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
+    stereo = np.stack([left, np.zeros_like(left)], axis=1)
+    call = tmp_path / "call.wav"
+    with wave.open(str(call), "wb") as handle:
+        handle.setnchannels(2)
+        handle.setsampwidth(2)
+        handle.setframerate(16_000)
+        handle.writeframes(stereo.tobytes())
+    now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    blank = {name: None for name in SEGMENTS.names}
+    rows = [
+        blank
+        | {
+            "recording_id": f"rec-{channel}",
+            "call_id": "call",
+            "source_uri": str(call),
+            "member": "",
+            "channel": channel,
+            "segment_id": f"rec-{channel}-{i:06d}",
+            "segment_index": i,
+            "start_s": float(i),
+            "end_s": float(i) + 1.0,
+            "text": f"words {channel} {i}",
+            "emotion": "angry",
+            "emotion_confidence": 0.3,
+            "commit_id": "c1",
+        }
+        for channel in (1, 0)
+        for i in (1, 0)
+    ]
+    rows.append(
+        blank
+        | {
+            "recording_id": "m",
+            "call_id": "arch",
+            "source_uri": "/data/calls.tar",
+            "member": "a.wav",
+            "segment_id": "m-000000",
+            "segment_index": 0,
+            "start_s": 0.0,
+            "end_s": 1.0,
+            "text": "x",
+            "emotion": "sad",
+            "emotion_confidence": 0.2,
+            "commit_id": "c1",
+        }
+    )
+    out = tmp_path / "out"
+    tables = OutputTables(str(out))
+    tables.append("segments", pa.Table.from_pylist(rows, schema=SEGMENTS), "t", 1)
+    ledger = [
+        {"call_id": c, "source_uri": u, "member": m, "commit_id": "c1", "committed_at": now}
+        for c, u, m in (("call", str(call), ""), ("arch", "/data/calls.tar", "a.wav"))
+    ]
+    tables.append("files", pa.Table.from_pylist(ledger, schema=FILES), "t", 1)
+
+    skipped: list = []
+    examples = list(
+        data.from_annotations(
+            str(out), "true", channel_speakers=["agent", "customer"], skipped=skipped
+        )
+    )
+    assert skipped == [("/data/calls.tar", "a.wav", 1)]
+    assert [(e.channel, e.start_s, e.speaker) for e in examples] == [
+        (0, 0.0, "agent"),
+        (0, 1.0, "agent"),
+        (1, 0.0, "customer"),
+        (1, 1.0, "customer"),
+    ]
+    decoded = []
+    real = data._decode_source
+    monkeypatch.setattr(
+        data, "_decode_source", lambda uri, s3=None: decoded.append(uri) or real(uri, s3)
+    )
+    audios = data.load_audios(examples)
+    assert decoded == [str(call)]  # one decode for four segments of two channels
+    assert all(a.shape == (16_000,) for a in audios)
+    rms = [float(np.sqrt(np.mean(a**2))) for a in audios]
+    assert rms[0] > 0.3 and rms[1] > 0.3  # the tone's channel, not a mix (a mix: 0.18)
+    assert rms[2] < 1e-4 and rms[3] < 1e-4  # the silent channel
