@@ -2,7 +2,7 @@
 
 1. a small synthetic archive (two podcast episodes as loose files, two stereo calls in a tar);
 2. the small profile trained in two stages on a synthetic espeak-ng corpus (cached);
-3. the archive annotated on a local Ray cluster with vLLM (the ledger makes a rerun quick);
+3. the archive annotated on a local Ray cluster with vLLM (the files table makes a rerun quick);
 4. three named SQL queries printed; 5. the HTML report written.
 
 Everything lives under ``ANNOTATOR_HOME/demo`` and is reused by the next run.
@@ -189,6 +189,12 @@ def run_demo(home: Path | None = None, say: Callable[[str], None] = print) -> di
         models={"home": str(home), "bundle": str(bundle.root)},
         audio={"channels": "split"},
     )
+    from annotator.output.legacy import convert
+    from annotator.output.tables import OutputTables
+
+    if OutputTables(str(out)).is_legacy():  # a demo output written by annotator 0.1
+        say(f"converting {out} to Delta tables (annotator convert)")
+        convert(str(out))
     say(f"annotating {corpus} → {out}")
     summary = annotate(config, [str(corpus / "podcasts"), str(corpus / "calls-2026-11-21.tar")])
     for line in summary.lines():
