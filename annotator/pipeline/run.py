@@ -31,10 +31,12 @@ def annotate(
     force: bool = False,
     on_progress: Callable[[Counts], None] | None = None,
 ) -> RunSummary:
-    """Annotate ``inputs`` into ``config.output``; returns the summary (also stored in runs/).
+    """Annotate ``inputs`` into ``config.output``; returns the summary (also stored in the runs
+    table).
 
-    ``force`` reprocesses files the output already holds (their new rows supersede the old). Raises :class:`RunError` when the run
-    cannot finish; committed files stay committed and a rerun resumes.
+    ``force`` reprocesses files the output already holds (their new rows supersede the old).
+    Raises :class:`RunError` when the run cannot finish; what finished is committed first,
+    committed files stay committed and a rerun resumes.
     """
     import ray
 
