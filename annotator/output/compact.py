@@ -47,7 +47,7 @@ def compact(
         if dt is None:
             continue
         before = len(dt.file_uris())
-        dt.optimize.compact(target_size=target_mib * 1024**2 if target_mib else None)
+        _compact(dt, target_mib * 1024**2 if target_mib else None)
         failpoints.point(f"compact:{name}")
         dt.create_checkpoint()  # readers then load one file, not every commit's JSON
         removed = dt.vacuum(
@@ -67,3 +67,19 @@ def compact(
             len(removed),
         )
     return out
+
+
+def _compact(dt, target_size: int | None, attempts: int = 5) -> None:
+    """optimize.compact, tried again if a concurrent commit made it conflict (a writer that
+    removed files it read: another compaction, a --force overwrite); appends never do."""
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(attempts):
+        try:
+            dt.optimize.compact(target_size=target_size)
+            return
+        except CommitFailedError:
+            if attempt == attempts - 1:
+                raise
+            log.warning("compaction of %s met a concurrent commit; trying again", dt.table_uri)
+            dt.update_incremental()
