@@ -71,7 +71,7 @@ def compact(
 
 def _compact(dt, target_size: int | None, attempts: int = 5) -> None:
     """optimize.compact, tried again if a concurrent commit made it conflict (a writer that
-    removed files it read: another compaction, a --force overwrite); appends never do."""
+    removed files it read: another compaction); appends never do."""
     from deltalake.exceptions import CommitFailedError
 
     for attempt in range(attempts):
