@@ -322,9 +322,20 @@ def train_stage2_command(
 @click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--split", default="test", show_default=True, help="Which split to score.")
 @click.option("--out", "dest", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option(
+    "--ablate",
+    type=click.Choice(["audio", "text"]),
+    default=None,
+    help="Take one input away: audio (silence of the same length) or text (blank transcripts).",
+)
 @CONFIG_OPTION
 def eval_command(
-    bundle: Path, manifest: Path, split: str, dest: Path | None, config_path: Path | None
+    bundle: Path,
+    manifest: Path,
+    split: str,
+    dest: Path | None,
+    ablate: str | None,
+    config_path: Path | None,
 ) -> None:
     """Score BUNDLE on a manifest split as it is served (vLLM): WA, UA, WF1, confusion matrix.
 
@@ -337,7 +348,7 @@ def eval_command(
     examples = [e for e in read_manifest(manifest) if e.split == split]
     if not examples:
         raise click.ClickException(f"{manifest} has no {split!r} examples")
-    result = evaluate_on_ray(config, bundle, examples, dest)
+    result = evaluate_on_ray(config, bundle, examples, dest, ablate)
     click.echo(
         f"{len(examples)} examples: WA {result['wa']:.3f} · UA {result['ua']:.3f} · "
         f"WF1 {result['wf1']:.3f}" + (f" · written to {dest}" if dest else "")

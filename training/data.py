@@ -328,6 +328,21 @@ SYNTH_PROSODY = {  # espeak-ng rate (wpm), pitch (0-99), amplitude (0-200)
     "happy": {"rate": 175, "pitch": 85, "amplitude": 130},
 }
 SYNTH_VOICES = ["en-us", "en-gb", "en-us+f3", "en-us+m3", "en-gb+f4", "en-us+m7"]
+# What carries the emotion in a synthetic corpus: both (the default), prosody only (every emotion
+# speaks the same neutral sentences) or wording only (every emotion spoken with neutral prosody).
+CARRIERS = ("both", "prosody", "wording")
+
+
+def _voice_prosody(label: str, v: int) -> dict[str, int]:
+    """The emotion's prosody, shifted per voice (pitch ±8, rate ±8 %), so that no single pitch
+    or rate value names an emotion across voices."""
+    base = SYNTH_PROSODY[label]
+    shift = (v % 3) - 1
+    return {
+        "rate": round(base["rate"] * (1 + 0.08 * shift)),
+        "pitch": min(99, max(0, base["pitch"] + 8 * shift)),
+        "amplitude": base["amplitude"],
+    }
 
 
 def synthetic_corpus(
@@ -335,12 +350,19 @@ def synthetic_corpus(
     voices: Sequence[str] = tuple(SYNTH_VOICES),
     test_voices: int = 2,
     per_class: int = 6,
+    carries: str = "both",
 ) -> Path:
     """Speak every emotion's sentences in every voice; the last ``test_voices`` voices are the
     test split (speaker-independent). Writes ``root/<voice>/<label>_<i>.wav`` and
-    ``root/manifest.jsonl`` (returned). Reuses an existing complete corpus."""
+    ``root/manifest.jsonl`` (returned). Reuses an existing complete corpus.
+
+    ``carries``: ``both`` (wording and prosody carry the emotion), ``prosody`` (the same neutral
+    sentences for every emotion; pitch, rate and loudness carry it, shifted per voice) or
+    ``wording`` (every sentence spoken with the same neutral prosody)."""
     from annotator.audio.synth import encode, speak
 
+    if carries not in CARRIERS:
+        raise ValueError(f"carries must be one of {CARRIERS}, not {carries!r}")
     manifest = Path(root) / "manifest.jsonl"
     if manifest.is_file():
         return manifest
@@ -348,9 +370,18 @@ def synthetic_corpus(
     for v, voice in enumerate(voices):
         split = "test" if v >= len(voices) - test_voices else "train"
         for label, sentences in SYNTH_WORDS.items():
+            if carries == "prosody":
+                sentences = SYNTH_WORDS["neutral"]
+            prosody = (
+                SYNTH_PROSODY["neutral"]
+                if carries == "wording"
+                else _voice_prosody(label, v)
+                if carries == "prosody"
+                else SYNTH_PROSODY[label]
+            )
             for i, text in enumerate(sentences[:per_class]):
                 path = Path(root) / voice.replace("+", "_") / f"{label}_{i}.wav"
-                encode(speak(text, voice=voice, **SYNTH_PROSODY[label]), path)
+                encode(speak(text, voice=voice, **prosody), path)
                 examples.append(Example(str(path), text, label, voice, split))
     tmp = manifest.with_suffix(".tmp")
     write_manifest(examples, tmp)

@@ -15,12 +15,20 @@ from training import common
 from training.data import Example, load_audios
 from training.metrics import confusion, confusion_png, scores
 
+ABLATIONS = ("audio", "text")  # what evaluation can take away from a trained model's inputs
+
 
 def posteriors(
-    config: AnnotatorConfig, bundle_dir: Path, examples: Sequence[Example], labeler=None
+    config: AnnotatorConfig,
+    bundle_dir: Path,
+    examples: Sequence[Example],
+    labeler=None,
+    ablate: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """(n, labels) posteriors of ``examples`` and the transcripts used. ``labeler``: a running
-    VLLMLabeler serving this bundle (else one is started and stopped here)."""
+    VLLMLabeler serving this bundle (else one is started and stopped here). ``ablate``: take
+    one input path away from the trained model: ``audio`` (every waveform replaced by silence of
+    its length) or ``text`` (every transcript blank, in the EmoQ-Former and the prompt)."""
     import torch
 
     from annotator.models.bundle import Bundle
@@ -37,6 +45,12 @@ def posteriors(
 
         asr = Transcriber(common.model_path(config.models.asr.model, config), config.models.asr)
         texts = [t.text for t in asr(audios)]
+    if ablate not in (None, *ABLATIONS):
+        raise ValueError(f"ablate must be one of {ABLATIONS}, not {ablate!r}")
+    if ablate == "audio":
+        audios = [np.zeros_like(a) for a in audios]
+    elif ablate == "text":
+        texts = ["" for _ in texts]
     # On the GPU the evaluation actor asked for, if it has one; in the features stage's dtype.
     device = "cuda" if torch.cuda.is_available() else "cpu"
     embedder = EmotionEmbedder(
@@ -72,12 +86,13 @@ def evaluate(
     examples: Sequence[Example],
     out: Path | None = None,
     labeler=None,
+    ablate: str | None = None,
 ) -> dict[str, Any]:
     from annotator.models.bundle import Bundle
 
     bundle = Bundle.load(bundle_dir)  # hashes every file: once
     labels = bundle.labels
-    probs, texts = posteriors(config, bundle_dir, examples, labeler)
+    probs, texts = posteriors(config, bundle_dir, examples, labeler, ablate)
     y_true = [labels.index(ex.label) for ex in examples]
     y_pred = probs.argmax(axis=1).tolist()
     result = {
@@ -88,6 +103,7 @@ def evaluate(
         **scores(y_true, y_pred, len(labels)),
         "confusion": confusion(y_true, y_pred, len(labels)).tolist(),
         "transcripts": config.train.transcripts,
+        "ablated": ablate,
         "posteriors": probs.tolist(),
         "texts": texts,
     }
@@ -148,8 +164,8 @@ class Evaluator:
             **({"gpu_memory_utilization": 0.8 * num_gpus} if num_gpus > 0 else {}),
         )
 
-    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
-        return evaluate(self.config, self.bundle.root, examples, None, self.labeler)
+    def evaluate(self, examples: Sequence[Example], ablate: str | None = None) -> dict[str, Any]:
+        return evaluate(self.config, self.bundle.root, examples, None, self.labeler, ablate)
 
     def close(self) -> None:
         self.labeler.close()
@@ -160,6 +176,7 @@ def evaluate_on_ray(
     bundle_dir: Path,
     examples: Sequence[Example],
     out: Path | None = None,
+    ablate: str | None = None,
 ) -> dict[str, Any]:
     """``evaluate`` in an ``Evaluator`` actor on the Ray cluster (``ray_address``, else a local
     one); this process only gathers the result and writes ``out``. ``bundle_dir`` must be a path
@@ -178,7 +195,7 @@ def evaluate_on_ray(
         )
     )
     try:
-        result = ray.get(actor.evaluate.remote(list(examples)))
+        result = ray.get(actor.evaluate.remote(list(examples), ablate))
         ray.get(actor.close.remote())
     finally:
         ray.kill(actor)

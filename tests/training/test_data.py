@@ -159,3 +159,35 @@ def test_annotations_manifest_takes_each_segments_own_channel_once_per_source(
     rms = [float(np.sqrt(np.mean(a**2))) for a in audios]
     assert rms[0] > 0.3 and rms[1] > 0.3  # the tone's channel, not a mix (a mix: 0.18)
     assert rms[2] < 1e-4 and rms[3] < 1e-4  # the silent channel
+
+
+def test_synthetic_corpora_that_separate_wording_and_prosody(tmp_path):
+    """prosody: every emotion speaks the same sentences (only the sound differs); wording: the
+    sentences differ and every clip is spoken with the same neutral prosody, so clips of the same
+    sentence length last about as long whatever the emotion."""
+    import numpy as np
+
+    from training.data import SYNTH_WORDS, load_audio, read_manifest, synthetic_corpus
+
+    kw = {"voices": ["en-us", "en-gb"], "test_voices": 1, "per_class": 2}
+    prosody = read_manifest(synthetic_corpus(tmp_path / "p", carries="prosody", **kw))
+    wording = read_manifest(synthetic_corpus(tmp_path / "w", carries="wording", **kw))
+    texts = {label: {e.transcript for e in prosody if e.label == label} for label in SYNTH_WORDS}
+    assert all(t == set(SYNTH_WORDS["neutral"][:2]) for t in texts.values())
+    assert {e.transcript for e in wording if e.label == "angry"} == set(SYNTH_WORDS["angry"][:2])
+
+    # Prosody carries the emotion in one corpus and not the other: seconds per word of an angry
+    # (fast) clip against a sad (slow) one.
+    def pace(examples, label):
+        return np.mean(
+            [
+                len(load_audio(e)) / 16_000 / len(e.transcript.split())
+                for e in examples
+                if e.label == label
+            ]
+        )
+
+    assert pace(prosody, "sad") > 1.5 * pace(prosody, "angry")
+    assert abs(pace(wording, "sad") / pace(wording, "angry") - 1) < 0.3
+    with pytest.raises(ValueError, match="carries"):
+        synthetic_corpus(tmp_path / "x", carries="tone")
