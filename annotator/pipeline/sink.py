@@ -59,6 +59,7 @@ class RunInfo:
 @dataclass
 class Counts:
     files: int = 0  # committed this run
+    finished: int = 0  # finished in the sink this run: committed, or in the next commit
     skipped: int = 0  # already committed by an earlier run
     recordings: int = 0
     segments: int = 0
@@ -184,6 +185,7 @@ class Sink:
         if not self._ready:
             self._ready_since = time.monotonic()
         self._ready[call_id] = row
+        self.counts.finished += 1
 
     # -- committing ----------------------------------------------------------------------------
 
