@@ -64,6 +64,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.export
 	$(BIN)/python -m benchmarks.sink
 	$(BIN)/python -m benchmarks.query
+	$(BIN)/python -m benchmarks.paths
 	$(BIN)/python -m benchmarks.table
 
 # Per-stage GPU figures with the paper's model shapes, random weights built on the GPU; JSON in

@@ -56,6 +56,15 @@ def rows() -> list[tuple[str, str]]:
                 f"{a['cli_s']} s after ({a['parquet_files']['segments']}); query alone "
                 f"{b['query_s']} → {a['query_s']} s"
             )
+        elif name == "paths":
+            text = (
+                " · ".join(
+                    f"{corpus}: UA full {c['full']['ua']}, no audio {c['no_audio']['ua']}, "
+                    f"no text {c['no_text']['ua']}"
+                    for corpus, c in r["corpora"].items()
+                )
+                + f" (chance {r['chance_ua']})"
+            )
         elif name == "labeler":
             text = json.dumps({k: v for k, v in r.items() if "per_s" in k or "speedup" in k})
         else:
