@@ -131,7 +131,9 @@ def test_exported_bundle_annotates_with_the_eval_posteriors(
     probs, _ = posteriors(config, bundle.root, segments, trained_labeler)
     from annotator.query import Annotations
 
-    rows = Annotations(str(out)).sql("SELECT emotion_probs FROM segments ORDER BY segment_id")
+    rows = Annotations(str(out)).sql(  # from_annotations' order: by source, channel, time
+        "SELECT emotion_probs FROM segments ORDER BY source_uri, channel NULLS FIRST, start_s"
+    )
     served = np.array([[p["prob"] for p in row[0]] for row in rows.fetchall()])
     np.testing.assert_allclose(served, probs, atol=1e-4)
 
