@@ -87,7 +87,7 @@ def test_default_pools_use_every_node_and_give_the_single_node_rows(
 def test_node_lost_mid_run_gives_the_undisturbed_rows(
     baseline, three_nodes, corpus, small_home, tmp_path
 ):
-    """A worker node removed once the first file is finished (and being committed): Ray Data
+    """A worker node removed as soon as the first rows reach the sink: Ray Data
     restarts its actors and retries its tasks elsewhere, the sink commits each file whole, and
     the rows are the same."""
     cluster, workers = three_nodes
@@ -95,17 +95,17 @@ def test_node_lost_mid_run_gives_the_undisturbed_rows(
     lost: list[tuple[str, int]] = []
 
     def on_progress(counts) -> None:
-        # Once the first file is finished (its commit is then on the commit thread): the sink
-        # sees each file finish as the stream goes, whereas a commit lands a moment later.
-        if counts.finished and not lost:
+        # The first rows at the sink: the run is under way and files are still in the stages
+        # (how many rows each block the sink gets holds is up to Ray Data, so waiting for a
+        # finished or committed file could wait until the last block).
+        if not lost:
             busy = {n for stage in counts.nodes_per_stage().values() for n in stage}
             victim = next((w for w in workers if w.node_id in busy), workers[0])
             cluster.remove_node(victim, allow_graceful=False)  # as a crash would
             lost.append((victim.node_id, counts.finished))
 
-    # Label batches of one row: each reaches the sink as its own block, so when the first file
-    # is finished, the others are still incomplete there and the node goes mid-run; each file is
-    # committed as soon as it is finished.
+    # Label batches of one row: each reaches the sink as its own block, so the node goes while
+    # files are incomplete; each file is committed as soon as it is finished.
     config = _config(
         tmp_path / "out",
         small_home,
