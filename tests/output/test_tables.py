@@ -23,8 +23,9 @@ ERROR_EVERY = 40
 WRITER = [sys.executable, "-m", "annotator.pipeline.synthetic"]
 
 
-def write(out, first=0, files=FILES, kill_at=None, rerun=False, endpoint=None, max_files=60):
-    """The synthetic writer (the real Sink), commits of ``max_files``; returns the process."""
+def writer(out, first=0, files=FILES, kill_at=None, rerun=False, endpoint=None, max_files=60):
+    """The synthetic writer (the real Sink), commits of ``max_files``, started; stdout and
+    stderr piped."""
     env = dict(os.environ)
     env.pop("ANNOTATOR_KILL_AT", None)
     if kill_at:
@@ -42,7 +43,14 @@ def write(out, first=0, files=FILES, kill_at=None, rerun=False, endpoint=None, m
     ]
     cmd += ["--skip-committed"] if rerun else []
     cmd += [f"--endpoint-url={endpoint}"] if endpoint else []
-    return subprocess.run(cmd, env=env, capture_output=True, text=True)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def write(out, **options) -> subprocess.CompletedProcess:
+    """:func:`writer`, run to its end."""
+    proc = writer(out, **options)
+    stdout, stderr = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def view(out, s3=None) -> dict[str, dict]:
@@ -146,25 +154,13 @@ def test_compaction_while_a_run_writes_loses_and_duplicates_nothing(reference, t
     from annotator.output.compact import compact
 
     out = tmp_path / "out"
-    env = dict(os.environ)
-    env.pop("ANNOTATOR_KILL_AT", None)
-    cmd = [
-        *WRITER,
-        str(out),
-        f"--files={FILES}",
-        f"--segments={SEGMENTS}",
-        f"--error-every={ERROR_EVERY}",
-        "--every-s=1e9",
-        "--max-files=10",
-        "--batch-rows=45",
-    ]
-    writer = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    proc = writer(out, max_files=10)
     compactions = 0
-    while writer.poll() is None:
+    while proc.poll() is None:
         if OutputTables(str(out)).table("files") is not None:
             compact(str(out), retain_hours=1)
             compactions += 1
-    assert writer.returncode == 0, writer.stderr.read()
+    assert proc.wait() == 0, proc.stderr.read()
     compact(str(out), retain_hours=1)
     print(f"{compactions} compactions while the writer ran")
     assert view(out) == reference[1]
@@ -185,23 +181,10 @@ def test_two_writers_at_once_lose_nothing_and_duplicate_nothing(
         out, endpoint, s3 = "s3://two-writers/out", s3_server.endpoint_url, s3_server
     else:
         out, endpoint, s3 = tmp_path / "out", None, None
-    env = dict(os.environ)
-    env.pop("ANNOTATOR_KILL_AT", None)
-    procs = []
-    for first, count in ((0, FILES * 2 // 3), (FILES // 3, FILES - FILES // 3)):
-        cmd = [
-            *WRITER,
-            str(out),
-            f"--first={first}",
-            f"--files={count}",
-            f"--segments={SEGMENTS}",
-            f"--error-every={ERROR_EVERY}",
-            "--every-s=1e9",
-            "--max-files=10",
-            "--batch-rows=45",
-        ]
-        cmd += [f"--endpoint-url={endpoint}"] if endpoint else []
-        procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True))
+    procs = [
+        writer(out, first=first, files=count, endpoint=endpoint, max_files=10)
+        for first, count in ((0, FILES * 2 // 3), (FILES // 3, FILES - FILES // 3))
+    ]
     for proc in procs:
         assert proc.wait() == 0, proc.stderr.read()
     assert view(out, s3) == reference[1]
