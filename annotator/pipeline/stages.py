@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from annotator.config import AnnotatorConfig
 from annotator.models.prompt import channel_speaker
+from annotator.output import failpoints
 from annotator.pipeline.rows import ASR_COLUMNS, LABEL_COLUMNS, ROW
 
 
@@ -97,6 +98,8 @@ class ASRStage:
         """Window rows out as their segment rows, transcribed; other rows pass through."""
         rows = batch.to_pylist()
         windows = [row for row in rows if row["kind"] == "window"]
+        if windows:
+            failpoints.point("asr")
         if windows and self.work_arrived is not None:
             from annotator.pipeline.warmup import raise_flag
 
