@@ -285,6 +285,13 @@ class TrainConfig(_Strict):
         label_set: which labels (see annotator/schema.py).
         transcripts: ``corpus`` (the manifest's text) or ``asr`` (our Whisper) for training/eval.
         seed: everything random is seeded from it.
+
+    The paper's ablations are settings of these (named in ``training/ablations.py``, chosen with
+    ``--ablation`` on the train commands):
+    ``inputs`` ``audio`` / ``text`` (Table 4: the other input taken away in training and, as the
+    bundle records it, in serving), ``stage1_loss`` ``supcon`` / ``focal`` (Table 5: one term of
+    MAL alone) and ``epochs_stage1: 0`` (Table 6: no stage 1, stage 2 starts from the EmoQ-Former
+    as initialised).
     """
 
     storage: str | None = None
@@ -293,7 +300,7 @@ class TrainConfig(_Strict):
     use_gpu: bool = False
     cpus_per_worker: float = Field(0.5, gt=0)
     batch_size: int = Field(8, ge=2)
-    epochs_stage1: int = Field(10, ge=1)
+    epochs_stage1: int = Field(10, ge=0)
     epochs_stage2: int = Field(12, ge=1)
     lr_stage1: float = Field(2e-4, gt=0)
     lr_stage2: float = Field(3e-3, gt=0)
@@ -306,6 +313,8 @@ class TrainConfig(_Strict):
     num_queries: int = Field(16, ge=1)
     label_set: str = "iemocap4"
     transcripts: Literal["corpus", "asr"] = "corpus"
+    inputs: Literal["both", "audio", "text"] = "both"
+    stage1_loss: Literal["mal", "supcon", "focal"] = "mal"
     seed: int = 0
 
     @model_validator(mode="after")

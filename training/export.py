@@ -106,7 +106,14 @@ def export_bundle(
         AutoTokenizer.from_pretrained(llm_dir),
         base,
         config.train.lora_rank,
-        extra={"trained": True, **(extra or {})},
+        extra={
+            "trained": True,
+            # What serving must take away as training did (Bundle.inputs), and how it was
+            # trained: a bundle of an ablation says which.
+            "inputs": config.train.inputs,
+            "stage1": {"loss": config.train.stage1_loss, "epochs": config.train.epochs_stage1},
+            **(extra or {}),
+        },
     )
 
 

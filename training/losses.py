@@ -99,6 +99,30 @@ def mal(
     )
 
 
+STAGE1_LOSSES = ("mal", "supcon", "focal")
+
+
+def stage1_loss(
+    kind: str,
+    embeddings: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 0.07,
+    gamma: float = 2.0,
+    lam: float = 1.0,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``train.stage1_loss``: ``mal`` (the paper), or one of its terms alone, ``supcon`` or
+    ``focal`` (Table 5's ablations)."""
+    if kind == "mal":
+        return mal(embeddings, logits, labels, temperature, gamma, lam, weights)
+    if kind == "supcon":
+        return supervised_contrastive(*gather_batch(embeddings, labels), temperature)
+    if kind == "focal":
+        return focal(logits, labels, gamma, weights)
+    raise ValueError(f"stage1_loss must be one of {STAGE1_LOSSES}, not {kind!r}")
+
+
 def weighted_lm_loss(
     logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:

@@ -54,7 +54,11 @@ def loop(cfg: dict[str, Any]) -> None:
     weights = losses.class_weights([labels.index(e.label) for e in examples], len(labels))
     weights = weights.to(device)
     model, tokenizer = build(config, labels)
-    model = ray.train.torch.prepare_model(model)
+    # SupCon alone leaves the auxiliary head without a gradient; DDP must be told.
+    model = ray.train.torch.prepare_model(
+        model,
+        parallel_strategy_kwargs={"find_unused_parameters": train.stage1_loss == "supcon"},
+    )
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=train.lr_stage1
     )
@@ -71,7 +75,8 @@ def loop(cfg: dict[str, Any]) -> None:
             e, logits = model(
                 batch["frames"], batch["frame_mask"], batch["ids"], batch["text_mask"]
             )
-            loss = losses.mal(
+            loss = losses.stage1_loss(
+                train.stage1_loss,
                 e,
                 logits,
                 batch["labels"],
@@ -88,8 +93,19 @@ def loop(cfg: dict[str, Any]) -> None:
 
 
 def train_stage1(config: AnnotatorConfig, manifest: Path, out: Path, name: str = "stage1") -> Path:
-    """Run stage 1 on Ray Train; write the trained EmoQ-Former to ``out``."""
+    """Run stage 1 on Ray Train; write the trained EmoQ-Former to ``out``. With
+    ``train.epochs_stage1: 0`` (Table 6's "no stage 1") nothing trains: the EmoQ-Former is
+    written as initialised (seeded by ``train.seed``) and stage 2 starts from it."""
+    from transformers import set_seed
+
     from annotator.schema import label_set
+
+    if config.train.epochs_stage1 == 0:
+        set_seed(config.train.seed)
+        model, _ = build(config, label_set(config.train.label_set))
+        out.mkdir(parents=True, exist_ok=True)
+        model.former.save(out)
+        return out
 
     checkpoint = common.run_trainer(
         loop,

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 BUNDLE_FORMAT = 1
 META = "bundle.json"
 REQUIRED = (
@@ -49,6 +51,22 @@ def content_version(root: Path, meta: dict[str, Any]) -> str:
     return digest.hexdigest()[:16]
 
 
+INPUTS = ("both", "audio", "text")
+
+
+def heard(inputs: str, waveforms: Sequence[np.ndarray], texts: Sequence[str]):
+    """(waveforms, texts) as a model trained on ``inputs`` hears them: ``audio`` blanks every
+    transcript, ``text`` makes every waveform silence of its length, ``both`` changes nothing.
+    Training and serving both take the inputs through here."""
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {INPUTS}, not {inputs!r}")
+    if inputs == "audio":
+        texts = ["" for _ in texts]
+    elif inputs == "text":
+        waveforms = [np.zeros_like(w) for w in waveforms]
+    return list(waveforms), list(texts)
+
+
 @dataclass
 class Bundle:
     """A loaded bundle's description; the weights load on demand (actors load what they need).
@@ -68,6 +86,12 @@ class Bundle:
     version: str
     lora_rank: int
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> str:
+        """What the bundle was trained to hear: ``both`` (the paper's model), or ``audio`` /
+        ``text`` alone (Table 4's ablations); serving takes the other away the same way."""
+        return str(self.extra.get("inputs", "both"))
 
     @property
     def lora_dir(self) -> Path:

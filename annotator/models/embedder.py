@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from annotator.models.bundle import Bundle
+from annotator.models.bundle import Bundle, heard
 from annotator.models.hubert import HubertFeatures
 from annotator.models.transcript import TranscriptTokenizer
 
@@ -45,13 +45,16 @@ class EmotionEmbedder:
                 f"HuBERT {hubert} gives {self.hubert.dim}"
             )
         self.transcripts = TranscriptTokenizer.load(bundle.text_tokenizer_dir)
+        self.inputs = bundle.inputs
         self.device = device
 
     @torch.inference_mode()
     def __call__(
         self, waveforms: Sequence[np.ndarray], transcripts: Sequence[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(e, soft tokens): (batch, embed_dim) unit vectors and (batch, llm_dim) projections."""
+        """(e, soft tokens): (batch, embed_dim) unit vectors and (batch, llm_dim) projections.
+        A bundle trained on one input hears only that one (``Bundle.inputs``)."""
+        waveforms, transcripts = heard(self.inputs, waveforms, transcripts)
         frames, frame_mask = self.hubert(waveforms)
         ids, text_mask = self.transcripts(transcripts, self.device)
         e = self.former(frames, frame_mask, ids, text_mask)

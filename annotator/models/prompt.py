@@ -139,12 +139,16 @@ class PromptEmbedder:
         embed_table: torch.Tensor,
         labels: Sequence[str],
         transcripts: TranscriptTokenizer | None = None,
+        inputs: str = "both",
     ) -> None:
         """``transcripts``: the EmoQ-Former's tokenizer, which cuts long transcripts (the prompt
         then carries exactly the words the EmoQ-Former read); training and serving both pass it.
+        ``inputs``: ``audio`` for a bundle trained without transcripts (``Bundle.inputs``): the
+        prompt then carries none either.
         """
         self.tokenizer = tokenizer
         self.transcripts = transcripts
+        self.hears_text = inputs != "audio"
         self.table = embed_table
         self.labels = list(labels)
         self.system = SYSTEM_PROMPT.format(labels=", ".join(self.labels))
@@ -167,9 +171,11 @@ class PromptEmbedder:
         llm_dir: str | Path,
         labels: Sequence[str],
         text_tokenizer_dir: str | Path | None = None,
+        inputs: str = "both",
     ) -> PromptEmbedder:
         """As serving builds it: the LLM's tokenizer and embedding table, and the bundle's
-        EmoQ-Former tokenizer (``text_tokenizer_dir``) for the transcript's cut."""
+        EmoQ-Former tokenizer (``text_tokenizer_dir``) for the transcript's cut and what it
+        was trained to hear (``inputs``)."""
         from transformers import AutoTokenizer
 
         root = local_model_dir(str(llm_dir))
@@ -177,7 +183,11 @@ class PromptEmbedder:
             TranscriptTokenizer.load(text_tokenizer_dir) if text_tokenizer_dir is not None else None
         )
         return cls(
-            AutoTokenizer.from_pretrained(root), load_token_embeddings(root), labels, transcripts
+            AutoTokenizer.from_pretrained(root),
+            load_token_embeddings(root),
+            labels,
+            transcripts,
+            inputs,
         )
 
     def _clean(self, text: str) -> str:
@@ -193,6 +203,8 @@ class PromptEmbedder:
 
     def prompt(self, transcript: str | None, speaker: str | None = None) -> Prompt:
         """The prompt of one segment, its soft slot recorded by position."""
+        if not self.hears_text:
+            transcript = ""
         if self.transcripts is not None:
             transcript = self.transcripts.cut(transcript)
         text = self._clean(transcript or "") or NO_SPEECH_TEXT

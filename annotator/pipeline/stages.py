@@ -202,7 +202,7 @@ class LabelStage:
         self.bundle = Bundle.load(_model_path(config.models.bundle, config))
         self.bundle.check_llm_tokenizer(AutoTokenizer.from_pretrained(self.llm))
         self.prompts = PromptEmbedder.from_llm(
-            self.llm, self.bundle.labels, self.bundle.text_tokenizer_dir
+            self.llm, self.bundle.labels, self.bundle.text_tokenizer_dir, self.bundle.inputs
         )
         # A split call's channel → its speaker's role, for the prompt (audio.channel_speakers).
         self.speakers = list(config.audio.channel_speakers)
