@@ -11,6 +11,7 @@ import click
 
 from annotator import __version__
 from annotator.config import AnnotatorConfig, ConfigError, load_config
+from training.ablations import ABLATIONS, ablated
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -285,16 +286,31 @@ def train_manifest(
             click.echo(f"  {uri}!{member}: {n} segments", err=True)
 
 
+ABLATION_OPTION = click.option(
+    "--ablation",
+    type=click.Choice(list(ABLATIONS)),
+    default=None,
+    help="Train one of the paper's ablations (training/ablations.py) instead of the full model.",
+)
+
+
+def _train_config(config_path: Path | None, ablation: str | None) -> AnnotatorConfig:
+    return ablated(_load(config_path), ablation)
+
+
 @train.command("stage1")
 @click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default="stage1", show_default=True, help="Run name under train.storage.")
+@ABLATION_OPTION
 @CONFIG_OPTION
-def train_stage1_command(manifest: Path, dest: Path, name: str, config_path: Path | None) -> None:
+def train_stage1_command(
+    manifest: Path, dest: Path, name: str, ablation: str | None, config_path: Path | None
+) -> None:
     """Stage 1: EmoQ-Former + auxiliary head with MAL; writes the EmoQ-Former to --out."""
     from training.stage1 import train_stage1
 
-    out = train_stage1(_load(config_path), manifest, dest, name=name)
+    out = train_stage1(_train_config(config_path, ablation), manifest, dest, name=name)
     click.echo(f"stage-1 EmoQ-Former written to {out}")
 
 
@@ -303,18 +319,87 @@ def train_stage1_command(manifest: Path, dest: Path, name: str, config_path: Pat
 @click.option("--stage1", "stage1_dir", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default="stage2", show_default=True, help="Run name under train.storage.")
+@ABLATION_OPTION
 @CONFIG_OPTION
 def train_stage2_command(
-    manifest: Path, stage1_dir: Path, dest: Path, name: str, config_path: Path | None
+    manifest: Path,
+    stage1_dir: Path,
+    dest: Path,
+    name: str,
+    ablation: str | None,
+    config_path: Path | None,
 ) -> None:
-    """Stage 2: EmoQ-Former + projector + LoRA with the weighted LM loss; exports a bundle."""
+    """Stage 2: EmoQ-Former + projector + LoRA with the weighted LM loss; exports a bundle.
+
+    When the manifest has a dev split (MELD's), the exported checkpoint is the epoch with the
+    best dev UA, scored each epoch as serving scores."""
     from training.export import export_bundle
     from training.stage2 import train_stage2
 
-    config = _load(config_path)
+    config = _train_config(config_path, ablation)
     checkpoint = train_stage2(config, manifest, stage1_dir, name=name)
     bundle = export_bundle(config, stage1_dir, checkpoint, dest, extra={"manifest": str(manifest)})
     click.echo(f"bundle {bundle.version} written to {bundle.root}")
+
+
+@train.command("cv")
+@click.argument("kind", type=click.Choice(["iemocap", "meld"]))
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--sessions",
+    default="1,2,3,4,5",
+    show_default=True,
+    help="iemocap: the sessions held out, one fold each.",
+)
+@click.option("--classes", type=click.Choice(["4", "7"]), default="7", help="MELD label set.")
+@ABLATION_OPTION
+@CONFIG_OPTION
+def train_cv_command(
+    kind: str,
+    root: Path,
+    dest: Path,
+    sessions: str,
+    classes: str,
+    ablation: str | None,
+    config_path: Path | None,
+) -> None:
+    """The paper's protocol as one job: train and score every fold, then mean ± std.
+
+    \b
+      iemocap ROOT   five leave-one-session-out folds (IEMOCAP release layout)
+      meld ROOT      the official split; stage 2 keeps the checkpoint with the best dev UA
+
+    Writes OUT/<fold>/ (manifest, stage1, bundle, eval/) and OUT/summary.json + confusion.png.
+    Rerunning the same command skips finished folds and resumes a fold's training."""
+    from training import cv
+    from training.data import ManifestError
+
+    config = _train_config(config_path, ablation)
+    try:
+        if kind == "iemocap":
+            held_out = [int(s) for s in sessions.split(",") if s.strip()]
+            if not held_out or not set(held_out) <= {1, 2, 3, 4, 5}:
+                raise click.BadParameter("sessions are 1..5", param_hint="--sessions")
+            folds = cv.iemocap_folds(root, held_out)
+        else:
+            folds = cv.meld_folds(root, int(classes))
+    except ManifestError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def shown(name, result):
+        click.echo(
+            f"{name}: {result['examples']} test examples · WA {result['wa']:.3f} · "
+            f"UA {result['ua']:.3f} · WF1 {result['wf1']:.3f}"
+        )
+
+    summary = cv.run_cv(config, folds, dest, on_fold=shown)
+    mean, std = summary["mean"], summary["std"]
+    click.echo(
+        f"{len(summary['folds'])} folds: "
+        + " · ".join(f"{m.upper()} {mean[m]:.3f} ± {std[m]:.3f}" for m in cv.METRICS)
+        + f" · written to {dest / 'summary.json'}"
+    )
 
 
 @main.command("eval")

@@ -96,3 +96,12 @@ def synth_manifest(tmp_path_factory) -> Path:
     from training.data import synthetic_corpus
 
     return synthetic_corpus(tmp_path_factory.mktemp("synth"))
+
+
+@pytest.fixture(scope="session")
+def wording_manifest(tmp_path_factory) -> Path:
+    """The synthetic corpus with the emotion in the words only (every sentence spoken with the
+    same neutral prosody): what a model learns from it, it learns through the transcript."""
+    from training.data import synthetic_corpus
+
+    return synthetic_corpus(tmp_path_factory.mktemp("wording"), carries="wording")

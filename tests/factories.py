@@ -257,3 +257,79 @@ def assert_same_bundle(a: Path, b: Path) -> None:
         if name.endswith(".json"):
             assert json.loads((a / name).read_text()) == json.loads((b / name).read_text()), name
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+IEMOCAP_CODES = {"neutral": "neu", "angry": "ang", "sad": "sad", "happy": "exc"}
+
+
+def iemocap_corpus(root: Path, per_class: int = 1) -> Path:
+    """Five sessions in IEMOCAP's release layout, spoken by espeak-ng: per session one dialog of
+    a female and a male voice, ``per_class`` utterances of each emotion (its words and prosody
+    from the synthetic corpus), EmoEvaluation label lines ("exc" for happy, merged as IEMOCAP's
+    4-class protocol does) and transcription lines. Returns ``root``."""
+    from annotator.audio.synth import encode, speak
+    from training.data import SYNTH_PROSODY, SYNTH_VOICES, SYNTH_WORDS
+
+    for n in range(1, 6):
+        dialog = f"Ses0{n}F_impro01"
+        session = root / f"Session{n}"
+        labels, texts = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]"], []
+        t = 0.0
+        k = 0
+        for i in range(per_class):
+            for emotion, sentences in SYNTH_WORDS.items():
+                gender = "FM"[k % 2]
+                utt = f"{dialog}_{gender}{k:03d}"
+                text = sentences[(n + i) % len(sentences)]
+                voice = SYNTH_VOICES[(n + k) % len(SYNTH_VOICES)]
+                audio = speak(text, voice=voice, **SYNTH_PROSODY[emotion])
+                encode(audio, session / "sentences" / "wav" / dialog / f"{utt}.wav")
+                end = t + len(audio) / 16000
+                labels.append(
+                    f"[{t:.4f} - {end:.4f}]\t{utt}\t{IEMOCAP_CODES[emotion]}\t[2.5, 2.5, 2.5]"
+                )
+                texts.append(f"{utt} [{t:08.4f}-{end:08.4f}]: {text}")
+                t, k = end + 0.5, k + 1
+        for folder, lines in (("EmoEvaluation", labels), ("transcriptions", texts)):
+            (session / "dialog" / folder).mkdir(parents=True, exist_ok=True)
+            (session / "dialog" / folder / f"{dialog}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+MELD_EMOTIONS = {"neutral": "neutral", "angry": "anger", "sad": "sadness", "happy": "joy"}
+
+
+def meld_corpus(root: Path, per_split: dict[str, int]) -> Path:
+    """MELD's release layout spoken by espeak-ng: ``{split}_sent_emo.csv`` and
+    ``{split}/dia<D>_utt<U>.wav``, ``per_split[split]`` utterances of each of the four MELD
+    emotions (words and prosody from the synthetic corpus), a voice per split so that dev and
+    test speakers are unseen in training. Returns ``root``."""
+    import csv
+
+    from annotator.audio.synth import encode, speak
+    from training.data import MELD_SPLITS, SYNTH_PROSODY, SYNTH_VOICES, SYNTH_WORDS
+
+    for s, (split, table) in enumerate(MELD_SPLITS.items()):
+        rows = []
+        for i in range(per_split[split]):
+            for u, (emotion, meld) in enumerate(MELD_EMOTIONS.items()):
+                text = SYNTH_WORDS[emotion][i % len(SYNTH_WORDS[emotion])]
+                voice = SYNTH_VOICES[2 * s + i % 2]  # two voices per split
+                audio = speak(text, voice=voice, **SYNTH_PROSODY[emotion])
+                encode(audio, root / split / f"dia{i}_utt{u}.wav")
+                rows.append(
+                    {
+                        "Sr No.": len(rows) + 1,
+                        "Utterance": text,
+                        "Speaker": voice,
+                        "Emotion": meld,
+                        "Sentiment": "neutral",
+                        "Dialogue_ID": i,
+                        "Utterance_ID": u,
+                    }
+                )
+        with (root / table).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return root

@@ -38,7 +38,9 @@ class Item:
 def featurize(
     examples: Sequence[Example], labels: Sequence[str], config: AnnotatorConfig
 ) -> list[Item]:
-    """Decode each example and run the frozen HuBERT once; transcripts from the corpus or ASR."""
+    """Decode each example and run the frozen HuBERT once; transcripts from the corpus or ASR;
+    only the inputs ``train.inputs`` keeps."""
+    from annotator.models.bundle import heard
     from annotator.models.hubert import HubertFeatures
 
     hubert = HubertFeatures(model_path(config.models.hubert, config), config.models.hubert_layer)
@@ -49,6 +51,9 @@ def featurize(
 
         asr = Transcriber(model_path(config.models.asr.model, config), config.models.asr)
         texts = [t.text for t in asr(audios)]
+    # An ablation trained on one input (train.inputs) never sees the other; serving does the
+    # same from the bundle's record.
+    audios, texts = heard(config.train.inputs, audios, texts)
     items = []
     for start in range(0, len(audios), 8):
         frames, mask = hubert(audios[start : start + 8])
@@ -262,8 +267,11 @@ def run_trainer(
     loop_config: dict[str, Any],
     name: str,
     config: AnnotatorConfig,
+    best_by: str | None = None,
 ) -> str:
-    """Run ``loop`` on a Ray Train worker group; returns the final checkpoint's local path.
+    """Run ``loop`` on a Ray Train worker group; returns the local path of the final checkpoint,
+    or with ``best_by`` (a metric every epoch reports, higher is better) of the best one: Ray
+    Train keeps the ``keep_checkpoints`` best by it.
 
     A run stopped part-way resumes from its newest checkpoint when started again with the same
     ``storage`` and ``name``."""
@@ -289,20 +297,27 @@ def run_trainer(
         run_config=RunConfig(
             name=name,
             storage_path=storage.removeprefix("s3://"),
-            checkpoint_config=CheckpointConfig(num_to_keep=train.keep_checkpoints),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=train.keep_checkpoints,
+                checkpoint_score_attribute=best_by,
+                checkpoint_score_order="max",
+            ),
             **_storage_fs(storage, config),
         ),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training run {name} produced no checkpoint: {result.error}")
+    chosen = result.checkpoint
+    if best_by is not None and result.best_checkpoints:
+        chosen = max(result.best_checkpoints, key=lambda pair: pair[1][best_by])[0]
     if not storage.startswith("s3://"):
-        return result.checkpoint.path  # already on this machine: no copy
+        return chosen.path  # already on this machine: no copy
     # From S3, into one fixed place per run name (replaced each time), never a fresh temp
     # directory: a checkpoint is hundreds of MB and temp copies would pile up run after run.
     local = Path(config.models.home) / "train-downloads" / name
     shutil.rmtree(local, ignore_errors=True)
-    return result.checkpoint.to_directory(str(local))
+    return chosen.to_directory(str(local))
 
 
 def _storage_fs(storage: str, config: AnnotatorConfig) -> dict[str, Any]:
@@ -321,18 +336,37 @@ def worker_setup(
 ) -> tuple[AnnotatorConfig, list[str], list[Example], list[Item]]:
     """Start of a worker's loop: config, threads, seeds, the training split, this worker's
     featurised share of it (see ``shard_indices``)."""
-    import ray.train
     from transformers import set_seed
 
     from annotator.schema import label_set
-    from training.data import read_manifest
 
     config = AnnotatorConfig.model_validate(cfg["config"])
     train = config.train
     torch.set_num_threads(max(1, int(train.cpus_per_worker)))
     set_seed(train.seed)
     labels = list(label_set(train.label_set))
-    examples = [e for e in read_manifest(Path(cfg["manifest"]), labels) if e.split == "train"]
+    examples, items = worker_share(cfg, config, labels, "train")
+    return config, labels, examples, items
+
+
+def worker_share(
+    cfg: dict[str, Any], config: AnnotatorConfig, labels: list[str], split: str
+) -> tuple[list[Example], list[Item]]:
+    """The manifest's ``split`` examples and this worker's featurised share of them: for
+    ``train`` the padded, equal shares of ``shard_indices``; for any other split (scored, not
+    trained on) every ``world_size``-th example, so each is scored exactly once."""
+    import ray.train
+
+    from training.data import read_manifest
+
+    examples = [e for e in read_manifest(Path(cfg["manifest"]), labels) if e.split == split]
+    if not examples:
+        return [], []
     ctx = ray.train.get_context()
-    share = shard_indices(len(examples), ctx.get_world_rank(), ctx.get_world_size(), train.seed)
-    return config, labels, examples, featurize([examples[i] for i in share], labels, config)
+    seed = config.train.seed
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if split == "train":
+        share = shard_indices(len(examples), rank, world, seed)
+    else:
+        share = list(range(rank, len(examples), world))
+    return examples, featurize([examples[i] for i in share], labels, config)

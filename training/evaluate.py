@@ -60,7 +60,7 @@ def posteriors(
         device=device,
         dtype=features_dtype(config.models.features_dtype, device),
     )
-    prompts = PromptEmbedder.from_llm(llm, bundle.labels, bundle.text_tokenizer_dir)
+    prompts = PromptEmbedder.from_llm(llm, bundle.labels, bundle.text_tokenizer_dir, bundle.inputs)
     embeds = []
     for start in range(0, len(audios), 16):
         _, soft = embedder(audios[start : start + 16], texts[start : start + 16])
@@ -164,6 +164,19 @@ class Evaluator:
             **({"gpu_memory_utilization": 0.8 * num_gpus} if num_gpus > 0 else {}),
         )
 
+    def use(self, bundle_dir: str) -> None:
+        """Score another bundle of the same LLM and labels from now on (its adapter in the same
+        engine)."""
+        from annotator.models.bundle import Bundle
+
+        bundle = Bundle.load(bundle_dir)
+        if bundle.emotion_token_ids != self.bundle.emotion_token_ids:
+            raise ValueError(f"{bundle_dir} has other labels or LLM tokens than {self.bundle.root}")
+        if bundle.lora_rank > self.bundle.lora_rank:
+            raise ValueError(f"{bundle_dir}: LoRA rank {bundle.lora_rank} above the engine's")
+        self.labeler.use_adapter(bundle.lora_dir)
+        self.bundle = bundle
+
     def evaluate(self, examples: Sequence[Example], ablate: str | None = None) -> dict[str, Any]:
         return evaluate(self.config, self.bundle.root, examples, None, self.labeler, ablate)
 
@@ -181,24 +194,41 @@ def evaluate_on_ray(
     """``evaluate`` in an ``Evaluator`` actor on the Ray cluster (``ray_address``, else a local
     one); this process only gathers the result and writes ``out``. ``bundle_dir`` must be a path
     the actor's node sees (shared storage on a cluster)."""
+    (result,) = evaluate_bundles_on_ray(config, [(bundle_dir, examples)], ablate)
+    if out is not None:
+        write_evaluation(result, out)
+    return result
+
+
+def evaluate_bundles_on_ray(
+    config: AnnotatorConfig,
+    jobs: Sequence[tuple[Path, Sequence[Example]]],
+    ablate: str | None = None,
+) -> list[dict[str, Any]]:
+    """Each (bundle, examples) scored in turn by one ``Evaluator`` actor: the models and the vLLM
+    engine start once, each bundle's adapter is swapped in (bundles of one LLM and label set:
+    the folds of a cross-validation)."""
     import ray
 
     from annotator.pipeline.connection import connect
 
+    if not jobs:
+        return []
     connect(config)
     resources = evaluation_resources(config)
+    first = str(Path(jobs[0][0]).resolve())
     actor = (
         ray.remote(Evaluator)
         .options(**resources)
-        .remote(
-            config.model_dump(mode="json"), str(Path(bundle_dir).resolve()), resources["num_gpus"]
-        )
+        .remote(config.model_dump(mode="json"), first, resources["num_gpus"])
     )
+    results = []
     try:
-        result = ray.get(actor.evaluate.remote(list(examples), ablate))
+        for k, (bundle_dir, examples) in enumerate(jobs):
+            if k:
+                ray.get(actor.use.remote(str(Path(bundle_dir).resolve())))
+            results.append(ray.get(actor.evaluate.remote(list(examples), ablate)))
         ray.get(actor.close.remote())
     finally:
         ray.kill(actor)
-    if out is not None:
-        write_evaluation(result, out)
-    return result
+    return results

@@ -1,6 +1,11 @@
 """Stage 2 (§2.3–2.4): the stage-1 EmoQ-Former, a projector and a LoRA on the LLM, co-trained
 with the token-weighted autoregressive loss (Eq. 7): the answer "Emotion: <word>" is the target,
-its emotion-word tokens weigh ``train.emotion_token_weight``."""
+its emotion-word tokens weigh ``train.emotion_token_weight``.
+
+When the manifest has a ``dev`` split (MELD's), every epoch also scores it as serving does (the
+emotion word's first token, the highest among the labels' first tokens, after the prompt) and
+reports ``dev_wa``/``dev_ua``/``dev_wf1``; the run's result is then the checkpoint with the best
+dev UA, not the last one."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import torch
 from annotator.config import AnnotatorConfig
 from annotator.models.transcript import TranscriptTokenizer
 from training import common
+from training.metrics import scores as metrics_of
 from training.models import Stage2Model, batch_loss, pad_answers
 
 
@@ -44,7 +50,11 @@ def build(config: AnnotatorConfig, stage1_dir: Path, labels):
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     transcripts = TranscriptTokenizer.load(common.model_path(config.models.text_encoder, config))
     prompts = PromptEmbedder(
-        tokenizer, llm.get_input_embeddings().weight.detach(), labels, transcripts
+        tokenizer,
+        llm.get_input_embeddings().weight.detach(),
+        labels,
+        transcripts,
+        config.train.inputs,
     )
     return Stage2Model(former, projector, peft_model), transcripts, prompts
 
@@ -100,6 +110,7 @@ def loop(cfg: dict[str, Any]) -> None:
     import ray.train.torch
 
     config, labels, _, items = common.worker_setup(cfg)
+    dev_examples, dev_items = common.worker_share(cfg, config, labels, "dev")
     train = config.train
     device = ray.train.torch.get_device()
     per_worker = common.local_batch_size(train.batch_size, ray.train.get_context().get_world_size())
@@ -129,9 +140,52 @@ def loop(cfg: dict[str, Any]) -> None:
             loss.backward()
             optimizer.step()
             tally.add(loss.detach(), len(batch["frames"]))
-        common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))
+        metrics = tally.metrics(device)
+        if dev_examples:
+            y_true, y_pred = dev_predictions(module, dev_items, to_batch, prompts, device)
+            scored = metrics_of(y_true, y_pred, len(labels))
+            metrics.update({f"dev_{k}": v for k, v in scored.items()})
+        common.save_checkpoint(model, optimizer, epoch, metrics)
         if stop_after is not None and epoch + 1 - start >= stop_after:
             break  # a deliberately stopped run (tests of resume)
+
+
+def dev_predictions(module, items, to_batch, prompts, device) -> tuple[list[int], list[int]]:
+    """(truth, prediction) of every worker's dev share, gathered: the prediction is the label whose
+    first token scores highest right after the prompt, as the label stage reads vLLM's logprobs.
+    Runs the unwrapped module (no DDP collectives: shares may take different batch counts)."""
+    import torch.distributed as dist
+
+    from annotator.models.prompt import emotion_token_ids
+
+    token_ids = torch.tensor(emotion_token_ids(prompts.tokenizer, prompts.labels), device=device)
+    mine: list[tuple[int, int]] = []
+    module.eval()
+    with torch.no_grad():
+        for start in range(0, len(items), 8):
+            chunk = items[start : start + 8]
+            batch = common.to_device(to_batch(chunk), device)
+            logits = module(
+                batch["frames"],
+                batch["frame_mask"],
+                batch["ids"],
+                batch["text_mask"],
+                batch["prompt_ids"],
+                batch["prompt_mask"],
+                batch["audio_position"],
+            )
+            # The emotion word's first token is the first weighted one; the logits one position
+            # earlier predict it (causal: the answer after it is never seen).
+            before = (batch["weights"] > 0).float().argmax(dim=1) - 1
+            scores = logits[torch.arange(len(chunk), device=device), before][:, token_ids]
+            mine += [(i.label, int(p)) for i, p in zip(chunk, scores.argmax(-1), strict=True)]
+    module.train()
+    pairs = [mine]
+    if dist.is_available() and dist.is_initialized():
+        pairs = [None] * dist.get_world_size()
+        dist.all_gather_object(pairs, mine)
+    flat = [pair for share in pairs for pair in share]
+    return [t for t, _ in flat], [p for _, p in flat]
 
 
 def train_stage2(
@@ -141,7 +195,11 @@ def train_stage2(
     name: str = "stage2",
     stop_after_epochs: int | None = None,
 ) -> str:
-    """Run stage 2 on Ray Train; returns the final checkpoint directory (see export.py)."""
+    """Run stage 2 on Ray Train; returns the checkpoint directory to export (see export.py): the
+    best by dev UA when the manifest has a dev split, else the last."""
+    from training.data import read_manifest
+
+    has_dev = any(e.split == "dev" for e in read_manifest(Path(manifest)))
     return common.run_trainer(
         loop,
         {
@@ -152,4 +210,5 @@ def train_stage2(
         },
         name,
         config,
+        best_by="dev_ua" if has_dev else None,
     )

@@ -5,6 +5,11 @@ The head has no CPUs, so every stage runs on the three worker nodes. Each worker
 every process on it) carries ``ANNOTATOR_PAUSE_AT=asr``: the first ASR actor, on whichever node,
 to be handed windows holds them (:mod:`annotator.output.failpoints`) and names its node; the test
 then takes that node away as a crash would. The node is lost while it holds work, every time.
+
+Each pool is capped at two actors on the three nodes: a lost actor's retried task waits for that
+actor's restart, which needs room somewhere. Without it the run waits forever (seen: with a full
+cluster the restarted ASR actor stayed pending) — on a real cluster the autoscaler's replacement
+node is that room (cluster/README.md).
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ def test_node_lost_while_it_holds_a_file_gives_the_undisturbed_rows(
         output=str(tmp_path / "out"),
         models={"home": str(small_home)},
         ray_address=cluster.address,
+        stages={name: {"max_actors": 2} for name in ("asr", "features", "label")},
     )
     summary = annotate(config, [str(root)])
     remover.join(timeout=60)

@@ -71,6 +71,17 @@ class VLLMLabeler:
 
             self.lora = LoRARequest("bundle", 1, str(lora_dir))
 
+    def use_adapter(self, lora_dir: str | Path) -> None:
+        """Serve another bundle's adapter from now on, in the same engine (one engine scores every
+        fold of a cross-validation). The engine must have started with an adapter of a rank at
+        least this one's."""
+        from vllm.lora.request import LoRARequest
+
+        if self.lora is None:
+            raise ValueError("this engine was started without LoRA; start one with lora_dir")
+        n = self.lora.lora_int_id + 1  # a new id: vLLM caches adapters by id
+        self.lora = LoRARequest(f"bundle{n}", n, str(lora_dir))
+
     def posteriors(
         self, prompt_embeds: Sequence[torch.Tensor], with_lora: bool = True
     ) -> np.ndarray:
