@@ -251,6 +251,9 @@ class ModelsConfig(_Strict):
         llm: base LLM (Qwen2 family) name or path.
         bundle: the trained EmoQ bundle to serve (directory).
         dtype: dtype the LLM runs in.
+        unsure_below: abstention: a segment whose emotion's probability (calibrated, if the
+            bundle is) is under this is written as ``unsure``, its posterior kept. None: the
+            bundle's own threshold (``annotator calibrate --coverage``), else 0 (never).
         features_dtype: dtype of HuBERT, the EmoQ-Former and the projector in the features stage
             and in evaluation; ``auto`` is float16 on a GPU (what cluster/paper.yaml's memory
             arithmetic assumes) and float32 on CPU.
@@ -264,6 +267,7 @@ class ModelsConfig(_Strict):
     bundle: str = "small:bundle"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     features_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    unsure_below: float | None = Field(None, ge=0, le=1)
     asr: ASRConfig = Field(default_factory=ASRConfig)
 
 

@@ -14,6 +14,9 @@ LABEL_SETS: dict[str, tuple[str, ...]] = {
     "meld4": ("neutral", "anger", "sadness", "joy"),
 }
 DEFAULT_LABEL_SET = "iemocap4"
+# The emotion written for a segment whose confidence is under the abstention threshold
+# (models.unsure_below, or the bundle's calibration): the posterior is kept beside it.
+UNSURE = "unsure"
 
 
 def label_set(name: str) -> tuple[str, ...]:

@@ -1,5 +1,6 @@
 """Evaluate a bundle the way it is served: HuBERT + EmoQ-Former + projector, then vLLM with the
-bundle's LoRA. WA, UA, WF1, the confusion matrix (JSON + PNG) and every posterior."""
+bundle's LoRA, the posterior scaled by the bundle's calibration temperature. WA, UA, WF1, the
+confusion matrix (JSON + PNG), ECE, NLL and the reliability bins (JSON + PNG), every posterior."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from annotator.config import AnnotatorConfig
+from annotator.models.calibration import ece, nll, reliability, reliability_png, scaled
 from training import common
 from training.data import Example, load_audios
 from training.metrics import confusion, confusion_png, scores
@@ -25,10 +27,11 @@ def posteriors(
     labeler=None,
     ablate: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """(n, labels) posteriors of ``examples`` and the transcripts used. ``labeler``: a running
-    VLLMLabeler serving this bundle (else one is started and stopped here). ``ablate``: take
-    one input path away from the trained model: ``audio`` (every waveform replaced by silence of
-    its length) or ``text`` (every transcript blank, in the EmoQ-Former and the prompt)."""
+    """(n, labels) posteriors of ``examples`` as served (the bundle's calibration temperature
+    applied) and the transcripts used. ``labeler``: a running VLLMLabeler serving this bundle
+    (else one is started and stopped here). ``ablate``: take one input path away from the trained
+    model: ``audio`` (every waveform replaced by silence of its length) or ``text`` (every
+    transcript blank, in the EmoQ-Former and the prompt)."""
     import torch
 
     from annotator.models.bundle import Bundle
@@ -77,7 +80,7 @@ def posteriors(
     finally:
         if own:
             labeler.close()
-    return probs, texts
+    return scaled(probs, bundle.temperature), texts
 
 
 def evaluate(
@@ -102,6 +105,11 @@ def evaluate(
         "labels": labels,
         **scores(y_true, y_pred, len(labels)),
         "confusion": confusion(y_true, y_pred, len(labels)).tolist(),
+        # How far confidence is from accuracy (the bundle's temperature applied, 1 if none).
+        "temperature": bundle.temperature,
+        "ece": ece(probs, y_true),
+        "nll": nll(probs, y_true),
+        "reliability": reliability(probs, y_true),
         "transcripts": config.train.transcripts,
         "ablated": ablate,
         "posteriors": probs.tolist(),
@@ -113,7 +121,7 @@ def evaluate(
 
 
 def write_evaluation(result: dict[str, Any], out: Path) -> None:
-    """``eval.json`` and ``confusion.png`` of an ``evaluate`` result."""
+    """``eval.json``, ``confusion.png`` and ``reliability.png`` of an ``evaluate`` result."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     confusion_png(
@@ -122,6 +130,12 @@ def write_evaluation(result: dict[str, Any], out: Path) -> None:
         out / "confusion.png",
         f"UA {result['ua']:.3f}  WA {result['wa']:.3f}  WF1 {result['wf1']:.3f}",
     )
+    if "reliability" in result:
+        reliability_png(
+            {f"T {result['temperature']:.2f}": result["reliability"]},
+            out / "reliability.png",
+            f"ECE {result['ece']:.3f} over {result['examples']} examples",
+        )
 
 
 # -- on the cluster ----------------------------------------------------------------------------

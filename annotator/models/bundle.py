@@ -94,6 +94,18 @@ class Bundle:
         return str(self.extra.get("inputs", "both"))
 
     @property
+    def temperature(self) -> float:
+        """The posterior's calibration temperature (annotator/models/calibration.py); 1 when
+        the bundle was never calibrated."""
+        return float(self.extra.get("calibration", {}).get("temperature", 1.0))
+
+    @property
+    def unsure_below(self) -> float:
+        """The abstention threshold chosen when the bundle was calibrated for a coverage; 0
+        (never abstain) otherwise."""
+        return float(self.extra.get("calibration", {}).get("unsure_below", 0.0))
+
+    @property
     def lora_dir(self) -> Path:
         return self.root / "lora"
 
@@ -264,6 +276,28 @@ def _write_rest(
     meta["version"] = content_version(root, meta)
     (root / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return Bundle.load(root)
+
+
+def with_calibration(bundle: Bundle, out: Path, calibration: dict[str, Any]) -> Bundle:
+    """A copy of ``bundle`` at ``out`` whose record carries ``calibration`` (its ``temperature``
+    and how it was fitted): the same weights, a new version. Written beside ``out`` and renamed
+    into place, so ``out`` is whole or absent."""
+    import shutil
+
+    out = Path(out)
+    if out.exists():
+        raise BundleError(f"{out} exists; choose a new directory for the calibrated bundle")
+    if float(calibration.get("temperature", 0)) <= 0:
+        raise BundleError(f"calibration needs a positive temperature: {calibration}")
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(bundle.root, partial)
+    meta = json.loads((partial / META).read_text())
+    meta["extra"] = {**meta.get("extra", {}), "calibration": dict(calibration)}
+    meta["version"] = content_version(partial, meta)
+    (partial / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    partial.rename(out)
+    return Bundle.load(out)
 
 
 def lora_config(rank: int, dropout: float = 0.1, init: bool | str = True):

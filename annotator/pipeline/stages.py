@@ -18,6 +18,7 @@ from annotator.config import AnnotatorConfig
 from annotator.models.prompt import channel_speaker
 from annotator.output import failpoints
 from annotator.pipeline.rows import ASR_COLUMNS, LABEL_COLUMNS, ROW
+from annotator.schema import UNSURE
 
 
 def where_am_i() -> str:
@@ -204,6 +205,9 @@ class LabelStage:
         self.prompts = PromptEmbedder.from_llm(
             self.llm, self.bundle.labels, self.bundle.text_tokenizer_dir, self.bundle.inputs
         )
+        # Abstention: under this confidence the emotion is written as unsure (posterior kept).
+        below = config.models.unsure_below
+        self.unsure_below = self.bundle.unsure_below if below is None else below
         # A split call's channel → its speaker's role, for the prompt (audio.channel_speakers).
         self.speakers = list(config.audio.channel_speakers)
         # The engine starts once the run has work (the ASR stage's first window), in a thread,
@@ -233,6 +237,8 @@ class LabelStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
 
+        from annotator.models.calibration import scaled
+
         rows = _segment_rows(batch)
         n = batch.num_rows
         values: dict[str, list] = {
@@ -253,12 +259,13 @@ class LabelStage:
                 )
                 for i in rows
             ]
-            probs = self._engine().posteriors(embeds)
+            # The bundle's calibration (1: none) scales the posterior; the label stays the same.
+            probs = scaled(self._engine().posteriors(embeds), self.bundle.temperature)
             labels = self.bundle.labels
             for i, p in zip(rows, probs, strict=True):
                 best = int(np.argmax(p))
                 values["audio_only"][i] = not texts[i].strip()
-                values["emotion"][i] = labels[best]
+                values["emotion"][i] = labels[best] if p[best] >= self.unsure_below else UNSURE
                 values["emotion_probs"][i] = [
                     {"label": label, "prob": float(q)} for label, q in zip(labels, p, strict=True)
                 ]

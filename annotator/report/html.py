@@ -3,7 +3,8 @@
 Sections: run figures, totals, an emotion timeline per call for a bounded, chosen set of calls
 (both channels of a split call in one timeline; one bar per segment, coloured by emotion,
 transcript on hover), emotion shares of those recordings and per channel, the confidence
-distribution, and the errors. Everything comes from the output through the same DuckDB views
+distribution, the confidence per label and the unsure share (abstention), and the errors.
+Everything comes from the output through the same DuckDB views
 ``annotator query`` uses; every figure over the whole output is an aggregate computed in SQL, so
 the page and its making stay small whatever the size of the output.
 """
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from annotator.config import S3Config
+from annotator.schema import UNSURE
 
 PALETTE = [
     "#4C78A8",
@@ -277,6 +279,21 @@ def build_report(
         height=320,
     )
     parts.append(_div(fig, "confidence"))
+    per_label = rows(
+        "SELECT emotion, count(*), round(avg(emotion_confidence), 3), "
+        "round(min(emotion_confidence), 3) "
+        f"FROM segments {where} GROUP BY emotion ORDER BY emotion = $unsure, 2 DESC, emotion",
+        unsure=UNSURE,
+    )
+    unsure = next((n for e, n, *_ in per_label if e == UNSURE), 0)
+    labelled = totals[2] - unsure
+    parts.append(
+        f"<p class='unsure'>{unsure} of {totals[2]} segments unsure "
+        f"({unsure / max(totals[2], 1):.1%}; coverage {labelled / max(totals[2], 1):.1%}): "
+        "their emotion's probability was under the abstention threshold "
+        "(models.unsure_below or the bundle's calibration); each keeps its posterior.</p>"
+    )
+    parts.append(_table(["emotion", "segments", "mean confidence", "lowest"], per_label))
 
     by_type = rows(
         f"SELECT stage, error_type, count(*) FROM errors {where} GROUP BY ALL ORDER BY 3 DESC, 1, 2"

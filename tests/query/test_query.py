@@ -53,7 +53,8 @@ def make_output(root, seed=0):
                     "no_speech_prob": 0.01,
                     "words": [{"start": t, "end": t + 0.5, "word": "words", "prob": 0.9}],
                     "audio_only": False,
-                    "emotion": LABELS[k],
+                    # Served with models.unsure_below 0.4: abstains under it.
+                    "emotion": LABELS[k] if probs[k] >= 0.4 else "unsure",
                     "emotion_probs": [
                         {"label": lab, "prob": float(p)}
                         for lab, p in zip(LABELS, probs, strict=True)
@@ -217,6 +218,24 @@ def test_unsure_segments_and_summary_match_pandas(ann, output):
     assert list(history.segments) == [len(df)] and list(history.errors) == [3]
     errors = ann.named("errors_by_type").df()
     assert errors.iloc[0].error_type == "not_audio" and errors.iloc[0].errors == 2
+
+
+def test_coverage_matches_pandas_and_the_report_shows_it(ann, output):
+    from annotator.report.html import build_report
+
+    root, df = output
+    got = ann.named("coverage").df().set_index("emotion")
+    counts = df.emotion.value_counts()
+    assert 0 < counts["unsure"] < len(df)
+    assert dict(got.segments) == dict(counts)
+    assert got.index[-1] == "unsure"  # listed last
+    coverage = 1 - counts["unsure"] / len(df)
+    np.testing.assert_allclose(got.coverage, coverage, atol=1e-4)
+    means = df.groupby("emotion").emotion_confidence.mean()
+    np.testing.assert_allclose(got.mean_confidence, means[got.index], atol=1e-3)
+    page = build_report(str(root))
+    assert f"{counts['unsure']} of {len(df)} segments unsure" in page
+    assert f"coverage {coverage:.1%}" in page
 
 
 def test_recordings_and_turns_views(ann, output):
