@@ -74,6 +74,7 @@ def export_bundle_by_model(config, stage1_dir: Path, checkpoint_dir: str, out: P
     from annotator.models.bundle import write_bundle
     from annotator.schema import label_set
     from training import common
+    from training.export import training_record
     from training.stage2 import build
 
     labels = list(label_set(config.train.label_set))
@@ -99,7 +100,7 @@ def export_bundle_by_model(config, stage1_dir: Path, checkpoint_dir: str, out: P
         AutoTokenizer.from_pretrained(common.model_path(config.models.llm, config)),
         base,
         config.train.lora_rank,
-        extra={"trained": True, **(extra or {})},
+        extra={**training_record(config), **(extra or {})},
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,18 +69,9 @@ def read_manifest(path: Path, labels: Sequence[str] | None = None) -> list[Examp
 
 def _decode_source(uri: str, s3=None) -> np.ndarray:
     """(channels, samples) float32 at 16 kHz of one whole source file."""
-    import io
+    from annotator.audio.decode import decode_source
 
-    from annotator.audio.decode import AudioError, iter_decoded
-    from annotator.audio.sources import filesystem
-    from annotator.config import S3Config
-
-    fs, path = filesystem(uri, s3 or S3Config())
-    with fs.open(path, "rb") as handle:
-        data = handle.read()
-    if not data:
-        raise AudioError("decode", "empty_file", f"{uri}: zero bytes")
-    return np.concatenate(list(iter_decoded(io.BytesIO(data), name=uri)), axis=1)
+    return decode_source(uri, s3)
 
 
 def _cut(ex: Example, channels: np.ndarray) -> np.ndarray:
@@ -214,14 +205,18 @@ def meld_manifest(root: Path, classes: int = 7, audio_ext: str = ".wav") -> list
 def from_annotations(
     output: str,
     where: str = "emotion_confidence < 0.5",
-    human_labels: Path | None = None,
+    human_labels: Path | Mapping[str, str] | None = None,
     s3=None,
     channel_speakers: Sequence[str] = (),
     skipped: list[tuple[str, str, int]] | None = None,
+    test_share: float = 0.0,
 ) -> Iterator[Example]:
     """Segments of an annotator output as manifest examples, streamed: those matching ``where``
-    (SQL over the ``segments`` view), labelled by ``human_labels`` (CSV: segment_id,label) when
-    given, else by the model's own emotion. Each example is the segment's own channel (a split
+    (SQL over the ``segments`` view), labelled by ``human_labels`` (CSV: segment_id,label, or a
+    mapping segment_id → label, e.g. read back from Label Studio) when given, else by the model's
+    own emotion. ``test_share``: that share of the calls (chosen by a hash of the call_id, so the
+    same call always lands on the same side, both channels of it included) is the ``test`` split,
+    the rest ``train``: no recording is in both. Each example is the segment's own channel (a split
     call's channel, as it was served), its speaker named by ``channel_speakers`` as serving names
     it, and the recognised text. Examples come in source order, so training decodes each source
     once (:func:`load_audios`).
@@ -242,7 +237,16 @@ def from_annotations(
     ann = Annotations(output, s3)
     label = "s.emotion"
     join = ""
-    if human_labels is not None:
+    if isinstance(human_labels, Mapping):
+        table = pa.table(
+            {
+                "segment_id": pa.array(list(human_labels), pa.string()),
+                "label": pa.array(list(human_labels.values()), pa.string()),
+            }
+        )
+        ann.con.register("human_labels", table)
+        label, join = "h.label", "JOIN human_labels h USING (segment_id)"
+    elif human_labels is not None:
         table = pv.read_csv(
             human_labels,
             convert_options=pv.ConvertOptions(
@@ -265,7 +269,7 @@ def from_annotations(
         if skipped is not None:
             skipped.append((uri, member, n))
     relation = ann.sql(
-        f"SELECT s.source_uri, s.channel, s.start_s, s.end_s, s.text, {label} AS label "
+        f"SELECT s.call_id, s.source_uri, s.channel, s.start_s, s.end_s, s.text, {label} AS label "
         f"{chosen} AND s.member = '' ORDER BY s.source_uri, s.channel NULLS FIRST, s.start_s"
     )
     for batch in relation.fetch_arrow_reader(batch_size=10_000):
@@ -275,12 +279,22 @@ def from_annotations(
                 transcript=row["text"],
                 label=row["label"],
                 speaker=channel_speaker(row["channel"], channel_speakers) or "",
-                split="train",
+                split="test" if held_out_call(row["call_id"], test_share) else "train",
                 start_s=row["start_s"],
                 end_s=row["end_s"],
                 channel=row["channel"],
             )
     ann.close()
+
+
+def held_out_call(call_id: str, share: float) -> bool:
+    """Whether the call is in the test share: a stable hash of its id, not Python's ``hash``."""
+    import hashlib
+
+    if share <= 0:
+        return False
+    point = int.from_bytes(hashlib.sha256(call_id.encode()).digest()[:8], "big") / 2**64
+    return point < share
 
 
 # -- synthetic corpus --------------------------------------------------------------------------

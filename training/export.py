@@ -106,15 +106,18 @@ def export_bundle(
         AutoTokenizer.from_pretrained(llm_dir),
         base,
         config.train.lora_rank,
-        extra={
-            "trained": True,
-            # What serving must take away as training did (Bundle.inputs), and how it was
-            # trained: a bundle of an ablation says which.
-            "inputs": config.train.inputs,
-            "stage1": {"loss": config.train.stage1_loss, "epochs": config.train.epochs_stage1},
-            **(extra or {}),
-        },
+        extra={**training_record(config), **(extra or {})},
     )
+
+
+def training_record(config: AnnotatorConfig) -> dict[str, Any]:
+    """What a trained bundle's record says of its training: what serving must take away as
+    training did (``Bundle.inputs``), and how stage 1 ran (a bundle of an ablation says which)."""
+    return {
+        "trained": True,
+        "inputs": config.train.inputs,
+        "stage1": {"loss": config.train.stage1_loss, "epochs": config.train.epochs_stage1},
+    }
 
 
 def lora_shapes(llm_config, rank: int) -> dict[str, tuple[int, int]]:

@@ -22,10 +22,12 @@ from training.metrics import scores as metrics_of
 from training.models import Stage2Model, batch_loss, pad_answers
 
 
-def build(config: AnnotatorConfig, stage1_dir: Path, labels):
+def build(config: AnnotatorConfig, stage1_dir: Path, labels, from_bundle: Path | None = None):
     """(model, transcript tokenizer, PromptEmbedder): base LLM frozen, LoRA + projector + former
     train. The transcript tokenizer cuts transcripts for both the EmoQ-Former and the prompt, as
-    serving does (annotator/models/transcript.py).
+    serving does (annotator/models/transcript.py). ``from_bundle``: start the projector and the
+    LoRA from a served bundle's (fine-tuning it on reviewed labels; ``stage1_dir`` is then that
+    bundle too), else fresh.
 
     The frozen base LLM is loaded in :func:`llm_dtype`; everything trained (EmoQ-Former,
     projector, LoRA) stays fp32, so AdamW's updates are not rounded away (PEFT's
@@ -47,6 +49,18 @@ def build(config: AnnotatorConfig, stage1_dir: Path, labels):
         lora_config(config.train.lora_rank, dropout=config.train.lora_dropout),
         autocast_adapter_dtype=True,
     )
+    if from_bundle is not None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        projector = Projector.load(Path(from_bundle)).train()
+        adapter = load_file(Path(from_bundle) / "lora" / "adapter_model.safetensors")
+        loaded = set_peft_model_state_dict(peft_model, adapter)
+        if loaded.unexpected_keys:
+            raise ValueError(
+                f"{from_bundle}'s LoRA does not fit {config.models.llm} at rank "
+                f"{config.train.lora_rank}: {loaded.unexpected_keys[:3]}"
+            )
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     transcripts = TranscriptTokenizer.load(common.model_path(config.models.text_encoder, config))
     prompts = PromptEmbedder(
@@ -114,7 +128,7 @@ def loop(cfg: dict[str, Any]) -> None:
     train = config.train
     device = ray.train.torch.get_device()
     per_worker = common.local_batch_size(train.batch_size, ray.train.get_context().get_world_size())
-    model, text_tok, prompts = build(config, Path(cfg["stage1"]), labels)
+    model, text_tok, prompts = build(config, Path(cfg["stage1"]), labels, cfg.get("from_bundle"))
     model = ray.train.torch.prepare_model(
         model, parallel_strategy_kwargs={"find_unused_parameters": True}
     )
@@ -194,6 +208,7 @@ def train_stage2(
     stage1_dir: Path,
     name: str = "stage2",
     stop_after_epochs: int | None = None,
+    from_bundle: Path | None = None,
 ) -> str:
     """Run stage 2 on Ray Train; returns the checkpoint directory to export (see export.py): the
     best by dev UA when the manifest has a dev split, else the last."""
@@ -207,6 +222,7 @@ def train_stage2(
             "manifest": str(Path(manifest).resolve()),
             "stage1": str(Path(stage1_dir).resolve()),
             "stop_after_epochs": stop_after_epochs,
+            "from_bundle": str(Path(from_bundle).resolve()) if from_bundle else None,
         },
         name,
         config,

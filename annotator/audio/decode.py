@@ -109,3 +109,17 @@ def decode_bytes(data: bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError("decode", "empty_file", "zero bytes")
     blocks = list(iter_decoded(io.BytesIO(data), sample_rate))
     return np.concatenate(blocks, axis=1).mean(axis=0).astype(np.float32)
+
+
+def decode_source(uri: str, s3=None) -> np.ndarray:
+    """(channels, samples) float32 at 16 kHz of one whole source file (local or ``s3://``): for
+    training examples and review clips, cut from it afterwards."""
+    from annotator.audio.sources import filesystem
+    from annotator.config import S3Config
+
+    fs, path = filesystem(uri, s3 or S3Config())
+    with fs.open(path, "rb") as handle:
+        data = handle.read()
+    if not data:
+        raise AudioError("decode", "empty_file", f"{uri}: zero bytes")
+    return np.concatenate(list(iter_decoded(io.BytesIO(data), name=uri)), axis=1)

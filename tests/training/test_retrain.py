@@ -25,7 +25,7 @@ def _config(small_home, storage, **train):
     return load_config(
         None,
         models={"home": str(small_home)},
-        train={"storage": str(storage), "epochs_stage1": 10, "epochs_stage2": 12, **train},
+        train={"storage": str(storage), "epochs_stage1": 6, "epochs_stage2": 8, **train},
     )
 
 
