@@ -96,12 +96,10 @@ def train_stage1(config: AnnotatorConfig, manifest: Path, out: Path, name: str =
     """Run stage 1 on Ray Train; write the trained EmoQ-Former to ``out``. With
     ``train.epochs_stage1: 0`` (Table 6's "no stage 1") nothing trains: the EmoQ-Former is
     written as initialised (seeded by ``train.seed``) and stage 2 starts from it."""
-    from transformers import set_seed
-
     from annotator.schema import label_set
 
     if config.train.epochs_stage1 == 0:
-        set_seed(config.train.seed)
+        torch.manual_seed(config.train.seed)  # the initialisation is torch's
         model, _ = build(config, label_set(config.train.label_set))
         out.mkdir(parents=True, exist_ok=True)
         model.former.save(out)
