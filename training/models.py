@@ -43,8 +43,9 @@ class Stage2Model(nn.Module):
         return self.llm(inputs_embeds=embeds, attention_mask=prompt_mask).logits
 
 
-def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logits = model(
+def batch_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The stage-2 model's logits over a collated batch (prompt + answer rows)."""
+    return model(
         batch["frames"],
         batch["frame_mask"],
         batch["ids"],
@@ -53,6 +54,10 @@ def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         batch["prompt_mask"],
         batch["audio_position"],
     )
+
+
+def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits = batch_logits(model, batch)
     return losses.weighted_lm_loss(logits, batch["prompt_ids"], batch["weights"])
 
 

@@ -19,7 +19,7 @@ from annotator.config import AnnotatorConfig
 from annotator.models.transcript import TranscriptTokenizer
 from training import common
 from training.metrics import scores as metrics_of
-from training.models import Stage2Model, batch_loss, pad_answers
+from training.models import Stage2Model, batch_logits, batch_loss, pad_answers
 
 
 def build(config: AnnotatorConfig, stage1_dir: Path, labels, from_bundle: Path | None = None):
@@ -179,15 +179,7 @@ def dev_predictions(module, items, to_batch, prompts, device) -> tuple[list[int]
         for start in range(0, len(items), 8):
             chunk = items[start : start + 8]
             batch = common.to_device(to_batch(chunk), device)
-            logits = module(
-                batch["frames"],
-                batch["frame_mask"],
-                batch["ids"],
-                batch["text_mask"],
-                batch["prompt_ids"],
-                batch["prompt_mask"],
-                batch["audio_position"],
-            )
+            logits = batch_logits(module, batch)
             # The emotion word's first token is the first weighted one; the logits one position
             # earlier predict it (causal: the answer after it is never seen).
             before = (batch["weights"] > 0).float().argmax(dim=1) - 1
