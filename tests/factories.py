@@ -334,3 +334,72 @@ def meld_corpus(root: Path, per_split: dict[str, int]) -> Path:
             writer.writeheader()
             writer.writerows(rows)
     return root
+
+
+def review_calls(
+    root: Path, manifest: Path, sentences: int = 4, gap_s: float = 1.2
+) -> dict[str, list[tuple[float, float, str]]]:
+    """Calls made of a synthetic corpus' utterances, for the review loop: one call per (voice,
+    sentence index), that sentence of each emotion in turn (the order rotated per call), silence
+    between. Returns {call path: [(start_s, end_s, label)]}, what a reviewer would hear."""
+    from annotator.audio.decode import decode_source
+    from annotator.audio.synth import SAMPLE_RATE, encode, silence
+    from training.data import read_manifest
+
+    root.mkdir(parents=True, exist_ok=True)
+    by_place: dict[tuple[str, int], dict[str, str]] = {}
+    for example in read_manifest(manifest):
+        index = int(Path(example.audio_uri).stem.rsplit("_", 1)[1])
+        if index < sentences:
+            by_place.setdefault((example.speaker, index), {})[example.label] = example.audio_uri
+    truth: dict[str, list[tuple[float, float, str]]] = {}
+    for n, ((voice, index), files) in enumerate(sorted(by_place.items())):
+        labels = sorted(files)
+        labels = labels[n % len(labels) :] + labels[: n % len(labels)]
+        parts, spans, t = [], [], 0.0
+        for label in labels:
+            audio = decode_source(files[label])[0]
+            spans.append((t, t + len(audio) / SAMPLE_RATE, label))
+            parts += [audio, silence(gap_s)]
+            t += len(audio) / SAMPLE_RATE + gap_s
+        path = root / f"{voice.replace('+', '_')}-{index}.wav"
+        encode(np.concatenate(parts), path)
+        truth[str(path)] = spans
+    return truth
+
+
+def labelstudio_annotation(ident: int, label: str, when: str) -> dict:
+    """One completed annotation of a choices task as Label Studio's JSON export writes it."""
+    return {
+        "id": ident,
+        "result": [
+            {
+                "id": f"r{ident}",
+                "from_name": "emotion",
+                "to_name": "audio",
+                "type": "choices",
+                "value": {"choices": [label]},
+                "origin": "manual",
+            }
+        ],
+        "was_cancelled": False,
+        "ground_truth": False,
+        "created_at": when,
+        "updated_at": when,
+        "lead_time": 4.2,
+        "completed_by": 1,
+    }
+
+
+def one_per_voice_and_label(manifest: Path, dest: Path) -> Path:
+    """A manifest of the first recording of each (voice, emotion) of ``manifest``: for tests
+    whose point is the wiring of a training run, not what it learns (24 rows of the synthetic
+    corpus' 144: 16 train, 8 held out)."""
+    rows, seen = [], set()
+    for line in Path(manifest).read_text().splitlines():
+        entry = json.loads(line)
+        if (entry["speaker"], entry["label"]) not in seen:
+            seen.add((entry["speaker"], entry["label"]))
+            rows.append(line)
+    dest.write_text("\n".join(rows) + "\n")
+    return dest

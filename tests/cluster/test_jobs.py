@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import one_per_voice_and_label
+
 pytestmark = pytest.mark.vllm
 
 BIN = Path(sys.executable).parent
@@ -98,18 +100,10 @@ def test_retrain_job_on_a_real_head(ray_head, synth_manifest, small_home, tmp_pa
     address, env = ray_head
     config = tmp_path / "short.yaml"
     config.write_text(
-        f"train:\n  epochs_stage1: 1\n  epochs_stage2: 1\n  storage: {tmp_path / 'checkpoints'}\n"
+        f"train:\n  epochs_stage1: 0\n  epochs_stage2: 1\n  storage: {tmp_path / 'checkpoints'}\n"
     )
-    # One recording per voice and emotion (16 train, 8 held out): the job's wiring is the point
-    # here; how well training works is tests/training/test_retrain.py's.
-    rows, seen = [], set()
-    for line in synth_manifest.read_text().splitlines():
-        entry = json.loads(line)
-        if (entry["speaker"], entry["label"]) not in seen:
-            seen.add((entry["speaker"], entry["label"]))
-            rows.append(line)
-    manifest = tmp_path / "manifest.jsonl"
-    manifest.write_text("\n".join(rows) + "\n")
+    # The job's wiring is the point here; how well training works is test_retrain.py's.
+    manifest = one_per_voice_and_label(synth_manifest, tmp_path / "manifest.jsonl")
     bundle = tmp_path / "bundle"
     logs = _submit(
         address,

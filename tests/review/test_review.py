@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from annotator.cli import main
 from annotator.query import Annotations
+from tests.factories import labelstudio_annotation
 from training.data import held_out_call, read_manifest
 
 pytestmark = pytest.mark.vllm
@@ -90,9 +91,13 @@ def test_reviewed_labels_come_back_as_a_manifest_split_by_call(exported, tmp_pat
             item["annotations"] = [{"id": 10, "result": [], "was_cancelled": True}]
         else:
             first = labels[k % 4]
-            item["annotations"].append(_annotation(20 + k, first, "2026-11-20T10:00:00Z"))
+            item["annotations"].append(
+                labelstudio_annotation(20 + k, first, "2026-11-20T10:00:00Z")
+            )
             if k == 1:  # relabelled later by a second reviewer: the latest wins
-                item["annotations"].append(_annotation(40, "sad", "2026-11-21T09:00:00Z"))
+                item["annotations"].append(
+                    labelstudio_annotation(40, "sad", "2026-11-21T09:00:00Z")
+                )
         reviewed.append(item)
     export = tmp_path / "project-1-at-2026-11-22.json"
     export.write_text(json.dumps(reviewed))
@@ -119,7 +124,7 @@ def test_reviewed_labels_come_back_as_a_manifest_split_by_call(exported, tmp_pat
         sides.setdefault(ex.audio_uri, set()).add(ex.split)
     assert all(len(s) == 1 for s in sides.values())
     # Labels outside the label set are refused, naming them.
-    reviewed[1]["annotations"].append(_annotation(50, "furious", "2026-11-22T09:00:00Z"))
+    reviewed[1]["annotations"].append(labelstudio_annotation(50, "furious", "2026-11-22T09:00:00Z"))
     export.write_text(json.dumps(reviewed))
     run = CliRunner().invoke(
         main,
@@ -134,25 +139,3 @@ def test_calls_areheld_out_call_by_a_stable_hash():
     assert share == pytest.approx(0.25, abs=0.03)
     assert [held_out_call(i, 0.25) for i in ids[:50]] == [held_out_call(i, 0.25) for i in ids[:50]]
     assert not any(held_out_call(i, 0.0) for i in ids)
-
-
-def _annotation(ident: int, label: str, when: str) -> dict:
-    return {
-        "id": ident,
-        "result": [
-            {
-                "id": f"r{ident}",
-                "from_name": "emotion",
-                "to_name": "audio",
-                "type": "choices",
-                "value": {"choices": [label]},
-                "origin": "manual",
-            }
-        ],
-        "was_cancelled": False,
-        "ground_truth": False,
-        "created_at": when,
-        "updated_at": when,
-        "lead_time": 4.2,
-        "completed_by": 1,
-    }
