@@ -63,6 +63,7 @@ SEGMENTS = pa.schema(
         ("emotion", pa.string()),
         ("emotion_probs", pa.list_(LABEL_PROB)),  # every label of the bundle, in its order
         ("emotion_confidence", pa.float32()),  # probability of the chosen emotion
+        ("bundle_kind", pa.string()),  # annotator/models/kinds.py: which model labelled the row
         ("bundle_version", pa.string()),
         ("asr_model", pa.string()),
         ("llm_model", pa.string()),
@@ -109,6 +110,7 @@ RUNS = pa.schema(
         ("run_id", pa.string()),
         ("config_hash", pa.string()),
         ("annotator_version", pa.string()),
+        ("bundle_kind", pa.string()),
         ("bundle_version", pa.string()),
         ("asr_model", pa.string()),
         ("llm_model", pa.string()),
@@ -128,4 +130,12 @@ TABLES: dict[str, pa.Schema] = {
     "errors": ERRORS,
     "files": FILES,
     "runs": RUNS,
+}
+
+# Columns added to a table after outputs were written without them, and what a row written before
+# holds: readers (annotator/query/duckdb.py) show this value where a row has none. Writers add
+# the column to an existing Delta table on their next commit (schema evolution).
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "segments": {"bundle_kind": "emoq"},  # every bundle was EmoQ before bundle kinds
+    "runs": {"bundle_kind": "emoq"},
 }

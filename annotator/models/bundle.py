@@ -2,7 +2,7 @@
 
 Layout::
 
-    bundle.json               label set, emotion-token ids, base-model names, shapes, version
+    bundle.json               kind, label set, emotion-token ids, base-model names, version
     emoq_former.json/.safetensors
     projector.json/.safetensors
     text-tokenizer/           the EmoQ-Former's tokenizer (BERT family)
@@ -23,17 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from annotator.models.kinds import DEFAULT_KIND, UnknownKind
+from annotator.models.kinds import kind as kind_of
+
 BUNDLE_FORMAT = 1
 META = "bundle.json"
-REQUIRED = (
-    "emoq_former.json",
-    "emoq_former.safetensors",
-    "projector.json",
-    "projector.safetensors",
-    "text-tokenizer/tokenizer_config.json",
-    "lora/adapter_config.json",
-    "lora/adapter_model.safetensors",
-)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
@@ -86,6 +80,7 @@ class Bundle:
     version: str
     lora_rank: int
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = DEFAULT_KIND  # annotator/models/kinds.py: which model, which stages serve it
 
     @property
     def inputs(self) -> str:
@@ -128,14 +123,18 @@ class Bundle:
         root = Path(root)
         if not (root / META).is_file():
             raise BundleError(f"{root} is not a bundle: {META} is missing")
-        missing = [name for name in REQUIRED if not (root / name).is_file()]
-        if missing:
-            raise BundleError(f"bundle {root} is missing: {', '.join(missing)}")
         meta = json.loads((root / META).read_text())
         if meta.get("format") != BUNDLE_FORMAT:
             raise BundleError(
                 f"bundle {root} has format {meta.get('format')!r}; this annotator reads {BUNDLE_FORMAT}"
             )
+        try:
+            required = kind_of(meta.get("kind", DEFAULT_KIND)).required
+        except UnknownKind as exc:
+            raise BundleError(f"{root}: {exc}") from None
+        missing = [name for name in required if not (root / name).is_file()]
+        if missing:
+            raise BundleError(f"bundle {root} is missing: {', '.join(missing)}")
         if verify and content_version(root, meta) != meta["version"]:
             raise BundleError(
                 f"bundle {root} was modified after it was written (version hash mismatch)"
@@ -148,6 +147,7 @@ class Bundle:
             version=meta["version"],
             lora_rank=int(meta["lora_rank"]),
             extra=dict(meta.get("extra", {})),
+            kind=meta.get("kind", DEFAULT_KIND),
         )
 
     def check_llm_tokenizer(self, tokenizer) -> None:
@@ -267,6 +267,7 @@ def _write_rest(
     text_tokenizer.save_pretrained(root / "text-tokenizer")
     meta = {
         "format": BUNDLE_FORMAT,
+        "kind": "emoq",
         "labels": list(labels),
         "emotion_token_ids": emotion_token_ids(llm_tokenizer, labels),
         "base": dict(base),

@@ -29,7 +29,8 @@ from annotator.models.tokenizer_layouts import build_small_llm_tokenizer
 
 # Bump when the build recipe changes, so that existing builds are rebuilt rather than trusted.
 # 3: the LLM tokenizer lost <AUDIO> and gained the rest of Qwen2.5-Instruct's added tokens.
-BUILD_RECIPE = 3
+# 4: the untrained bundle's bundle.json names its kind (emoq).
+BUILD_RECIPE = 4
 SMALL_PREFIX = "small:"
 PROFILE_MANIFEST = "profile.json"
 

@@ -137,6 +137,9 @@ class OutputTables:
                     dt,
                     data.cast(TABLES[name]),
                     mode="append",
+                    # A column added to the schema since the table was made (schema.ADDED_COLUMNS)
+                    # is added to the table by this commit.
+                    schema_mode="merge",
                     commit_properties=properties,
                     writer_properties=WriterProperties(compression="ZSTD"),
                 )

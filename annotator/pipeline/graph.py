@@ -1,8 +1,10 @@
 """The annotate graph as one Ray Data dataset: the same graph on a laptop and on a GPU cluster.
 
-    listing ─► decode ─► ASRStage ─► FeaturesStage ─► LabelStage ─► (driver) Sink
+    listing ─► decode ─► ASRStage ─► <the bundle kind's stages> ─► (driver) Sink
     (a task per  (tasks)   (actor pools that follow the cluster: pools.py)
      input URI)
+
+For an EmoQ bundle (annotator/models/kinds.py) the kind's stages are FeaturesStage ─► LabelStage.
 
 Ray Data does the scheduling: actor pools that grow with the cluster, backpressure between
 stages, streaming execution, restarts of dead actors and retries of failed tasks (on another
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from annotator.config import AnnotatorConfig, StageResources
+from annotator.models.kinds import DEFAULT_KIND, KINDS, Kind
 from annotator.pipeline.decode import decode
 from annotator.pipeline.inputs import source_listing
 from annotator.pipeline.pools import GIB, Node, PoolSize, cluster_nodes, pool_size
@@ -44,12 +47,19 @@ def _actor_stage(resources: StageResources, pool: PoolSize) -> dict[str, Any]:
     }
 
 
-def pools(config: AnnotatorConfig, nodes: list[Node]) -> dict[str, PoolSize]:
-    """The model stages' pools on a cluster of ``nodes``."""
+# Each kind's stage names → the actor class (pipeline/stages.py) and its constructor's kwargs.
+STAGES = {"features": FeaturesStage, "label": LabelStage}
+_STARTS_ENGINE = {"label"}  # stages whose engine starts when the run's first window arrives
+
+
+def pools(
+    config: AnnotatorConfig, nodes: list[Node], kind: Kind = KINDS[DEFAULT_KIND]
+) -> dict[str, PoolSize]:
+    """The model stages' pools on a cluster of ``nodes``: ASR and the bundle kind's stages."""
     stages = config.stages
     return {
         name: pool_size(name, getattr(stages, name), nodes, config.cluster)
-        for name in ("asr", "features", "label")
+        for name in ("asr", *kind.stages)
     }
 
 
@@ -76,15 +86,21 @@ def _one_file_per_block(ds):
     return Dataset._from_parent(ds, LogicalPlan(split, ds.context))
 
 
-def build(config: AnnotatorConfig, inputs: Sequence[str], done_ref: Any = None):
+def build(
+    config: AnnotatorConfig,
+    inputs: Sequence[str],
+    done_ref: Any = None,
+    kind: Kind = KINDS[DEFAULT_KIND],
+):
     """The annotate Dataset over the URIs the user gave, not yet executed.
 
-    ``done_ref``: an object ref of the :class:`~annotator.pipeline.inputs.DoneSet` to skip."""
+    ``done_ref``: an object ref of the :class:`~annotator.pipeline.inputs.DoneSet` to skip;
+    ``kind``: the served bundle's kind, whose stages follow ASR."""
     import ray.data
 
     from annotator.pipeline.warmup import work_arrived
 
-    sizes = pools(config, cluster_nodes())
+    sizes = pools(config, cluster_nodes(), kind)
     log.info(
         "actor pools (min/initial/max): %s",
         ", ".join(f"{n} {p.min}/{p.initial}/{p.max}" for n, p in sizes.items()),
@@ -107,15 +123,13 @@ def build(config: AnnotatorConfig, inputs: Sequence[str], done_ref: Any = None):
         **_memory(stages.decode.memory_gb),
     )
     flag = work_arrived()  # ASR raises it with its first window; label engines start then
-    constructor_kwargs = {
-        "asr": {"config": config, "work_arrived": flag},
-        "features": {"config": config},
-        "label": {"config": config, "work_arrived": flag},
-    }
-    for name, stage in (("asr", ASRStage), ("features", FeaturesStage), ("label", LabelStage)):
+    for name, stage in (("asr", ASRStage), *((n, STAGES[n]) for n in kind.stages)):
+        kwargs = {"config": config}
+        if name == "asr" or name in _STARTS_ENGINE:
+            kwargs["work_arrived"] = flag
         ds = ds.map_batches(
             stage,
-            fn_constructor_kwargs=constructor_kwargs[name],
+            fn_constructor_kwargs=kwargs,
             **_actor_stage(getattr(stages, name), sizes[name]),
         )
     return ds

@@ -41,6 +41,7 @@ def annotate(
     import ray
 
     from annotator.models.bundle import Bundle
+    from annotator.models.kinds import kind
     from annotator.models.profiles import resolve_model
     from annotator.pipeline.connection import connect
     from annotator.pipeline.graph import build
@@ -62,6 +63,7 @@ def annotate(
     info = RunInfo(
         run_id=new_run_id(started),
         bundle_version=bundle.version,
+        bundle_kind=bundle.kind,
         asr_model=config.models.asr.model,
         llm_model=config.models.llm,
     )
@@ -85,7 +87,7 @@ def annotate(
     connect(config)
     sink = Sink(output, info, config.commit)
     try:
-        dataset = build(config, inputs, ray.put(done) if len(done) else None)
+        dataset = build(config, inputs, ray.put(done) if len(done) else None, kind(bundle.kind))
     except PoolError as exc:
         raise RunError(str(exc)) from None
     try:

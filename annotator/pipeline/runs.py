@@ -89,6 +89,7 @@ def store_run(output: OutputTables, config: AnnotatorConfig, info: RunInfo, s: R
         "run_id": s.run_id,
         "config_hash": config_hash(config),
         "annotator_version": __version__,
+        "bundle_kind": info.bundle_kind,
         "bundle_version": s.bundle_version,
         "asr_model": info.asr_model,
         "llm_model": info.llm_model,

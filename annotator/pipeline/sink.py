@@ -28,15 +28,18 @@ import pyarrow.compute as pc
 
 from annotator.audio.sources import is_archive
 from annotator.config import CommitConfig
+from annotator.models.kinds import KINDS
 from annotator.output import failpoints
 from annotator.output.tables import OutputTables
 from annotator.schema import ERRORS, FILES, SEGMENTS
 
-PLACED_STAGES = ("asr", "features", "label")
+# The model stages whose rows say where they ran (``<stage>_at``): ASR and every kind's own.
+PLACED_STAGES = ("asr", *dict.fromkeys(s for k in KINDS.values() for s in k.stages))
 # Columns the sink fills in itself; every other column of a table comes from the rows.
 _RUN_COLUMNS = {
     "run_id",
     "segment_id",
+    "bundle_kind",
     "bundle_version",
     "asr_model",
     "llm_model",
@@ -54,6 +57,7 @@ class RunInfo:
     bundle_version: str
     asr_model: str
     llm_model: str
+    bundle_kind: str = "emoq"
 
 
 @dataclass
@@ -294,6 +298,7 @@ class Sink:
         filled = {
             "run_id": pa.repeat(self.info.run_id, n),
             "segment_id": pc.binary_join_element_wise(rows.column("recording_id"), index, "-"),
+            "bundle_kind": pa.repeat(self.info.bundle_kind, n),
             "bundle_version": pa.repeat(self.info.bundle_version, n),
             "asr_model": pa.repeat(self.info.asr_model, n),
             "llm_model": pa.repeat(self.info.llm_model, n),

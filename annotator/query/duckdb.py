@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from annotator.config import S3Config
-from annotator.schema import TABLES
+from annotator.schema import ADDED_COLUMNS, TABLES
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -127,11 +127,34 @@ class Annotations:
         files = self.tables.file_uris(table)
         if files:
             listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            return f"read_parquet([{listed}], union_by_name = true)"
+            return self._with_added_columns(
+                table, f"read_parquet([{listed}], union_by_name = true)"
+            )
         # No table or no rows yet: an empty relation with the documented columns.
         empty = pa.Table.from_batches([], schema=TABLES[table])
         self.con.register(f"_empty_{table}", empty)
         return f"_empty_{table}"
+
+    def _with_added_columns(self, table: str, source: str) -> str:
+        """``source`` with the columns added since older outputs were written
+        (``schema.ADDED_COLUMNS``) holding their documented value where a row has none: in
+        files written before the column existed (NULL under union_by_name) or in a snapshot
+        none of whose files has it."""
+        added = ADDED_COLUMNS.get(table)
+        if not added:
+            return source
+        present = {
+            row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()
+        }
+        replaced, appended = [], []
+        for column, value in added.items():
+            literal = "'" + value.replace("'", "''") + "'"
+            if column in present:
+                replaced.append(f"coalesce({column}, {literal}) AS {column}")
+            else:
+                appended.append(f"{literal} AS {column}")
+        select = "*" + (f" REPLACE ({', '.join(replaced)})" if replaced else "")
+        return f"(SELECT {', '.join([select, *appended])} FROM {source})"
 
     def sql(
         self, query: str, params: dict[str, Any] | None = None

@@ -168,7 +168,8 @@ def build_report(
 
     runs = rows(
         "SELECT run_id, started_at, round(wall_s, 1), recordings, segments, errors, "
-        f"round(audio_hours, 4), round(rtfx, 1), bundle_version FROM runs {where} ORDER BY started_at"
+        f"round(audio_hours, 4), round(rtfx, 1), bundle_kind, bundle_version FROM runs {where} "
+        "ORDER BY started_at"
     )
     (totals,) = rows(
         "SELECT count(DISTINCT call_id), count(DISTINCT recording_id), count(*), "
@@ -191,12 +192,26 @@ def build_report(
                 "errors",
                 "audio h",
                 "RTFx",
+                "kind",
                 "bundle",
             ],
             runs,
         )
     )
     parts.append(_table(["calls", "recordings", "segments", "speech h"], [totals]))
+    # Which model labelled what: an output may hold rows of several bundles and kinds.
+    labelled_by = rows(
+        "SELECT bundle_kind, bundle_version, count(DISTINCT call_id), count(*), "
+        "round(sum(end_s - start_s) / 3600, 3), min(processed_at), max(processed_at) "
+        f"FROM segments {where} GROUP BY ALL ORDER BY min(processed_at)"
+    )
+    parts.append("<h2>Labelled by</h2>")
+    parts.append(
+        _table(
+            ["kind", "bundle", "calls", "segments", "speech h", "first", "last"],
+            labelled_by,
+        )
+    )
 
     parts.append("<h2>Emotion timeline per call</h2>")
     chosen = list(calls) or [

@@ -50,6 +50,7 @@ def test_end_to_end_output(corpus, baseline):
         assert row["emotion"] == max(probs, key=probs.get)
         assert row["emotion_confidence"] == pytest.approx(probs[row["emotion"]])
         assert row["bundle_version"] == segments["bundle_version"][0].as_py() != ""
+        assert row["bundle_kind"] == "emoq"  # the small profile's bundle
         assert row["words"] and row["start_s"] <= row["words"][0]["start"] + 0.5
         assert row["end_s"] > row["start_s"]
         assert row["language"] == "en" and row["run_id"] == summary.run_id

@@ -346,3 +346,45 @@ def test_cli_query_formats_and_errors(output, tmp_path):
     )
     assert res.exit_code == 0 and "42" in res.output
     assert "read-only" in res.output
+
+
+def test_an_output_written_before_bundle_kinds_reads_as_emoq_and_takes_new_kinds(tmp_path):
+    """Outputs of annotator versions without ``bundle_kind`` (schema.ADDED_COLUMNS): their rows
+    read as EmoQ's, and the next commit adds the column to the Delta table (schema evolution), so
+    rows of two kinds sit in one queryable output."""
+    from deltalake import DeltaTable, write_deltalake
+
+    make_output(tmp_path / "new")
+    new = OutputTables(str(tmp_path / "new"))
+    old_root = tmp_path / "old"
+    for name in ("segments", "errors", "files", "runs"):
+        table = new.read(name)
+        if "bundle_kind" in table.column_names:
+            table = table.drop_columns(["bundle_kind"])
+        write_deltalake(str(old_root / name), table)
+    assert "bundle_kind" not in DeltaTable(str(old_root / "segments")).schema().to_arrow().names
+    ann = Annotations(str(old_root))
+    assert ann.sql("SELECT DISTINCT bundle_kind FROM segments").fetchall() == [("emoq",)]
+    assert ann.sql("SELECT DISTINCT bundle_kind FROM runs").fetchall() == [("emoq",)]
+    count = ann.sql("SELECT count(*) FROM segments").fetchall()[0][0]
+    ann.close()
+
+    # A later run of another kind commits one more call.
+    later = new.read("segments").slice(0, 3).to_pylist()
+    for i, row in enumerate(later):
+        row.update(
+            call_id="call-later",
+            recording_id="call-later",
+            segment_id=f"call-later-{i:06d}",
+            bundle_kind="otherkind",
+            commit_id="run2-000001",
+        )
+    tables = OutputTables(str(old_root))
+    tables.append("segments", pa.Table.from_pylist(later, schema=SEGMENTS), "run2", 1)
+    ledger = new.read("files").slice(0, 1).to_pylist()[0]
+    ledger.update(call_id="call-later", run_id="run2", commit_id="run2-000001")
+    tables.append("files", pa.Table.from_pylist([ledger], schema=FILES), "run2", 1)
+    assert "bundle_kind" in DeltaTable(str(old_root / "segments")).schema().to_arrow().names
+    ann = Annotations(str(old_root))
+    kinds = ann.sql("SELECT bundle_kind, count(*) FROM segments GROUP BY ALL ORDER BY 1").fetchall()
+    assert kinds == [("emoq", count), ("otherkind", 3)]

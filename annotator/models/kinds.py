@@ -1,0 +1,72 @@
+"""Bundle kinds: which emotion model a bundle holds, and what serving it takes.
+
+A bundle's ``bundle.json`` names its kind (``kind``; a bundle written before kinds existed is
+``emoq``). The kind says which files the bundle must hold and which model stages run after ASR in
+the annotate graph (:mod:`annotator.pipeline.graph` builds the graph from it), and every output
+row records it (``bundle_kind``) beside ``bundle_version``.
+
+Adding a kind: one module with its model and its stage classes, one entry in :data:`KINDS`; the
+README's contributing section walks through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# What a bundle written before kinds existed is, and what output rows of that time hold.
+DEFAULT_KIND = "emoq"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One emotion model served by annotate.
+
+    Attributes:
+        name: as written in ``bundle.json`` and on every output row.
+        summary: one line for ``annotator models show`` and the docs.
+        required: files (relative to the bundle root) a bundle of this kind must hold.
+        stages: the model stages after ASR, in graph order; each names a class of
+            :mod:`annotator.pipeline.stages` (:data:`annotator.pipeline.graph.STAGES`) and a
+            ``stages.<name>`` section of the configuration (resources, pool sizes).
+        hears: what the model takes in: ``audio+text`` or ``audio``.
+    """
+
+    name: str
+    summary: str
+    required: tuple[str, ...]
+    stages: tuple[str, ...]
+    hears: str
+
+
+KINDS: dict[str, Kind] = {
+    "emoq": Kind(
+        name="emoq",
+        summary="EmoQ: HuBERT + EmoQ-Former (audio and transcript) -> one soft token -> LoRA LLM "
+        "served by vLLM, posterior from the emotion words' logits",
+        required=(
+            "emoq_former.json",
+            "emoq_former.safetensors",
+            "projector.json",
+            "projector.safetensors",
+            "text-tokenizer/tokenizer_config.json",
+            "lora/adapter_config.json",
+            "lora/adapter_model.safetensors",
+        ),
+        stages=("features", "label"),
+        hears="audio+text",
+    ),
+}
+
+
+class UnknownKind(ValueError):
+    """A bundle of a kind this annotator does not serve."""
+
+
+def kind(name: str) -> Kind:
+    """The registered kind ``name``; :class:`UnknownKind` naming the known ones otherwise."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise UnknownKind(
+            f"bundle kind {name!r} is not one this annotator serves (known: {', '.join(KINDS)})"
+        ) from None
