@@ -342,6 +342,37 @@ def train_stage2_command(
     click.echo(f"bundle {bundle.version} written to {bundle.root}")
 
 
+@train.command("qieemo")
+@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--from",
+    "start",
+    default="small:qieemo-bundle",
+    show_default=True,
+    help="The Qieemo bundle to start from (untrained from `models init`, or one to fine-tune).",
+)
+@click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", default="qieemo", show_default=True, help="Run name under train.storage.")
+@CONFIG_OPTION
+def train_qieemo_command(
+    manifest: Path, start: str, dest: Path, name: str, config_path: Path | None
+) -> None:
+    """Train a Qieemo bundle (audio only: a frozen CTC encoder's layers, fusion, cross-modal
+    attention, classifier) on Ray Train, on stage 2's schedule; exports a bundle to --out."""
+    from annotator.models.profiles import resolve_model
+    from training.qieemo import train_qieemo
+
+    config = _load(config_path)
+    bundle = train_qieemo(
+        config, manifest, Path(resolve_model(start, config.models.home)), dest, name=name
+    )
+    accuracy = bundle.extra.get("train_accuracy")
+    click.echo(
+        f"bundle {bundle.version} written to {bundle.root}"
+        + (f" (training accuracy, last epoch: {accuracy:.3f})" if accuracy is not None else "")
+    )
+
+
 @train.command("cv")
 @click.argument("kind", type=click.Choice(["iemocap", "meld"]))
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))

@@ -112,6 +112,9 @@ class StagesConfig(_Strict):
     asr: StageResources = StageResources(batch_size=8, num_cpus=1, memory_gb=0.6)
     features: StageResources = StageResources(batch_size=8, num_cpus=0.25, memory_gb=1.0)
     label: StageResources = StageResources(batch_size=64, num_cpus=0.25, memory_gb=2.0)
+    # A Qieemo bundle's one stage (CTC encoder + fusion + classifier) in place of features and
+    # label (annotator/models/kinds.py). Not yet measured; sized like features.
+    qieemo: StageResources = StageResources(batch_size=8, num_cpus=0.25, memory_gb=1.0)
 
     @model_validator(mode="after")
     def _gpu_shares_fit_one_gpu(self) -> StagesConfig:

@@ -40,6 +40,8 @@ def posteriors(
     from annotator.models.prompt import PromptEmbedder
 
     bundle = Bundle.load(bundle_dir)
+    if bundle.kind == "qieemo":
+        return qieemo_posteriors(config, bundle, examples, ablate)
     llm = common.model_path(config.models.llm, config)
     audios = load_audios(examples, config.s3)
     texts = [ex.transcript for ex in examples]
@@ -81,6 +83,36 @@ def posteriors(
         if own:
             labeler.close()
     return scaled(probs, bundle.temperature), texts
+
+
+def qieemo_posteriors(
+    config: AnnotatorConfig, bundle, examples: Sequence[Example], ablate: str | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """``posteriors`` of a Qieemo bundle: the CTC encoder and the model, as ``QieemoStage``
+    serves them (no transcript: the texts returned are empty). ``ablate="audio"`` gives it
+    silence; there is no text to take away."""
+    import torch
+
+    from annotator.models.embedder import features_dtype
+    from annotator.models.qieemo import CTCEncoder, Qieemo
+
+    if ablate not in (None, "audio"):
+        raise ValueError(f"a Qieemo bundle hears no transcript: ablate {ablate!r} means nothing")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = features_dtype(config.models.features_dtype, device)
+    encoder = CTCEncoder(
+        common.model_path(bundle.base["ctc_encoder"], config), device=device, dtype=dtype
+    )
+    model = Qieemo.load(bundle.root).to(device, dtype)
+    audios = load_audios(examples, config.s3)
+    if ablate == "audio":
+        audios = [np.zeros_like(a) for a in audios]
+    probs = []
+    with torch.inference_mode():
+        for start in range(0, len(audios), 16):
+            logits = model(*encoder(audios[start : start + 16]))
+            probs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    return scaled(np.concatenate(probs), bundle.temperature), ["" for _ in examples]
 
 
 def evaluate(
@@ -168,6 +200,9 @@ class Evaluator:
 
         self.config = AnnotatorConfig.model_validate(config)
         self.bundle = Bundle.load(bundle_dir)
+        self.labeler = None
+        if self.bundle.kind != "emoq":  # no LLM to serve (qieemo): posteriors() loads its models
+            return
         self.labeler = VLLMLabeler(
             common.model_path(self.config.models.llm, self.config),
             self.bundle.emotion_token_ids,
@@ -184,6 +219,11 @@ class Evaluator:
         from annotator.models.bundle import Bundle
 
         bundle = Bundle.load(bundle_dir)
+        if self.labeler is None or bundle.kind != "emoq":
+            if bundle.kind != self.bundle.kind:
+                raise ValueError(f"{bundle_dir} is a {bundle.kind} bundle, not {self.bundle.kind}")
+            self.bundle = bundle
+            return
         if bundle.emotion_token_ids != self.bundle.emotion_token_ids:
             raise ValueError(f"{bundle_dir} has other labels or LLM tokens than {self.bundle.root}")
         if bundle.lora_rank > self.bundle.lora_rank:
@@ -195,7 +235,8 @@ class Evaluator:
         return evaluate(self.config, self.bundle.root, examples, None, self.labeler, ablate)
 
     def close(self) -> None:
-        self.labeler.close()
+        if self.labeler is not None:
+            self.labeler.close()
 
 
 def evaluate_on_ray(

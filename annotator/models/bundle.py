@@ -142,10 +142,11 @@ class Bundle:
         return cls(
             root=root,
             labels=list(meta["labels"]),
-            emotion_token_ids=list(meta["emotion_token_ids"]),
+            # A kind without an LLM (qieemo) has no emotion tokens and no LoRA.
+            emotion_token_ids=list(meta.get("emotion_token_ids", [])),
             base=dict(meta["base"]),
             version=meta["version"],
-            lora_rank=int(meta["lora_rank"]),
+            lora_rank=int(meta.get("lora_rank", 0)),
             extra=dict(meta.get("extra", {})),
             kind=meta.get("kind", DEFAULT_KIND),
         )
@@ -272,6 +273,31 @@ def _write_rest(
         "emotion_token_ids": emotion_token_ids(llm_tokenizer, labels),
         "base": dict(base),
         "lora_rank": lora_rank,
+        "extra": extra or {},
+    }
+    meta["version"] = content_version(root, meta)
+    (root / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return Bundle.load(root)
+
+
+def write_qieemo_bundle(
+    root: Path,
+    model,
+    labels: Sequence[str],
+    base: dict[str, str],
+    extra: dict[str, Any] | None = None,
+) -> Bundle:
+    """A Qieemo bundle (annotator/models/qieemo.py): its fusion/attention/classifier weights and
+    ``bundle.json`` naming the CTC encoder it runs over (``base["ctc_encoder"]``)."""
+    if "ctc_encoder" not in base:
+        raise BundleError("a Qieemo bundle names its CTC encoder: base['ctc_encoder']")
+    root.mkdir(parents=True, exist_ok=True)
+    model.save(root)
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "kind": "qieemo",
+        "labels": list(labels),
+        "base": dict(base),
         "extra": extra or {},
     }
     meta["version"] = content_version(root, meta)

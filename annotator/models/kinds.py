@@ -55,6 +55,14 @@ KINDS: dict[str, Kind] = {
         stages=("features", "label"),
         hears="audio+text",
     ),
+    "qieemo": Kind(
+        name="qieemo",
+        summary="Qieemo: a frozen CTC encoder's upper blocks fused, cross-attending its phonetic "
+        "posteriors, pooled and classified; audio only, no LLM",
+        required=("qieemo.json", "qieemo.safetensors"),
+        stages=("qieemo",),
+        hears="audio",
+    ),
 }
 
 

@@ -30,7 +30,8 @@ from annotator.models.tokenizer_layouts import build_small_llm_tokenizer
 # Bump when the build recipe changes, so that existing builds are rebuilt rather than trusted.
 # 3: the LLM tokenizer lost <AUDIO> and gained the rest of Qwen2.5-Instruct's added tokens.
 # 4: the untrained bundle's bundle.json names its kind (emoq).
-BUILD_RECIPE = 4
+# 5: a CTC encoder (ctc) and an untrained Qieemo bundle (qieemo-bundle).
+BUILD_RECIPE = 5
 SMALL_PREFIX = "small:"
 PROFILE_MANIFEST = "profile.json"
 
@@ -58,6 +59,7 @@ class SmallSizes:
     hubert_layers: int = 2
     hubert_heads: int = 4
     hubert_conv: int = 64
+    ctc_layers: int = 4  # the Qieemo bundle's CTC encoder: blocks 3 and 4 fused
 
 
 def small_dir(home: Path) -> Path:
@@ -167,6 +169,35 @@ def _build_hubert(dst: Path, seed: int, sizes: SmallSizes) -> None:
     ).save_pretrained(dst)
 
 
+def _build_ctc(dst: Path, seed: int, sizes: SmallSizes) -> None:
+    """A random HuBERT with a CTC head over 32 characters: the encoder a Qieemo bundle reads
+    (at paper size a real CTC checkpoint such as facebook/hubert-large-ls960-ft)."""
+    import torch
+    from transformers import HubertConfig, HubertForCTC, Wav2Vec2FeatureExtractor
+
+    config = HubertConfig(
+        hidden_size=sizes.hubert_hidden,
+        num_hidden_layers=sizes.ctc_layers,
+        num_attention_heads=sizes.hubert_heads,
+        intermediate_size=sizes.hubert_hidden * 4,
+        conv_dim=(sizes.hubert_conv,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        vocab_size=32,
+    )
+    torch.manual_seed(seed + 1)
+    HubertForCTC(config).eval().save_pretrained(dst, safe_serialization=True)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=16_000,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
+    ).save_pretrained(dst)
+
+
 def _build_llm(dst: Path, seed: int, sizes: SmallSizes, whisper_dir: Path) -> None:
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -243,6 +274,13 @@ def build_small_profile(
                 "llm": SMALL_PREFIX + "llm",
             },
             seed=seed,
+        )
+        on_step("random HuBERT CTC + untrained Qieemo bundle")
+        from annotator.models.qieemo import build_untrained_qieemo_bundle
+
+        _build_ctc(staging / "ctc", seed, sizes)
+        build_untrained_qieemo_bundle(
+            staging / "qieemo-bundle", staging / "ctc", SMALL_PREFIX + "ctc", seed=seed, hidden=64
         )
         manifest = {
             "profile": "small",

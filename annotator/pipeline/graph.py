@@ -22,7 +22,7 @@ from annotator.models.kinds import DEFAULT_KIND, KINDS, Kind
 from annotator.pipeline.decode import decode
 from annotator.pipeline.inputs import source_listing
 from annotator.pipeline.pools import GIB, Node, PoolSize, cluster_nodes, pool_size
-from annotator.pipeline.stages import ASRStage, FeaturesStage, LabelStage
+from annotator.pipeline.stages import ASRStage, FeaturesStage, LabelStage, QieemoStage
 
 log = logging.getLogger("annotator.annotate")
 
@@ -48,7 +48,7 @@ def _actor_stage(resources: StageResources, pool: PoolSize) -> dict[str, Any]:
 
 
 # Each kind's stage names → the actor class (pipeline/stages.py) and its constructor's kwargs.
-STAGES = {"features": FeaturesStage, "label": LabelStage}
+STAGES = {"features": FeaturesStage, "label": LabelStage, "qieemo": QieemoStage}
 _STARTS_ENGINE = {"label"}  # stages whose engine starts when the run's first window arrives
 
 

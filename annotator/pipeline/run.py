@@ -60,12 +60,13 @@ def annotate(
     except OutputError as exc:
         raise RunError(str(exc)) from None
     bundle = Bundle.load(resolve_model(config.models.bundle, config.models.home))
+    served = kind(bundle.kind)
     info = RunInfo(
         run_id=new_run_id(started),
         bundle_version=bundle.version,
         bundle_kind=bundle.kind,
         asr_model=config.models.asr.model,
-        llm_model=config.models.llm,
+        llm_model=config.models.llm if "label" in served.stages else "",  # qieemo has none
     )
     done = DoneSet() if force else DoneSet(output.committed_ids())
     other_bundles = tuple(sorted(bundles_of_runs(output) - {bundle.version})) if done else ()
@@ -87,7 +88,7 @@ def annotate(
     connect(config)
     sink = Sink(output, info, config.commit)
     try:
-        dataset = build(config, inputs, ray.put(done) if len(done) else None, kind(bundle.kind))
+        dataset = build(config, inputs, ray.put(done) if len(done) else None, served)
     except PoolError as exc:
         raise RunError(str(exc)) from None
     try:

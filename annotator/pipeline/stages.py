@@ -237,16 +237,8 @@ class LabelStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
 
-        from annotator.models.calibration import scaled
-
         rows = _segment_rows(batch)
-        n = batch.num_rows
-        values: dict[str, list] = {
-            "audio_only": [False] * n,
-            "emotion": [""] * n,
-            "emotion_probs": [[] for _ in range(n)],
-            "emotion_confidence": [None] * n,
-        }
+        probs = None
         if rows:
             texts = batch["text"].to_pylist()
             channels = batch["channel"].to_pylist()
@@ -259,18 +251,86 @@ class LabelStage:
                 )
                 for i in rows
             ]
-            # The bundle's calibration (1: none) scales the posterior; the label stays the same.
-            probs = scaled(self._engine().posteriors(embeds), self.bundle.temperature)
-            labels = self.bundle.labels
-            for i, p in zip(rows, probs, strict=True):
-                best = int(np.argmax(p))
-                values["audio_only"][i] = not texts[i].strip()
-                values["emotion"][i] = labels[best] if p[best] >= self.unsure_below else UNSURE
-                values["emotion_probs"][i] = [
-                    {"label": label, "prob": float(q)} for label, q in zip(labels, p, strict=True)
-                ]
-                values["emotion_confidence"][i] = float(p[best])
+            probs = self._engine().posteriors(embeds)
+            texts = [texts[i] for i in rows]
         batch = batch.drop_columns(["soft"])
-        for field in LABEL_COLUMNS:
-            batch = batch.append_column(field, pa.array(values[field.name], type=field.type))
-        return placed(batch, "label", self.where)
+        audio_only = [not t.strip() for t in texts] if rows else []
+        labelled = with_emotions(batch, rows, probs, self.bundle, self.unsure_below, audio_only)
+        return placed(labelled, "label", self.where)
+
+
+def with_emotions(
+    batch: pa.Table,
+    rows: list[int],
+    probs: np.ndarray | None,
+    bundle: Any,
+    unsure_below: float,
+    audio_only: list[bool],
+) -> pa.Table:
+    """``batch`` with the label columns (rows.LABEL_COLUMNS): for each segment row in ``rows`` its
+    posterior ``probs`` over ``bundle.labels`` scaled by the bundle's calibration (1: none; the
+    chosen label stays the same), the emotion (``unsure`` under ``unsure_below``) and its
+    confidence. Every bundle kind's last stage writes its rows through here."""
+    from annotator.models.calibration import scaled
+
+    n = batch.num_rows
+    values: dict[str, list] = {
+        "audio_only": [False] * n,
+        "emotion": [""] * n,
+        "emotion_probs": [[] for _ in range(n)],
+        "emotion_confidence": [None] * n,
+    }
+    if rows:
+        labels = bundle.labels
+        for i, p, alone in zip(rows, scaled(probs, bundle.temperature), audio_only, strict=True):
+            best = int(np.argmax(p))
+            values["audio_only"][i] = alone
+            values["emotion"][i] = labels[best] if p[best] >= unsure_below else UNSURE
+            values["emotion_probs"][i] = [
+                {"label": label, "prob": float(q)} for label, q in zip(labels, p, strict=True)
+            ]
+            values["emotion_confidence"][i] = float(p[best])
+    for field in LABEL_COLUMNS:
+        batch = batch.append_column(field, pa.array(values[field.name], type=field.type))
+    return batch
+
+
+class QieemoStage:
+    """A Qieemo bundle's one stage (annotator/models/qieemo.py): the CTC encoder's layers and
+    posteriors → the emotion, from the audio alone (``audio_only`` is true on every row). The
+    audio column leaves the stream here."""
+
+    def __init__(self, config: AnnotatorConfig) -> None:
+        from annotator.models.bundle import Bundle
+        from annotator.models.embedder import features_dtype
+        from annotator.models.qieemo import CTCEncoder, Qieemo
+
+        resources = config.stages.qieemo
+        _set_threads(resources.num_cpus)
+        device = "cuda" if resources.num_gpus > 0 else "cpu"
+        dtype = features_dtype(config.models.features_dtype, device)
+        self.bundle = Bundle.load(_model_path(config.models.bundle, config))
+        self.encoder = CTCEncoder(
+            _model_path(self.bundle.base["ctc_encoder"], config), device=device, dtype=dtype
+        )
+        self.model = Qieemo.load(self.bundle.root).to(device, dtype)
+        below = config.models.unsure_below
+        self.unsure_below = self.bundle.unsure_below if below is None else below
+        self.where = where_am_i()
+
+    def posteriors(self, waveforms: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            hidden, logits, mask = self.encoder(waveforms)
+            out = self.model(hidden, logits, mask)
+        return torch.softmax(out.float(), dim=-1).cpu().numpy()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = _segment_rows(batch)
+        probs = self.posteriors(_waveforms(batch, rows)) if rows else None
+        batch = batch.drop_columns(["audio"])
+        labelled = with_emotions(
+            batch, rows, probs, self.bundle, self.unsure_below, [True] * len(rows)
+        )
+        return placed(labelled, "qieemo", self.where)

@@ -192,3 +192,52 @@ def test_s3_output_equals_local_output(corpus, baseline, small_home, s3_server):
     assert ann.sql("SELECT run_id FROM runs").fetchall() == [(summary.run_id,)]
     tables = OutputTables("s3://annotate-out/nightly", s3_server)
     assert len(tables.committed_ids()) == summary.counts.files
+
+
+def test_a_qieemo_bundle_relabels_a_file_of_an_emoq_output(corpus, baseline, small_home, tmp_path):
+    """The graph follows the served bundle's kind: a Qieemo bundle runs ASR then its own stage
+    (no features, no vLLM). One file of the baseline's EmoQ output relabelled with --force: the
+    output holds rows of two kinds, queryable side by side, and the report says which kind
+    labelled what."""
+    import shutil
+
+    from annotator.models.bundle import Bundle
+    from annotator.query import Annotations
+    from annotator.report.html import build_report
+
+    root, spoken = corpus
+    out, _ = baseline
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    episode = root / "loose" / "ep2.mp3"
+    config = load_config(
+        None, output=str(copy), models={"home": str(small_home), "bundle": "small:qieemo-bundle"}
+    )
+    summary = annotate(config, [str(episode)], force=True)
+    assert summary.counts.files == 1
+    placed = summary.counts.placement
+    assert set(placed) == {"asr", "qieemo"}  # the kind's stages, and only those
+    ann = Annotations(str(copy))
+    kinds = dict(
+        ann.sql(
+            "SELECT bundle_kind, list(DISTINCT source_uri) FROM segments GROUP BY ALL"
+        ).fetchall()
+    )
+    assert kinds["qieemo"] == [str(episode)]
+    assert set(kinds["emoq"]) == {uri for uri, _ in spoken} - {str(episode)}
+    bundle = Bundle.load(small_home / "small" / "qieemo-bundle")
+    rows = ann.sql(
+        "SELECT bundle_version, audio_only, emotion, emotion_probs, text, llm_model FROM segments "
+        "WHERE bundle_kind = 'qieemo'"
+    ).fetchall()
+    assert rows
+    for version, audio_only, emotion, probs, text, llm in rows:
+        assert version == bundle.version and audio_only and text  # transcribed, labelled by audio
+        assert llm == ""  # no LLM served it
+        assert [p["label"] for p in probs] == bundle.labels
+        assert abs(sum(p["prob"] for p in probs) - 1) < 1e-4
+        assert emotion == max(probs, key=lambda p: p["prob"])["label"]
+    runs = ann.sql("SELECT DISTINCT bundle_kind FROM runs ORDER BY 1").fetchall()
+    assert runs == [("emoq",), ("qieemo",)]
+    ann.close()
+    assert "qieemo" in build_report(str(copy))

@@ -1,0 +1,164 @@
+"""Training a Qieemo bundle on Ray Train (annotator/models/qieemo.py).
+
+The CTC encoder stays frozen (the paper's first stage, ASR training, is the encoder's own): each
+worker runs it once over its share of the ``train`` split, keeps the fused blocks and the CTC
+logits of the real frames, and trains the block weights, Conv2D, fusion, cross-modal attention,
+pooling and classifier with cross-entropy ([guess]: the paper's loss is not recovered). One
+stage, on stage 2's schedule (``train.epochs_stage2``, ``train.lr_stage2``), the global batch
+``train.batch_size`` split over the workers with equal steps on every rank as for EmoQ
+(``common.shard_indices``, ``common.epoch_loader``). Each epoch reports the loss and the training
+accuracy; the result is exported as a new bundle from the checkpoint's tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from annotator.config import AnnotatorConfig
+from training import common
+
+
+@dataclass
+class Encoded:
+    blocks: torch.Tensor  # (len(config.blocks), frames, dim): the fused blocks, real frames
+    logits: torch.Tensor  # (frames, vocab): CTC logits
+    label: int
+
+
+def encode(examples, labels, config: AnnotatorConfig, bundle, batch: int = 8) -> list[Encoded]:
+    """Run the bundle's frozen CTC encoder once over ``examples``."""
+    from annotator.models.qieemo import CTCEncoder, QieemoConfig
+    from training.data import load_audios
+
+    qconfig = QieemoConfig(**_config_of(bundle))
+    encoder = CTCEncoder(common.model_path(bundle.base["ctc_encoder"], config))
+    audios = load_audios(examples, config.s3)
+    out = []
+    for start in range(0, len(audios), batch):
+        hidden, logits, mask = encoder(audios[start : start + batch])
+        for k in range(logits.shape[0]):
+            n = int(mask[k].sum())
+            out.append(
+                Encoded(
+                    torch.stack([hidden[b][k, :n] for b in qconfig.blocks]).clone(),
+                    logits[k, :n].clone(),
+                    labels.index(examples[start + k].label),
+                )
+            )
+    return out
+
+
+def _config_of(bundle) -> dict[str, Any]:
+    import json
+
+    from annotator.models.qieemo import CONFIG
+
+    return json.loads((Path(bundle.root) / CONFIG).read_text())
+
+
+def collate(items: list[Encoded]) -> dict[str, torch.Tensor]:
+    longest = max(i.logits.shape[0] for i in items)
+    nb, _, dim = items[0].blocks.shape
+    vocab = items[0].logits.shape[1]
+    blocks = torch.zeros(len(items), nb, longest, dim)
+    logits = torch.zeros(len(items), longest, vocab)
+    mask = torch.zeros(len(items), longest, dtype=torch.bool)
+    for k, item in enumerate(items):
+        n = item.logits.shape[0]
+        blocks[k, :, :n], logits[k, :n], mask[k, :n] = item.blocks, item.logits, True
+    labels = torch.tensor([i.label for i in items])
+    return {"blocks": blocks, "logits": logits, "mask": mask, "labels": labels}
+
+
+def loop(cfg: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from annotator.models.bundle import Bundle
+    from annotator.models.qieemo import Qieemo
+    from training.data import read_manifest
+
+    config = AnnotatorConfig.model_validate(cfg["config"])
+    train = config.train
+    torch.set_num_threads(max(1, int(train.cpus_per_worker)))
+    torch.manual_seed(train.seed)
+    bundle = Bundle.load(cfg["start"])
+    labels = bundle.labels
+    examples = [e for e in read_manifest(Path(cfg["manifest"]), labels) if e.split == "train"]
+    ctx = ray.train.get_context()
+    share = common.shard_indices(
+        len(examples), ctx.get_world_rank(), ctx.get_world_size(), train.seed
+    )
+    items = encode([examples[i] for i in share], labels, config, bundle)
+    device = ray.train.torch.get_device()
+    per_worker = common.local_batch_size(train.batch_size, ctx.get_world_size())
+    model = ray.train.torch.prepare_model(Qieemo.load(bundle.root).train())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr_stage2)
+    start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
+    for epoch in range(start, train.epochs_stage2):
+        model.train()
+        tally = common.EpochTally()
+        right = torch.zeros(2, dtype=torch.float64, device=device)
+        for batch in common.epoch_loader(items, collate, per_worker, train.seed + epoch):
+            batch = common.to_device(batch, device)
+            common.check_device(batch, device)
+            logits = model(batch["blocks"], batch["logits"], batch["mask"])
+            loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            tally.add(loss.detach(), len(batch["labels"]))
+            right += torch.tensor(
+                [float((logits.argmax(-1) == batch["labels"]).sum()), len(batch["labels"])],
+                dtype=torch.float64,
+                device=device,
+            )
+        metrics = tally.metrics(device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(right)
+        metrics["train_accuracy"] = float(right[0] / max(float(right[1]), 1.0))
+        common.save_checkpoint(model, optimizer, epoch, metrics)
+
+
+def train_qieemo(
+    config: AnnotatorConfig,
+    manifest: Path,
+    start_bundle: Path,
+    out: Path,
+    name: str = "qieemo",
+):
+    """Train from ``start_bundle`` (an untrained one from ``annotator models init``, or a trained
+    one to fine-tune) on ``manifest``'s train split; export the result to ``out``."""
+    import json
+
+    from annotator.models.bundle import Bundle, write_qieemo_bundle
+    from annotator.models.qieemo import Qieemo
+
+    start = Bundle.load(start_bundle)
+    if start.kind != "qieemo":
+        raise ValueError(f"{start_bundle} is a {start.kind} bundle, not a Qieemo one")
+    checkpoint = common.run_trainer(
+        loop,
+        {
+            "config": config.model_dump(mode="json"),
+            "manifest": str(Path(manifest).resolve()),
+            "start": str(Path(start_bundle).resolve()),
+        },
+        name,
+        config,
+    )
+    model = Qieemo.load(start.root)
+    model.load_state_dict(common.checkpoint_state(checkpoint), strict=True)
+    progress = json.loads((Path(checkpoint) / "progress.json").read_text())
+    extra = {
+        "trained": True,
+        "manifest": str(manifest),
+        "epochs": config.train.epochs_stage2,
+        "train_accuracy": progress.get("train_accuracy"),
+        "started_from": start.version,
+    }
+    return write_qieemo_bundle(Path(out), model, start.labels, start.base, extra)
