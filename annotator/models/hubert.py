@@ -8,6 +8,21 @@ import numpy as np
 import torch
 
 
+def padded_inputs(
+    extractor, waveforms: Sequence[np.ndarray], device: str, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A wav2vec2-family feature extractor's padded batch of 16 kHz waveforms (each normalised
+    over its own samples) and its sample mask, on ``device``."""
+    inputs = extractor(
+        [np.asarray(w, dtype=np.float32) for w in waveforms],
+        sampling_rate=16_000,
+        padding=True,
+        return_attention_mask=True,
+        return_tensors="pt",
+    )
+    return inputs["input_values"].to(device, dtype), inputs["attention_mask"].to(device)
+
+
 class HubertFeatures:
     """HuBERT in eval mode with gradients off; ``layer`` picks the hidden state (-1 = last).
 
@@ -40,15 +55,7 @@ class HubertFeatures:
     @torch.inference_mode()
     def __call__(self, waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, frames, dim) features and a (batch, frames) bool mask of real frames."""
-        inputs = self.extractor(
-            [np.asarray(w, dtype=np.float32) for w in waveforms],
-            sampling_rate=16_000,
-            padding=True,
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
-        values = inputs["input_values"].to(self.device, self.dtype)
-        sample_mask = inputs["attention_mask"].to(self.device)
+        values, sample_mask = padded_inputs(self.extractor, waveforms, self.device, self.dtype)
         out = self.model(values, attention_mask=sample_mask, output_hidden_states=self.layer != -1)
         hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
         frame_mask = self.model._get_feature_vector_attention_mask(hidden.shape[1], sample_mask)

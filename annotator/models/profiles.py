@@ -142,13 +142,16 @@ def _build_text_encoder(dst: Path) -> None:
     )
 
 
-def _build_hubert(dst: Path, seed: int, sizes: SmallSizes) -> None:
+def _build_hubert(dst: Path, seed: int, sizes: SmallSizes, ctc: bool = False) -> None:
+    """A random HuBERT (``sizes.hubert_layers``); with ``ctc`` the one a Qieemo bundle reads: a
+    CTC head over 32 characters on ``sizes.ctc_layers`` (at paper size a real CTC checkpoint such
+    as facebook/hubert-large-ls960-ft)."""
     import torch
-    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+    from transformers import HubertConfig, HubertForCTC, HubertModel, Wav2Vec2FeatureExtractor
 
     config = HubertConfig(
         hidden_size=sizes.hubert_hidden,
-        num_hidden_layers=sizes.hubert_layers,
+        num_hidden_layers=sizes.ctc_layers if ctc else sizes.hubert_layers,
         num_attention_heads=sizes.hubert_heads,
         intermediate_size=sizes.hubert_hidden * 4,
         conv_dim=(sizes.hubert_conv,) * 7,
@@ -158,37 +161,9 @@ def _build_hubert(dst: Path, seed: int, sizes: SmallSizes) -> None:
         do_stable_layer_norm=True,
         vocab_size=32,
     )
-    torch.manual_seed(seed)
-    HubertModel(config).eval().save_pretrained(dst, safe_serialization=True)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1,
-        sampling_rate=16_000,
-        padding_value=0.0,
-        do_normalize=True,
-        return_attention_mask=True,
-    ).save_pretrained(dst)
-
-
-def _build_ctc(dst: Path, seed: int, sizes: SmallSizes) -> None:
-    """A random HuBERT with a CTC head over 32 characters: the encoder a Qieemo bundle reads
-    (at paper size a real CTC checkpoint such as facebook/hubert-large-ls960-ft)."""
-    import torch
-    from transformers import HubertConfig, HubertForCTC, Wav2Vec2FeatureExtractor
-
-    config = HubertConfig(
-        hidden_size=sizes.hubert_hidden,
-        num_hidden_layers=sizes.ctc_layers,
-        num_attention_heads=sizes.hubert_heads,
-        intermediate_size=sizes.hubert_hidden * 4,
-        conv_dim=(sizes.hubert_conv,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        vocab_size=32,
-    )
-    torch.manual_seed(seed + 1)
-    HubertForCTC(config).eval().save_pretrained(dst, safe_serialization=True)
+    torch.manual_seed(seed + 1 if ctc else seed)
+    model = HubertForCTC(config) if ctc else HubertModel(config)
+    model.eval().save_pretrained(dst, safe_serialization=True)
     Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=16_000,
@@ -278,7 +253,7 @@ def build_small_profile(
         on_step("random HuBERT CTC + untrained Qieemo bundle")
         from annotator.models.qieemo import build_untrained_qieemo_bundle
 
-        _build_ctc(staging / "ctc", seed, sizes)
+        _build_hubert(staging / "ctc", seed, sizes, ctc=True)
         build_untrained_qieemo_bundle(
             staging / "qieemo-bundle", staging / "ctc", SMALL_PREFIX + "ctc", seed=seed, hidden=64
         )

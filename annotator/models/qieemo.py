@@ -148,15 +148,9 @@ class CTCEncoder:
     def __call__(
         self, waveforms: Sequence[np.ndarray]
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
-        inputs = self.extractor(
-            [np.asarray(w, dtype=np.float32) for w in waveforms],
-            sampling_rate=16_000,
-            padding=True,
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
-        values = inputs["input_values"].to(self.device, self.dtype)
-        sample_mask = inputs["attention_mask"].to(self.device)
+        from annotator.models.hubert import padded_inputs
+
+        values, sample_mask = padded_inputs(self.extractor, waveforms, self.device, self.dtype)
         out = self.model(values, attention_mask=sample_mask, output_hidden_states=True)
         frames = out.logits.shape[1]
         frame_mask = self.model._get_feature_vector_attention_mask(frames, sample_mask).bool()
