@@ -95,6 +95,7 @@ def qieemo_posteriors(
 
     from annotator.models.embedder import features_dtype
     from annotator.models.qieemo import CTCEncoder, Qieemo
+    from annotator.models.qieemo import posteriors as qieemo_probs
 
     if ablate not in (None, "audio"):
         raise ValueError(f"a Qieemo bundle hears no transcript: ablate {ablate!r} means nothing")
@@ -107,12 +108,8 @@ def qieemo_posteriors(
     audios = load_audios(examples, config.s3)
     if ablate == "audio":
         audios = [np.zeros_like(a) for a in audios]
-    probs = []
-    with torch.inference_mode():
-        for start in range(0, len(audios), 16):
-            logits = model(*encoder(audios[start : start + 16]))
-            probs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-    return scaled(np.concatenate(probs), bundle.temperature), ["" for _ in examples]
+    probs = qieemo_probs(encoder, model, audios)
+    return scaled(probs, bundle.temperature), ["" for _ in examples]
 
 
 def evaluate(

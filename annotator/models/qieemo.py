@@ -6,7 +6,7 @@
                                        fused emotion features: queries ─► cross-modal attention
                                        ─► masked attentive pooling ─► classifier ─► logits
 
-What the paper states ([known] in ``../shared/MODEL-ZOO.md``): blocks 7–12 of a 12-block
+What the paper's abstract and summaries state: blocks 7–12 of a 12-block
 encoder fused, then Conv2D (MMF); emotion features as queries and phonetic posteriors as
 keys/values (CMA). What it does not state and is chosen here ([guess], each a
 :class:`QieemoConfig` field): the Conv2D's shape (3 × 3 over time × feature, ``conv_channels``),
@@ -155,6 +155,19 @@ class CTCEncoder:
         frames = out.logits.shape[1]
         frame_mask = self.model._get_feature_vector_attention_mask(frames, sample_mask).bool()
         return out.hidden_states, out.logits, frame_mask
+
+
+def posteriors(
+    encoder: CTCEncoder, model: Qieemo, waveforms: Sequence[np.ndarray], batch: int = 16
+) -> np.ndarray:
+    """(n, labels) float32 posteriors of ``waveforms`` (uncalibrated): what serving
+    (``QieemoStage``) and evaluation both compute, ``batch`` clips at a time."""
+    probs = []
+    with torch.inference_mode():
+        for start in range(0, len(waveforms), batch):
+            logits = model(*encoder(waveforms[start : start + batch]))
+            probs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    return np.concatenate(probs)
 
 
 def build_untrained_qieemo_bundle(

@@ -318,17 +318,12 @@ class QieemoStage:
         self.unsure_below = self.bundle.unsure_below if below is None else below
         self.where = where_am_i()
 
-    def posteriors(self, waveforms: list[np.ndarray]) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            hidden, logits, mask = self.encoder(waveforms)
-            out = self.model(hidden, logits, mask)
-        return torch.softmax(out.float(), dim=-1).cpu().numpy()
-
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from annotator.models.qieemo import posteriors
+
         rows = _segment_rows(batch)
-        probs = self.posteriors(_waveforms(batch, rows)) if rows else None
+        waveforms = _waveforms(batch, rows)
+        probs = posteriors(self.encoder, self.model, waveforms, len(rows)) if rows else None
         batch = batch.drop_columns(["audio"])
         labelled = with_emotions(
             batch, rows, probs, self.bundle, self.unsure_below, [True] * len(rows)
