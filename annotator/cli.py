@@ -373,6 +373,37 @@ def train_qieemo_command(
     )
 
 
+@train.command("emosllm")
+@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--from",
+    "start",
+    default="small:emosllm-bundle",
+    show_default=True,
+    help="The EmoSLLM bundle to start from (untrained from `models init`, or one to fine-tune).",
+)
+@click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", default="emosllm", show_default=True, help="Run name under train.storage.")
+@CONFIG_OPTION
+def train_emosllm_command(
+    manifest: Path, start: str, dest: Path, name: str, config_path: Path | None
+) -> None:
+    """Train an EmoSLLM bundle (a frozen audio encoder's frames pooled into soft tokens before
+    the transcript, LoRA LLM) on Ray Train: mapper + LoRA with the weighted LM loss, on stage 2's
+    schedule; exports a bundle to --out."""
+    from annotator.models.profiles import resolve_model
+    from training.emosllm import train_emosllm
+
+    config = _load(config_path)
+    bundle = train_emosllm(
+        config, manifest, Path(resolve_model(start, config.models.home)), dest, name=name
+    )
+    click.echo(
+        f"bundle {bundle.version} written to {bundle.root} "
+        f"(last epoch's loss {bundle.extra['loss']:.3f})"
+    )
+
+
 @train.command("cv")
 @click.argument("kind", type=click.Choice(["iemocap", "meld"]))
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))

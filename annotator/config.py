@@ -115,6 +115,9 @@ class StagesConfig(_Strict):
     # A Qieemo bundle's one stage (CTC encoder + fusion + classifier) in place of features and
     # label (annotator/models/kinds.py). Not yet measured; sized like features.
     qieemo: StageResources = StageResources(batch_size=8, num_cpus=0.25, memory_gb=1.0)
+    # An EmoSLLM bundle's audio encoder + query-pooling mapper, before label. Not yet measured;
+    # sized like features.
+    emosllm: StageResources = StageResources(batch_size=8, num_cpus=0.25, memory_gb=1.0)
 
     @model_validator(mode="after")
     def _gpu_shares_fit_one_gpu(self) -> StagesConfig:

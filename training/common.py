@@ -36,14 +36,23 @@ class Item:
 
 
 def featurize(
-    examples: Sequence[Example], labels: Sequence[str], config: AnnotatorConfig
+    examples: Sequence[Example],
+    labels: Sequence[str],
+    config: AnnotatorConfig,
+    encoder: str | None = None,
 ) -> list[Item]:
-    """Decode each example and run the frozen HuBERT once; transcripts from the corpus or ASR;
-    only the inputs ``train.inputs`` keeps."""
+    """Decode each example and run the frozen HuBERT once (or ``encoder``, another
+    wav2vec2-family model by name, its last layer: an EmoSLLM bundle's); transcripts from the
+    corpus or ASR; only the inputs ``train.inputs`` keeps."""
     from annotator.models.bundle import heard
     from annotator.models.hubert import HubertFeatures
 
-    hubert = HubertFeatures(model_path(config.models.hubert, config), config.models.hubert_layer)
+    if encoder is None:
+        hubert = HubertFeatures(
+            model_path(config.models.hubert, config), config.models.hubert_layer
+        )
+    else:
+        hubert = HubertFeatures(model_path(encoder, config))
     audios = load_audios(examples, config.s3)
     texts = [ex.transcript for ex in examples]
     if config.train.transcripts == "asr":
@@ -369,4 +378,4 @@ def worker_share(
         share = shard_indices(len(examples), rank, world, seed)
     else:
         share = list(range(rank, len(examples), world))
-    return examples, featurize([examples[i] for i in share], labels, config)
+    return examples, featurize([examples[i] for i in share], labels, config, cfg.get("encoder"))

@@ -1,5 +1,7 @@
-"""Evaluate a bundle the way it is served: HuBERT + EmoQ-Former + projector, then vLLM with the
-bundle's LoRA, the posterior scaled by the bundle's calibration temperature. WA, UA, WF1, the
+"""Evaluate a bundle the way it is served, whatever its kind: EmoQ (HuBERT + EmoQ-Former +
+projector) or EmoSLLM (audio encoder + query-pooling mapper), then vLLM with the bundle's LoRA; or
+Qieemo (CTC encoder + its model, no LLM). The posterior is scaled by the bundle's calibration
+temperature. WA, UA, WF1, the
 confusion matrix (JSON + PNG), ECE, NLL and the reliability bins (JSON + PNG), every posterior."""
 
 from __future__ import annotations
@@ -58,17 +60,32 @@ def posteriors(
         texts = ["" for _ in texts]
     # On the GPU the evaluation actor asked for, if it has one; in the features stage's dtype.
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    embedder = EmotionEmbedder(
-        bundle,
-        common.model_path(config.models.hubert, config),
-        config.models.hubert_layer,
-        device=device,
-        dtype=features_dtype(config.models.features_dtype, device),
-    )
-    prompts = PromptEmbedder.from_llm(llm, bundle.labels, bundle.text_tokenizer_dir, bundle.inputs)
+    dtype = features_dtype(config.models.features_dtype, device)
+    if bundle.kind == "emosllm":
+        from annotator.models.emosllm import EmoSLLMEmbedder
+
+        mapper = EmoSLLMEmbedder(
+            bundle, common.model_path(bundle.base["audio_encoder"], config), device, dtype
+        )
+
+        def soft_tokens(waveforms, _texts):
+            return mapper(waveforms)
+    else:
+        embedder = EmotionEmbedder(
+            bundle,
+            common.model_path(config.models.hubert, config),
+            config.models.hubert_layer,
+            device=device,
+            dtype=dtype,
+        )
+
+        def soft_tokens(waveforms, texts):
+            return embedder(waveforms, texts)[1]
+
+    prompts = PromptEmbedder.for_bundle(llm, bundle)
     embeds = []
     for start in range(0, len(audios), 16):
-        _, soft = embedder(audios[start : start + 16], texts[start : start + 16])
+        soft = soft_tokens(audios[start : start + 16], texts[start : start + 16])
         for k, vector in enumerate(soft):
             speaker = examples[start + k].speaker or None
             embeds.append(
@@ -170,11 +187,13 @@ def write_evaluation(result: dict[str, Any], out: Path) -> None:
 # -- on the cluster ----------------------------------------------------------------------------
 
 
-def evaluation_resources(config: AnnotatorConfig) -> dict[str, Any]:
-    """What the evaluation actor asks Ray for: the features and label stages' CPUs and memory
-    (it does their work: HuBERT, EmoQ-Former, projector, vLLM; ASR's too with ``asr``
+def evaluation_resources(config: AnnotatorConfig, bundle_kind: str = "emoq") -> dict[str, Any]:
+    """What the evaluation actor asks Ray for: the CPUs and memory of the bundle kind's stages
+    (it does their work: for EmoQ HuBERT, EmoQ-Former, projector, vLLM; ASR's too with ``asr``
     transcripts), and their GPU share, or a whole GPU where ``train.use_gpu`` says so."""
-    stages = [config.stages.features, config.stages.label]
+    from annotator.models.kinds import kind
+
+    stages = [getattr(config.stages, name) for name in kind(bundle_kind).stages]
     if config.train.transcripts == "asr":
         stages.append(config.stages.asr)
     gpus = min(1.0, sum(s.num_gpus for s in stages))
@@ -193,13 +212,14 @@ class Evaluator:
 
     def __init__(self, config: dict[str, Any], bundle_dir: str, num_gpus: float) -> None:
         from annotator.models.bundle import Bundle
+        from annotator.models.kinds import kind
         from annotator.models.labeler.vllm import VLLMLabeler
 
         self.config = AnnotatorConfig.model_validate(config)
         self.bundle = Bundle.load(bundle_dir)
         self.labeler = None
-        if self.bundle.kind != "emoq":  # no LLM to serve (qieemo): posteriors() loads its models
-            return
+        if "label" not in kind(self.bundle.kind).stages:
+            return  # no LLM to serve (qieemo): posteriors() loads its models
         self.labeler = VLLMLabeler(
             common.model_path(self.config.models.llm, self.config),
             self.bundle.emotion_token_ids,
@@ -216,9 +236,9 @@ class Evaluator:
         from annotator.models.bundle import Bundle
 
         bundle = Bundle.load(bundle_dir)
-        if self.labeler is None or bundle.kind != "emoq":
-            if bundle.kind != self.bundle.kind:
-                raise ValueError(f"{bundle_dir} is a {bundle.kind} bundle, not {self.bundle.kind}")
+        if bundle.kind != self.bundle.kind:
+            raise ValueError(f"{bundle_dir} is a {bundle.kind} bundle, not {self.bundle.kind}")
+        if self.labeler is None:
             self.bundle = bundle
             return
         if bundle.emotion_token_ids != self.bundle.emotion_token_ids:
@@ -267,8 +287,10 @@ def evaluate_bundles_on_ray(
     if not jobs:
         return []
     connect(config)
-    resources = evaluation_resources(config)
+    from annotator.models.bundle import Bundle
+
     first = str(Path(jobs[0][0]).resolve())
+    resources = evaluation_resources(config, Bundle.load(first, verify=False).kind)
     actor = (
         ray.remote(Evaluator)
         .options(**resources)

@@ -70,15 +70,9 @@ def export_bundle(
             f"(LLM {config.models.llm}, LoRA rank {config.train.lora_rank}): "
             f"{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
         )
-    adapter = {}
-    for key, shape in lora.items():
-        tensor = state[LLM + _with_adapter_name(key)]
-        if tuple(tensor.shape) != shape:
-            raise ExportError(
-                f"checkpoint {checkpoint_dir}: {key} has shape {tuple(tensor.shape)}, "
-                f"the LLM {config.models.llm} with LoRA rank {config.train.lora_rank} needs {shape}"
-            )
-        adapter[key] = tensor.contiguous()
+    adapter = adapter_tensors(
+        state, lora, f"checkpoint {checkpoint_dir}", config.models.llm, config.train.lora_rank
+    )
     former_state = _part(state, FORMER)
     frozen = former.state_dict().keys() - former_state.keys()  # what stage 2 did not train
     if frozen:
@@ -139,6 +133,26 @@ def lora_shapes(llm_config, rank: int) -> dict[str, tuple[int, int]]:
             shapes[f"{module}.lora_A.weight"] = (rank, fan_in)
             shapes[f"{module}.lora_B.weight"] = (fan_out, rank)
     return shapes
+
+
+def adapter_tensors(
+    state: dict[str, Any], lora: dict[str, tuple[int, int]], where: str, llm: str, rank: int
+) -> dict[str, Any]:
+    """The LoRA matrices of a trained model's state (its LLM under ``llm.``), by PEFT's saved
+    names (``save_lora_tensors``), each checked against ``lora_shapes``."""
+    adapter = {}
+    for key, shape in lora.items():
+        name = LLM + _with_adapter_name(key)
+        if name not in state:
+            raise ExportError(f"{where} holds no {name}: not a LoRA of {llm} at rank {rank}")
+        tensor = state[name]
+        if tuple(tensor.shape) != shape:
+            raise ExportError(
+                f"{where}: {key} has shape {tuple(tensor.shape)}, "
+                f"the LLM {llm} with LoRA rank {rank} needs {shape}"
+            )
+        adapter[key] = tensor.contiguous()
+    return adapter
 
 
 def _with_adapter_name(key: str) -> str:

@@ -1,8 +1,9 @@
 """The end of the review loop: fine-tune the served bundle on reviewed labels and compare the old
 and the new bundle on the reviewed hold-out, both scored as served.
 
-Stage 2 starts from the served bundle (its EmoQ-Former, projector and LoRA; no stage 1) and trains
-on the manifest's ``train`` split (``annotator review import`` writes it, whole calls held out as
+An EmoQ bundle's stage 2 starts from the served bundle (its EmoQ-Former, projector and LoRA; no
+stage 1); an EmoSLLM or Qieemo bundle is fine-tuned by its own trainer (training/emosllm.py,
+training/qieemo.py) from the served one. Each trains on the manifest's ``train`` split (``annotator review import`` writes it, whole calls held out as
 ``test``); the new bundle is exported beside, and one evaluation actor scores both bundles on
 ``test``. The new bundle is not calibrated: calibrate it on new held-out data before serving it
 with abstention.
@@ -44,14 +45,23 @@ def retrain_from_review(
             f"{manifest} needs reviewed segments in both train and test (held-out calls) to "
             "retrain and compare; review more, or raise --test-share when importing"
         )
-    checkpoint = train_stage2(config, manifest, old.root, name=name, from_bundle=old.root)
-    new = export_bundle(
-        config,
-        old.root,
-        checkpoint,
-        Path(out),
-        extra={"manifest": str(manifest), "retrained_from": old.version},
-    )
+    if old.kind == "emosllm":
+        from training.emosllm import train_emosllm
+
+        new = train_emosllm(config, manifest, old.root, Path(out), name=name)
+    elif old.kind == "qieemo":
+        from training.qieemo import train_qieemo
+
+        new = train_qieemo(config, manifest, old.root, Path(out), name=name)
+    else:
+        checkpoint = train_stage2(config, manifest, old.root, name=name, from_bundle=old.root)
+        new = export_bundle(
+            config,
+            old.root,
+            checkpoint,
+            Path(out),
+            extra={"manifest": str(manifest), "retrained_from": old.version},
+        )
     before, after = evaluate_bundles_on_ray(config, [(old.root, test), (new.root, test)])
     return {
         "examples": len(test),

@@ -50,17 +50,8 @@ def build(config: AnnotatorConfig, stage1_dir: Path, labels, from_bundle: Path |
         autocast_adapter_dtype=True,
     )
     if from_bundle is not None:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
         projector = Projector.load(Path(from_bundle)).train()
-        adapter = load_file(Path(from_bundle) / "lora" / "adapter_model.safetensors")
-        loaded = set_peft_model_state_dict(peft_model, adapter)
-        if loaded.unexpected_keys:
-            raise ValueError(
-                f"{from_bundle}'s LoRA does not fit {config.models.llm} at rank "
-                f"{config.train.lora_rank}: {loaded.unexpected_keys[:3]}"
-            )
+        load_adapter(peft_model, Path(from_bundle), config.models.llm, config.train.lora_rank)
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     transcripts = TranscriptTokenizer.load(common.model_path(config.models.text_encoder, config))
     prompts = PromptEmbedder(
@@ -71,6 +62,20 @@ def build(config: AnnotatorConfig, stage1_dir: Path, labels, from_bundle: Path |
         config.train.inputs,
     )
     return Stage2Model(former, projector, peft_model), transcripts, prompts
+
+
+def load_adapter(peft_model, bundle_dir: Path, llm_name: str, rank: int) -> None:
+    """Start ``peft_model``'s LoRA from a bundle's adapter (fine-tuning a served bundle)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    adapter = load_file(Path(bundle_dir) / "lora" / "adapter_model.safetensors")
+    loaded = set_peft_model_state_dict(peft_model, adapter)
+    if loaded.unexpected_keys:
+        raise ValueError(
+            f"{bundle_dir}'s LoRA does not fit {llm_name} at rank {rank}: "
+            f"{loaded.unexpected_keys[:3]}"
+        )
 
 
 def llm_dtype(config: AnnotatorConfig) -> torch.dtype:

@@ -81,6 +81,7 @@ class Bundle:
     lora_rank: int
     extra: dict[str, Any] = field(default_factory=dict)
     kind: str = DEFAULT_KIND  # annotator/models/kinds.py: which model, which stages serve it
+    soft_tokens: int = 1  # prompt rows the audio takes (EmoQ one, EmoSLLM its queries)
 
     @property
     def inputs(self) -> str:
@@ -105,8 +106,15 @@ class Bundle:
         return self.root / "lora"
 
     @property
-    def text_tokenizer_dir(self) -> Path:
-        return self.root / "text-tokenizer"
+    def text_tokenizer_dir(self) -> Path | None:
+        """The EmoQ-Former's tokenizer, which cuts transcripts; None for a kind without one."""
+        path = self.root / "text-tokenizer"
+        return path if path.is_dir() else None
+
+    @property
+    def audio_first(self) -> bool:
+        """Whether the prompt puts the audio before the transcript (EmoSLLM) or after (EmoQ)."""
+        return self.kind == "emosllm"
 
     def load_emoq_former(self):
         from annotator.models.emoq_former import EmoQFormer
@@ -149,6 +157,7 @@ class Bundle:
             lora_rank=int(meta.get("lora_rank", 0)),
             extra=dict(meta.get("extra", {})),
             kind=meta.get("kind", DEFAULT_KIND),
+            soft_tokens=int(meta.get("soft_tokens", 1)),
         )
 
     def check_llm_tokenizer(self, tokenizer) -> None:
@@ -298,6 +307,49 @@ def write_qieemo_bundle(
         "kind": "qieemo",
         "labels": list(labels),
         "base": dict(base),
+        "extra": extra or {},
+    }
+    meta["version"] = content_version(root, meta)
+    (root / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return Bundle.load(root)
+
+
+def write_emosllm_bundle(
+    root: Path,
+    mapper,
+    lora,
+    labels: Sequence[str],
+    llm_tokenizer,
+    base: dict[str, str],
+    lora_rank: int,
+    extra: dict[str, Any] | None = None,
+    lora_dropout: float = 0.1,
+) -> Bundle:
+    """An EmoSLLM bundle (annotator/models/emosllm.py): the query-pooling mapper, the LoRA (a
+    PEFT model, or PEFT-named tensors as ``save_lora_tensors`` takes them) and ``bundle.json``
+    naming the audio encoder (``base["audio_encoder"]``) and the LLM (``base["llm"]``)."""
+    from annotator.models.prompt import emotion_token_ids
+
+    if not {"audio_encoder", "llm"} <= base.keys():
+        raise BundleError(
+            "an EmoSLLM bundle names its base models: base['audio_encoder'], base['llm']"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    if isinstance(lora, dict):
+        save_lora_tensors(
+            lora, root / "lora", lora_config(lora_rank, dropout=lora_dropout), base["llm"]
+        )
+    else:
+        save_lora(lora, root / "lora", base["llm"])
+    mapper.save(root)
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "kind": "emosllm",
+        "labels": list(labels),
+        "emotion_token_ids": emotion_token_ids(llm_tokenizer, labels),
+        "soft_tokens": mapper.config.num_queries,
+        "base": dict(base),
+        "lora_rank": lora_rank,
         "extra": extra or {},
     }
     meta["version"] = content_version(root, meta)

@@ -1,4 +1,5 @@
-"""Frozen HuBERT frame features, batched with padding and a frame-level mask."""
+"""Frozen HuBERT frame features, batched with padding and a frame-level mask (any wav2vec2-family
+encoder loads the same way: WavLM for an EmoSLLM bundle)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def padded_inputs(
 
 
 class HubertFeatures:
-    """HuBERT in eval mode with gradients off; ``layer`` picks the hidden state (-1 = last).
+    """HuBERT (or another wav2vec2-family encoder: WavLM, wav2vec 2.0, loaded by its config's
+    model type) in eval mode with gradients off; ``layer`` picks the hidden state (-1 = last).
 
     Waveforms are 16 kHz mono float32. The feature extractor normalises each waveform over its own
     samples only, and the returned mask marks the frames computed from real samples, so a batch
@@ -38,10 +40,10 @@ class HubertFeatures:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        from transformers import HubertModel, Wav2Vec2FeatureExtractor
+        from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
         self.model = (
-            HubertModel.from_pretrained(name_or_path, use_safetensors=True, dtype=dtype)
+            AutoModel.from_pretrained(name_or_path, use_safetensors=True, dtype=dtype)
             .eval()
             .to(device)
         )

@@ -55,6 +55,19 @@ KINDS: dict[str, Kind] = {
         stages=("features", "label"),
         hears="audio+text",
     ),
+    "emosllm": Kind(
+        name="emosllm",
+        summary="EmoSLLM: a frozen SSL audio encoder's frames pooled by learned queries into "
+        "several soft tokens, before the transcript in a LoRA LLM's prompt, served by vLLM",
+        required=(
+            "emosllm.json",
+            "emosllm.safetensors",
+            "lora/adapter_config.json",
+            "lora/adapter_model.safetensors",
+        ),
+        stages=("emosllm", "label"),
+        hears="audio+text",
+    ),
     "qieemo": Kind(
         name="qieemo",
         summary="Qieemo: a frozen CTC encoder's upper blocks fused, cross-attending its phonetic "

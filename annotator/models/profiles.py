@@ -10,7 +10,10 @@
   byte-level BPE tokenizer (Whisper's GPT-2 vocabulary) whose added tokens, special tokens and
   chat template are shaped like Qwen2.5-Instruct's: ChatML, no ``<AUDIO>`` (the soft token is
   placed by position, see ``annotator/models/prompt.py``);
-* bundle: an untrained EmoQ bundle, so the pipeline runs before any training.
+* bundle: an untrained EmoQ bundle, so the pipeline runs before any training;
+* ctc + qieemo-bundle: a random HuBERT CTC encoder and an untrained Qieemo bundle over it;
+* wavlm + emosllm-bundle: a random WavLM and an untrained EmoSLLM bundle (4 soft tokens) over it
+  and the Qwen2.
 
 Same seed → the same bytes, checked by ``profile.json`` which lists every file's SHA-256.
 """
@@ -31,7 +34,9 @@ from annotator.models.tokenizer_layouts import build_small_llm_tokenizer
 # 3: the LLM tokenizer lost <AUDIO> and gained the rest of Qwen2.5-Instruct's added tokens.
 # 4: the untrained bundle's bundle.json names its kind (emoq).
 # 5: a CTC encoder (ctc) and an untrained Qieemo bundle (qieemo-bundle).
-BUILD_RECIPE = 5
+# 6: a WavLM (wavlm) and an untrained EmoSLLM bundle (emosllm-bundle); the Qieemo bundle
+#    standardises its encoder features (feature_mean, feature_inv_std).
+BUILD_RECIPE = 6
 SMALL_PREFIX = "small:"
 PROFILE_MANIFEST = "profile.json"
 
@@ -60,6 +65,10 @@ class SmallSizes:
     hubert_heads: int = 4
     hubert_conv: int = 64
     ctc_layers: int = 4  # the Qieemo bundle's CTC encoder: blocks 3 and 4 fused
+    # The EmoSLLM bundle's query pooling (the paper's: 32 queries, 768 wide, 2 layers, 8 heads).
+    emosllm_queries: int = 4
+    emosllm_width: int = 64
+    emosllm_heads: int = 4
 
 
 def small_dir(home: Path) -> Path:
@@ -173,6 +182,34 @@ def _build_hubert(dst: Path, seed: int, sizes: SmallSizes, ctc: bool = False) ->
     ).save_pretrained(dst)
 
 
+def _build_wavlm(dst: Path, seed: int, sizes: SmallSizes) -> None:
+    """A random WavLM shaped like the HuBERT (an EmoSLLM bundle's audio encoder; at paper size
+    microsoft/wavlm-large)."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+    config = WavLMConfig(
+        hidden_size=sizes.hubert_hidden,
+        num_hidden_layers=sizes.hubert_layers,
+        num_attention_heads=sizes.hubert_heads,
+        intermediate_size=sizes.hubert_hidden * 4,
+        conv_dim=(sizes.hubert_conv,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+    )
+    torch.manual_seed(seed + 2)
+    WavLMModel(config).eval().save_pretrained(dst, safe_serialization=True)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=16_000,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
+    ).save_pretrained(dst)
+
+
 def _build_llm(dst: Path, seed: int, sizes: SmallSizes, whisper_dir: Path) -> None:
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -256,6 +293,20 @@ def build_small_profile(
         _build_hubert(staging / "ctc", seed, sizes, ctc=True)
         build_untrained_qieemo_bundle(
             staging / "qieemo-bundle", staging / "ctc", SMALL_PREFIX + "ctc", seed=seed, hidden=64
+        )
+        on_step("random WavLM + untrained EmoSLLM bundle")
+        from annotator.models.emosllm import build_untrained_emosllm_bundle
+
+        _build_wavlm(staging / "wavlm", seed, sizes)
+        build_untrained_emosllm_bundle(
+            staging / "emosllm-bundle",
+            staging / "wavlm",
+            staging / "llm",
+            {"audio_encoder": SMALL_PREFIX + "wavlm", "llm": SMALL_PREFIX + "llm"},
+            seed=seed,
+            num_queries=sizes.emosllm_queries,
+            width=sizes.emosllm_width,
+            heads=sizes.emosllm_heads,
         )
         manifest = {
             "profile": "small",

@@ -1,4 +1,5 @@
-"""The EmoQ prompt (§2.3) and its embedding, with one position taken by the audio soft token.
+"""The EmoQ prompt (§2.3) and its embedding, with one position taken by the audio soft token
+(several for EmoSLLM, whose prompt puts the audio before the transcript).
 
 The prompt is rendered with the LLM tokenizer's own chat template:
 
@@ -131,8 +132,6 @@ def channel_speaker(channel: int | None, names: Sequence[str]) -> str | None:
 class PromptEmbedder:
     """Renders EmoQ prompts to :class:`Prompt` s and to prompt embeddings with the soft token."""
 
-    audio_slots = 1
-
     def __init__(
         self,
         tokenizer,
@@ -140,15 +139,23 @@ class PromptEmbedder:
         labels: Sequence[str],
         transcripts: TranscriptTokenizer | None = None,
         inputs: str = "both",
+        audio_slots: int = 1,
+        audio_first: bool = False,
     ) -> None:
         """``transcripts``: the EmoQ-Former's tokenizer, which cuts long transcripts (the prompt
         then carries exactly the words the EmoQ-Former read); training and serving both pass it.
         ``inputs``: ``audio`` for a bundle trained without transcripts (``Bundle.inputs``): the
-        prompt then carries none either.
+        prompt then carries none either. ``audio_slots``: soft tokens per segment (EmoQ one,
+        EmoSLLM its mapper's queries); ``audio_first``: the audio line before the transcript's
+        (EmoSLLM) rather than after it (EmoQ).
         """
+        if audio_slots < 1:
+            raise PromptError(f"a prompt takes at least one soft token, not {audio_slots}")
         self.tokenizer = tokenizer
         self.transcripts = transcripts
         self.hears_text = inputs != "audio"
+        self.audio_slots = audio_slots
+        self.audio_first = audio_first
         self.table = embed_table
         self.labels = list(labels)
         self.system = SYSTEM_PROMPT.format(labels=", ".join(self.labels))
@@ -172,6 +179,8 @@ class PromptEmbedder:
         labels: Sequence[str],
         text_tokenizer_dir: str | Path | None = None,
         inputs: str = "both",
+        audio_slots: int = 1,
+        audio_first: bool = False,
     ) -> PromptEmbedder:
         """As serving builds it: the LLM's tokenizer and embedding table, and the bundle's
         EmoQ-Former tokenizer (``text_tokenizer_dir``) for the transcript's cut and what it
@@ -188,6 +197,21 @@ class PromptEmbedder:
             labels,
             transcripts,
             inputs,
+            audio_slots,
+            audio_first,
+        )
+
+    @classmethod
+    def for_bundle(cls, llm_dir: str | Path, bundle) -> PromptEmbedder:
+        """The prompts a bundle of an LLM kind is served with (and evaluated and retrained with):
+        its labels, transcript cut, inputs, soft-token count and layout."""
+        return cls.from_llm(
+            llm_dir,
+            bundle.labels,
+            bundle.text_tokenizer_dir,
+            bundle.inputs,
+            audio_slots=bundle.soft_tokens,
+            audio_first=bundle.audio_first,
         )
 
     def _clean(self, text: str) -> str:
@@ -209,9 +233,10 @@ class PromptEmbedder:
             transcript = self.transcripts.cut(transcript)
         text = self._clean(transcript or "") or NO_SPEECH_TEXT
         who = self._clean(speaker or "")
-        user = (
-            f"Speaker: {who}\n" if who else ""
-        ) + f"Transcript: {text}\nAudio: {AUDIO_PLACEHOLDER}"
+        lines = [f"Transcript: {text}", f"Audio: {AUDIO_PLACEHOLDER}"]
+        if self.audio_first:
+            lines.reverse()
+        user = (f"Speaker: {who}\n" if who else "") + "\n".join(lines)
         messages = [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
         rendered = self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=False
@@ -226,13 +251,16 @@ class PromptEmbedder:
         return Prompt(tuple(ids), len(before), self.audio_slots)
 
     def embed(self, prompt: Prompt, audio_vector: torch.Tensor) -> torch.Tensor:
-        """(len, hidden) prompt embeddings; the soft slot's row becomes ``audio_vector``."""
-        vectors = audio_vector.reshape(-1, audio_vector.shape[-1])
-        if vectors.shape != (prompt.audio_slots, self.table.shape[1]):
+        """(len, hidden) prompt embeddings; the soft slots' rows become ``audio_vector``:
+        (slots, hidden), or flattened to (slots × hidden,) as the ``soft`` column carries it."""
+        width = self.table.shape[1]
+        flat_or_rows = audio_vector.dim() == 1 or audio_vector.shape[-1] == width
+        if not flat_or_rows or audio_vector.numel() != prompt.audio_slots * width:
             raise PromptError(
                 f"audio vector has shape {tuple(audio_vector.shape)}; the prompt has "
-                f"{prompt.audio_slots} soft slot(s) and the LLM width is {self.table.shape[1]}"
+                f"{prompt.audio_slots} soft slot(s) and the LLM width is {width}"
             )
+        vectors = audio_vector.reshape(prompt.audio_slots, width)
         rows = self.table[torch.as_tensor(prompt.ids, dtype=torch.long)].clone()
         rows[prompt.audio_position : prompt.audio_position + prompt.audio_slots] = vectors.to(
             rows.dtype

@@ -4,7 +4,8 @@
     (a task per  (tasks)   (actor pools that follow the cluster: pools.py)
      input URI)
 
-For an EmoQ bundle (annotator/models/kinds.py) the kind's stages are FeaturesStage ─► LabelStage.
+For an EmoQ bundle (annotator/models/kinds.py) the kind's stages are FeaturesStage ─► LabelStage;
+for EmoSLLM EmoSLLMStage ─► LabelStage; for Qieemo QieemoStage alone.
 
 Ray Data does the scheduling: actor pools that grow with the cluster, backpressure between
 stages, streaming execution, restarts of dead actors and retries of failed tasks (on another
@@ -22,7 +23,13 @@ from annotator.models.kinds import DEFAULT_KIND, KINDS, Kind
 from annotator.pipeline.decode import decode
 from annotator.pipeline.inputs import source_listing
 from annotator.pipeline.pools import GIB, Node, PoolSize, cluster_nodes, pool_size
-from annotator.pipeline.stages import ASRStage, FeaturesStage, LabelStage, QieemoStage
+from annotator.pipeline.stages import (
+    ASRStage,
+    EmoSLLMStage,
+    FeaturesStage,
+    LabelStage,
+    QieemoStage,
+)
 
 log = logging.getLogger("annotator.annotate")
 
@@ -48,7 +55,12 @@ def _actor_stage(resources: StageResources, pool: PoolSize) -> dict[str, Any]:
 
 
 # Each kind's stage names → the actor class (pipeline/stages.py) and its constructor's kwargs.
-STAGES = {"features": FeaturesStage, "label": LabelStage, "qieemo": QieemoStage}
+STAGES = {
+    "features": FeaturesStage,
+    "label": LabelStage,
+    "qieemo": QieemoStage,
+    "emosllm": EmoSLLMStage,
+}
 _STARTS_ENGINE = {"label"}  # stages whose engine starts when the run's first window arrives
 
 

@@ -187,8 +187,43 @@ class FeaturesStage:
         return placed(batch, "features", self.where)
 
 
+class EmoSLLMStage:
+    """An EmoSLLM bundle's features (annotator/models/emosllm.py): the frozen audio encoder and
+    the query-pooling mapper, audio → the bundle's ``soft_tokens`` soft tokens per segment,
+    flattened into ``soft`` for the label stage. The audio column leaves the stream here."""
+
+    def __init__(self, config: AnnotatorConfig) -> None:
+        from annotator.models.bundle import Bundle
+        from annotator.models.embedder import features_dtype
+        from annotator.models.emosllm import EmoSLLMEmbedder
+
+        resources = config.stages.emosllm
+        _set_threads(resources.num_cpus)
+        device = "cuda" if resources.num_gpus > 0 else "cpu"
+        bundle = Bundle.load(_model_path(config.models.bundle, config))
+        self.embedder = EmoSLLMEmbedder(
+            bundle,
+            _model_path(bundle.base["audio_encoder"], config),
+            device=device,
+            dtype=features_dtype(config.models.features_dtype, device),
+        )
+        self.where = where_am_i()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = _segment_rows(batch)
+        soft: list[list[float]] = [[] for _ in range(batch.num_rows)]
+        if rows:
+            tokens = self.embedder(_waveforms(batch, rows))
+            for i, vectors in zip(rows, tokens.float().cpu().numpy(), strict=True):
+                soft[i] = vectors.reshape(-1).tolist()
+        batch = batch.drop_columns(["audio"])
+        batch = batch.append_column("soft", pa.array(soft, type=pa.list_(pa.float32())))
+        return placed(batch, "emosllm", self.where)
+
+
 class LabelStage:
-    """The EmoQ prompt with the soft token, served by vLLM with the bundle's LoRA: the emotion."""
+    """The prompt with the soft token(s) (``soft``: EmoQ's one, EmoSLLM's several, flattened),
+    served by vLLM with the bundle's LoRA: the emotion."""
 
     def __init__(self, config: AnnotatorConfig, work_arrived: Any = None) -> None:
         from transformers import AutoTokenizer
@@ -202,9 +237,7 @@ class LabelStage:
         self.llm = local_model_dir(_model_path(config.models.llm, config))
         self.bundle = Bundle.load(_model_path(config.models.bundle, config))
         self.bundle.check_llm_tokenizer(AutoTokenizer.from_pretrained(self.llm))
-        self.prompts = PromptEmbedder.from_llm(
-            self.llm, self.bundle.labels, self.bundle.text_tokenizer_dir, self.bundle.inputs
-        )
+        self.prompts = PromptEmbedder.for_bundle(self.llm, self.bundle)
         # Abstention: under this confidence the emotion is written as unsure (posterior kept).
         below = config.models.unsure_below
         self.unsure_below = self.bundle.unsure_below if below is None else below

@@ -90,3 +90,26 @@ def test_vllm_labeler_inside_a_ray_actor(ray_local, small_dir, bundle, prompts, 
     remote = ray_local.get(actor.posteriors.remote(embeds[:8]))
     ray_local.kill(actor)
     assert np.abs(remote - vllm_labeler.posteriors(embeds[:8])).max() < 1e-5
+
+
+def test_vllm_equals_reference_with_several_soft_tokens(small_dir, bundle, vllm_labeler):
+    """EmoSLLM's prompts (annotator/models/emosllm.py): four soft tokens before the transcript,
+    served by the same engine and adapter; each of the four moves the posterior."""
+    pe = PromptEmbedder.from_llm(small_dir / "llm", bundle.labels, audio_slots=4, audio_first=True)
+    g = torch.Generator().manual_seed(5)
+    scale = pe.table.std().item() * 3
+    soft = [torch.randn(4, pe.table.shape[1], generator=g) * scale for _ in range(12)]
+    embeds = [pe.build(TRANSCRIPTS[i % len(TRANSCRIPTS)], s) for i, s in enumerate(soft)]
+    reference = ReferenceLabeler(
+        small_dir / "llm", bundle.emotion_token_ids, bundle.lora_dir
+    ).posteriors(embeds)
+    got = vllm_labeler.posteriors(embeds)
+    assert np.abs(got - reference).max() < PARITY_TOL
+    prompt = pe.prompt(TRANSCRIPTS[0])
+    changed = []
+    for k in range(4):
+        other = soft[0].clone()
+        other[k] = -other[k]
+        changed.append(pe.embed(prompt, other))
+    moved = vllm_labeler.posteriors([embeds[0], *changed])
+    assert (np.abs(moved[1:] - moved[0]).max(axis=1) > 1e-3).all()

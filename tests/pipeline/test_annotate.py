@@ -241,3 +241,42 @@ def test_a_qieemo_bundle_relabels_a_file_of_an_emoq_output(corpus, baseline, sma
     assert runs == [("emoq",), ("qieemo",)]
     ann.close()
     assert "qieemo" in build_report(str(copy))
+
+
+def test_an_emosllm_bundle_relabels_a_file_through_its_own_features_and_vllm(
+    corpus, baseline, small_home, tmp_path
+):
+    """An EmoSLLM bundle runs ASR, its encoder + mapper stage (several soft tokens per segment)
+    and the vLLM label stage with its own adapter; rows say which kind and version labelled
+    them, and which transcript they read."""
+    import shutil
+
+    from annotator.models.bundle import Bundle
+    from annotator.query import Annotations
+
+    root, _ = corpus
+    out, _ = baseline
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    episode = root / "loose" / "ep1.wav"
+    config = load_config(
+        None, output=str(copy), models={"home": str(small_home), "bundle": "small:emosllm-bundle"}
+    )
+    summary = annotate(config, [str(episode)], force=True)
+    assert summary.counts.files == 1
+    assert set(summary.counts.placement) == {"asr", "emosllm", "label"}
+    bundle = Bundle.load(small_home / "small" / "emosllm-bundle")
+    ann = Annotations(str(copy))
+    rows = ann.sql(
+        "SELECT bundle_version, audio_only, emotion, emotion_probs, text, llm_model FROM segments "
+        "WHERE bundle_kind = 'emosllm'"
+    ).fetchall()
+    assert rows and all(version == bundle.version for version, *_ in rows)
+    for _, audio_only, emotion, probs, text, llm in rows:
+        assert audio_only == (not text.strip()) and llm == "small:llm"
+        assert [p["label"] for p in probs] == bundle.labels
+        assert abs(sum(p["prob"] for p in probs) - 1) < 1e-4
+        assert emotion == max(probs, key=lambda p: p["prob"])["label"]
+    assert len(rows) == 2  # both of ep1's segments (that audio reaches the posterior:
+    # tests/models/test_emosllm.py and test_labelers.py)
+    ann.close()

@@ -43,3 +43,14 @@ def test_asr_transcripts_add_the_asr_stage():
     assert evaluation_resources(config)["num_cpus"] == pytest.approx(
         stages.features.num_cpus + stages.label.num_cpus + stages.asr.num_cpus
     )
+
+
+@pytest.mark.parametrize("kind", ["emosllm", "qieemo"])
+def test_another_kind_asks_for_its_own_stages(kind):
+    from annotator.models.kinds import KINDS
+
+    config = load_config(None, stages={"emosllm": {"num_cpus": 0.75}, "qieemo": {"num_cpus": 1.5}})
+    stages = [getattr(config.stages, name) for name in KINDS[kind].stages]
+    got = evaluation_resources(config, kind)
+    assert got["num_cpus"] == pytest.approx(sum(s.num_cpus for s in stages))
+    assert got["memory"] == int(sum(s.memory_gb for s in stages) * 1024**3)
