@@ -3,7 +3,9 @@
 The CTC encoder stays frozen (the paper's first stage, ASR training, is the encoder's own): each
 worker runs it once over its share of the ``train`` split, keeps the fused blocks and the CTC
 logits of the real frames, and trains the block weights, Conv2D, fusion, cross-modal attention,
-pooling and classifier with cross-entropy ([guess]: the paper's loss is not recovered). One
+pooling and classifier with cross-entropy ([guess]: the paper's loss is not recovered), after
+standardising the blocks' features by the training split's statistics (``feature_statistics``;
+a bundle that was trained already keeps its own). One
 stage, on stage 2's schedule (``train.epochs_stage2``, ``train.lr_stage2``), the global batch
 ``train.batch_size`` split over the workers with equal steps on every rank as for EmoQ
 (``common.shard_indices``, ``common.epoch_loader``). Each epoch reports the loss and the training
@@ -99,6 +101,10 @@ def loop(cfg: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(Qieemo.load(bundle.root).train())
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr_stage2)
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
+    if start == 0 and not bundle.extra.get("trained"):
+        # Every rank sets the same statistics (summed over all shares): the replicas stay equal.
+        total, squares, frames = feature_statistics(items, device)
+        getattr(model, "module", model).set_feature_statistics(total, squares, frames)
     for epoch in range(start, train.epochs_stage2):
         model.train()
         tally = common.EpochTally()
@@ -122,6 +128,20 @@ def loop(cfg: dict[str, Any]) -> None:
             torch.distributed.all_reduce(right)
         metrics["train_accuracy"] = float(right[0] / max(float(right[1]), 1.0))
         common.save_checkpoint(model, optimizer, epoch, metrics)
+
+
+def feature_statistics(items: list[Encoded], device) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Per block and feature, the sum and the sum of squares of the fused blocks over every real
+    frame of the training split, and the frame count: this worker's share summed over the group."""
+    import torch.distributed as dist
+
+    total = sum(item.blocks.double().sum(dim=1) for item in items).to(device)
+    squares = sum((item.blocks.double() ** 2).sum(dim=1) for item in items).to(device)
+    frames = torch.tensor([float(sum(item.blocks.shape[1] for item in items))], device=device)
+    if dist.is_available() and dist.is_initialized():
+        for tensor in (total, squares, frames):
+            dist.all_reduce(tensor)
+    return total.float(), squares.float(), float(frames)
 
 
 def train_qieemo(

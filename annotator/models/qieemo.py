@@ -65,6 +65,13 @@ class Qieemo(nn.Module):
         super().__init__()
         self.config = config
         c = config
+        # Per block and feature: the frozen encoder's frames are standardised before fusion,
+        # (x - mean) * inv_std, from the training split's statistics (set_feature_statistics,
+        # called by training before the first step), then trained with the rest. Identity until
+        # then. [guess]: not in the paper; a random encoder's frames share a large common
+        # component that drowns the rest without it (README, "Bundle kinds").
+        self.feature_mean = nn.Parameter(torch.zeros(len(c.blocks), c.encoder_dim))
+        self.feature_inv_std = nn.Parameter(torch.ones(len(c.blocks), c.encoder_dim))
         self.block_logits = nn.Parameter(torch.zeros(len(c.blocks)))
         self.conv = nn.Conv2d(len(c.blocks), c.conv_channels, kernel_size=3, padding=1)
         self.fuse = nn.Linear(c.conv_channels * c.encoder_dim, c.hidden)
@@ -92,6 +99,8 @@ class Qieemo(nn.Module):
         else:
             blocks = torch.stack([hidden_states[b] for b in self.config.blocks], dim=1)
         keep = frame_mask.unsqueeze(-1).to(ctc_logits.dtype)
+        mean, inv_std = (p.to(blocks.dtype)[None, :, None, :] for p in self.feature_parameters())
+        blocks = (blocks - mean) * inv_std
         weights = torch.softmax(self.block_logits, dim=0)
         stacked = blocks * weights.view(1, -1, 1, 1).to(blocks.dtype) * keep.unsqueeze(1)
         fused = self.conv(stacked)  # (batch, channels, frames, dim)
@@ -104,6 +113,18 @@ class Qieemo(nn.Module):
         scores = self.score(x).squeeze(-1).masked_fill(~frame_mask, torch.finfo(x.dtype).min)
         pooled = (torch.softmax(scores, dim=-1).unsqueeze(-1) * x).sum(dim=1)
         return self.classifier(self.dropout(pooled))
+
+    def feature_parameters(self) -> tuple[nn.Parameter, nn.Parameter]:
+        return self.feature_mean, self.feature_inv_std
+
+    @torch.no_grad()
+    def set_feature_statistics(self, total: torch.Tensor, squares: torch.Tensor, frames: float):
+        """Standardise the fused blocks' features by the training split's statistics: per block
+        and feature, the ``total`` and sum of ``squares`` over ``frames`` real frames."""
+        mean = total / frames
+        std = (squares / frames - mean**2).clamp_min(0).sqrt()
+        self.feature_mean.copy_(mean)
+        self.feature_inv_std.copy_(1 / std.clamp_min(1e-5))
 
     def save(self, directory: Path) -> None:
         from safetensors.torch import save_file
