@@ -1,8 +1,8 @@
 """Evaluate a bundle the way it is served, whatever its kind: EmoQ (HuBERT + EmoQ-Former +
 projector) or EmoSLLM (audio encoder + query-pooling mapper), then vLLM with the bundle's LoRA; or
 Qieemo (CTC encoder + its model, no LLM). The posterior is scaled by the bundle's calibration
-temperature. WA, UA, WF1, the
-confusion matrix (JSON + PNG), ECE, NLL and the reliability bins (JSON + PNG), every posterior."""
+temperature. WA, UA, WF1, the confusion matrix (JSON + PNG), ECE, NLL and the reliability bins
+(JSON + PNG), every posterior."""
 
 from __future__ import annotations
 
@@ -282,13 +282,12 @@ def evaluate_bundles_on_ray(
     the folds of a cross-validation)."""
     import ray
 
+    from annotator.models.bundle import Bundle
     from annotator.pipeline.connection import connect
 
     if not jobs:
         return []
     connect(config)
-    from annotator.models.bundle import Bundle
-
     first = str(Path(jobs[0][0]).resolve())
     resources = evaluation_resources(config, Bundle.load(first, verify=False).kind)
     actor = (
