@@ -271,6 +271,14 @@ def checkpoint_state(checkpoint_dir: str) -> dict[str, torch.Tensor]:
     return load_file(f"{checkpoint_dir}/state.safetensors")
 
 
+def require_train_split(manifest: Path, labels: Sequence[str]) -> None:
+    """Refuse, before any worker starts, a manifest with no ``train`` example of these labels."""
+    from training.data import ManifestError, read_manifest
+
+    if not any(e.split == "train" for e in read_manifest(Path(manifest), labels)):
+        raise ManifestError(f"{manifest} has no train split to train on")
+
+
 def run_trainer(
     loop: Callable[[dict], None],
     loop_config: dict[str, Any],

@@ -136,6 +136,7 @@ def train_emosllm(
         raise ValueError(f"{start_bundle} is a {start.kind} bundle, not an EmoSLLM one")
     llm_dir = common.model_path(config.models.llm, config)
     start.check_llm_tokenizer(AutoTokenizer.from_pretrained(llm_dir))  # its LoRA's LLM
+    common.require_train_split(manifest, label_set(config.train.label_set))
     checkpoint = common.run_trainer(
         loop,
         {

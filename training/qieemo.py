@@ -161,6 +161,7 @@ def train_qieemo(
     start = Bundle.load(start_bundle)
     if start.kind != "qieemo":
         raise ValueError(f"{start_bundle} is a {start.kind} bundle, not a Qieemo one")
+    common.require_train_split(manifest, start.labels)
     checkpoint = common.run_trainer(
         loop,
         {

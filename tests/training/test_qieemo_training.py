@@ -81,3 +81,21 @@ def test_eval_scores_it_in_an_actor_as_serving_does(trained, synth_manifest):
     assert result["examples"] == len(held_out) and result["bundle_version"] == bundle.version
     here, _ = qieemo_posteriors(load_config(config), bundle, held_out)
     np.testing.assert_allclose(np.asarray(result["posteriors"]), here, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["qieemo", "emosllm"])
+def test_a_manifest_without_a_train_split_is_refused_before_any_worker_starts(
+    kind, small_home, synth_manifest, tmp_path
+):
+    from annotator.config import load_config
+    from training.data import ManifestError, write_manifest
+    from training.emosllm import train_emosllm
+    from training.qieemo import train_qieemo
+
+    held_out = tmp_path / "test-only.jsonl"
+    write_manifest([e for e in read_manifest(synth_manifest) if e.split == "test"], held_out)
+    config = load_config(None, models={"home": str(small_home)})
+    train = {"qieemo": train_qieemo, "emosllm": train_emosllm}[kind]
+    with pytest.raises(ManifestError, match="no train split"):
+        train(config, held_out, small_home / "small" / f"{kind}-bundle", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
