@@ -121,15 +121,20 @@ class StagesConfig(_Strict):
 
     @model_validator(mode="after")
     def _gpu_shares_fit_one_gpu(self) -> StagesConfig:
-        models = {"asr": self.asr, "features": self.features, "label": self.label}
-        share = sum(s.num_gpus * s.per_gpu for s in models.values())
-        if share > 1 + 1e-9:
-            parts = " + ".join(
-                f"{name} {s.per_gpu}×{s.num_gpus:g}" for name, s in models.items() if s.num_gpus
-            )
-            raise ValueError(
-                f"the model stages ask for {share:g} of every GPU ({parts}); at most 1 fits"
-            )
+        # The stages that run together: ASR and one bundle kind's (annotator/models/kinds.py).
+        from annotator.models.kinds import KINDS
+
+        for kind in KINDS.values():
+            models = {name: getattr(self, name) for name in ("asr", *kind.stages)}
+            share = sum(s.num_gpus * s.per_gpu for s in models.values())
+            if share > 1 + 1e-9:
+                parts = " + ".join(
+                    f"{name} {s.per_gpu}×{s.num_gpus:g}" for name, s in models.items() if s.num_gpus
+                )
+                raise ValueError(
+                    f"the model stages of a {kind.name} bundle ask for {share:g} of every GPU "
+                    f"({parts}); at most 1 fits"
+                )
         return self
 
 
@@ -412,6 +417,10 @@ PROFILES: dict[str, dict[str, Any]] = {
             },
             "features": {"batch_size": 32, "num_cpus": 2, "num_gpus": 0.1, "memory_gb": 6},
             "label": {"batch_size": 256, "num_cpus": 4, "num_gpus": 0.35, "memory_gb": 24},
+            # The other kinds' own stages in place of features (EmoSLLM: WavLM-Large + mapper;
+            # Qieemo: HuBERT-large CTC + its head): sized like features, not yet measured.
+            "emosllm": {"batch_size": 32, "num_cpus": 2, "num_gpus": 0.1, "memory_gb": 6},
+            "qieemo": {"batch_size": 32, "num_cpus": 2, "num_gpus": 0.1, "memory_gb": 6},
         },
     },
 }

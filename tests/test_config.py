@@ -87,7 +87,13 @@ def test_a_fixed_concurrency_is_refused_with_what_replaced_it(tmp_path):
 def test_model_stages_must_fit_one_gpu(tmp_path):
     path = tmp_path / "greedy.yaml"
     path.write_text("profile: paper\nstages:\n  asr:\n    per_gpu: 3\n")
-    with pytest.raises(ConfigError, match=r"1\.2 of every GPU \(asr 3×0\.25 \+ features"):
+    with pytest.raises(ConfigError, match=r"emoq bundle ask for 1\.2 of every GPU \(asr 3×0\.25"):
         load_config(path)
     paper = load_config(None, profile="paper").stages
     assert sum(s.num_gpus * s.per_gpu for s in (paper.asr, paper.features, paper.label)) == 0.95
+    # Each kind's stages are checked as they run together: ASR with that kind's own.
+    path.write_text("profile: paper\nstages:\n  emosllm:\n    num_gpus: 0.6\n")
+    with pytest.raises(ConfigError, match=r"emosllm bundle ask for 1\.45 of every GPU"):
+        load_config(path)
+    path.write_text("profile: paper\nstages:\n  qieemo:\n    num_gpus: 0.45\n")
+    assert load_config(path).stages.qieemo.num_gpus == 0.45  # 0.5 + 0.45: fits beside ASR
