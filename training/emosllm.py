@@ -58,34 +58,13 @@ def build(config: AnnotatorConfig, start, labels):
     return EmoSLLMModel(QueryPoolingMapper.load(start.root).train(), peft_model), prompts
 
 
-def collate(prompts, labels, weight: float, items) -> dict[str, torch.Tensor]:
-    from training.stage2 import sequences
-
-    frames, frame_mask = common.pad_frames(items)
-    ids, mask, weights, audio_position = sequences(
-        prompts,
-        [i.text for i in items],
-        labels,
-        [i.label for i in items],
-        weight,
-        [i.speaker for i in items],
-    )
-    return {
-        "frames": frames,
-        "frame_mask": frame_mask,
-        "prompt_ids": ids,
-        "prompt_mask": mask,
-        "weights": weights,
-        "audio_position": audio_position,
-    }
-
-
 def loop(cfg: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
     from annotator.models.bundle import Bundle
     from training.models import batch_loss
+    from training.stage2 import answer_batch
 
     config, labels, _, items = common.worker_setup(cfg)
     train = config.train
@@ -97,7 +76,7 @@ def loop(cfg: dict[str, Any]) -> None:
         [p for p in model.parameters() if p.requires_grad], lr=train.lr_stage2
     )
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
-    to_batch = partial(collate, prompts, labels, train.emotion_token_weight)
+    to_batch = partial(answer_batch, prompts, labels, train.emotion_token_weight)
     for epoch in range(start, train.epochs_stage2):
         model.train()
         tally = common.EpochTally()

@@ -104,24 +104,33 @@ def sequences(prompts, texts, labels, label_ids, weight: float, speakers=None):
     return ids, mask, w, torch.tensor(audio_position)
 
 
-def collate(transcripts, prompts, labels, weight: float, items) -> dict[str, torch.Tensor]:
-    """A list of examples → the model's inputs, the answer targets and their Eq. 7 weights."""
+def answer_batch(prompts, labels, weight: float, items) -> dict[str, torch.Tensor]:
+    """A list of examples → their padded audio frames, prompt + answer rows, Eq. 7 weights and
+    soft-token positions: what every LLM kind's model reads (EmoSLLM's whole batch)."""
     frames, frame_mask = common.pad_frames(items)
-    texts = [i.text for i in items]
-    text_ids, text_mask = transcripts(texts)
     ids, mask, weights, audio_position = sequences(
-        prompts, texts, labels, [i.label for i in items], weight, [i.speaker for i in items]
+        prompts,
+        [i.text for i in items],
+        labels,
+        [i.label for i in items],
+        weight,
+        [i.speaker for i in items],
     )
     return {
         "frames": frames,
         "frame_mask": frame_mask,
-        "ids": text_ids,
-        "text_mask": text_mask,
         "prompt_ids": ids,
         "prompt_mask": mask,
         "weights": weights,
         "audio_position": audio_position,
     }
+
+
+def collate(transcripts, prompts, labels, weight: float, items) -> dict[str, torch.Tensor]:
+    """A list of examples → the model's inputs, the answer targets and their Eq. 7 weights: the
+    ``answer_batch`` and the transcripts' ids for the EmoQ-Former."""
+    text_ids, text_mask = transcripts([i.text for i in items])
+    return {**answer_batch(prompts, labels, weight, items), "ids": text_ids, "text_mask": text_mask}
 
 
 def loop(cfg: dict[str, Any]) -> None:

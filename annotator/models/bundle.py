@@ -258,6 +258,15 @@ def write_bundle_from_tensors(
     )
 
 
+def _write_meta(root: Path, meta: dict[str, Any]) -> Bundle:
+    """Write ``bundle.json`` with the content hash of every other file as version: last, so a
+    bundle with its ``bundle.json`` is complete."""
+    meta = {"format": BUNDLE_FORMAT, **meta}
+    meta["version"] = content_version(root, meta)
+    (root / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return Bundle.load(root)
+
+
 def _write_rest(
     root: Path,
     emoq_former,
@@ -276,7 +285,6 @@ def _write_rest(
     projector.save(root)
     text_tokenizer.save_pretrained(root / "text-tokenizer")
     meta = {
-        "format": BUNDLE_FORMAT,
         "kind": "emoq",
         "labels": list(labels),
         "emotion_token_ids": emotion_token_ids(llm_tokenizer, labels),
@@ -284,9 +292,7 @@ def _write_rest(
         "lora_rank": lora_rank,
         "extra": extra or {},
     }
-    meta["version"] = content_version(root, meta)
-    (root / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    return Bundle.load(root)
+    return _write_meta(root, meta)
 
 
 def write_qieemo_bundle(
@@ -303,15 +309,12 @@ def write_qieemo_bundle(
     root.mkdir(parents=True, exist_ok=True)
     model.save(root)
     meta = {
-        "format": BUNDLE_FORMAT,
         "kind": "qieemo",
         "labels": list(labels),
         "base": dict(base),
         "extra": extra or {},
     }
-    meta["version"] = content_version(root, meta)
-    (root / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    return Bundle.load(root)
+    return _write_meta(root, meta)
 
 
 def write_emosllm_bundle(
@@ -343,7 +346,6 @@ def write_emosllm_bundle(
         save_lora(lora, root / "lora", base["llm"])
     mapper.save(root)
     meta = {
-        "format": BUNDLE_FORMAT,
         "kind": "emosllm",
         "labels": list(labels),
         "emotion_token_ids": emotion_token_ids(llm_tokenizer, labels),
@@ -352,9 +354,7 @@ def write_emosllm_bundle(
         "lora_rank": lora_rank,
         "extra": extra or {},
     }
-    meta["version"] = content_version(root, meta)
-    (root / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    return Bundle.load(root)
+    return _write_meta(root, meta)
 
 
 def with_calibration(bundle: Bundle, out: Path, calibration: dict[str, Any]) -> Bundle:

@@ -19,14 +19,15 @@ from the emotion words' logits after ``Emotion:`` as for EmoQ, by the same vLLM 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from annotator.models.config_and_weights import ConfigAndWeights
 
 CONFIG = "emosllm.json"
 WEIGHTS = "emosllm.safetensors"
@@ -46,8 +47,10 @@ class EmoSLLMConfig:
     heads: int = 8
 
 
-class QueryPoolingMapper(nn.Module):
+class QueryPoolingMapper(ConfigAndWeights, nn.Module):
     """Audio frames → ``num_queries`` soft tokens in the LLM's embedding space."""
+
+    CONFIG, WEIGHTS, CONFIG_TYPE = CONFIG, WEIGHTS, EmoSLLMConfig
 
     def __init__(self, config: EmoSLLMConfig) -> None:
         super().__init__()
@@ -83,22 +86,6 @@ class QueryPoolingMapper(nn.Module):
         )
         x = self.encoder(x, src_key_padding_mask=~keep)
         return self.out(x[:, -self.config.num_queries :])
-
-    def save(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        (directory / CONFIG).write_text(json.dumps(asdict(self.config), sort_keys=True))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS)
-
-    @classmethod
-    def load(cls, directory: Path) -> QueryPoolingMapper:
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        model = cls(EmoSLLMConfig(**json.loads((directory / CONFIG).read_text())))
-        model.load_state_dict(load_file(directory / WEIGHTS))
-        return model.eval()
 
 
 class EmoSLLMEmbedder:

@@ -23,13 +23,13 @@ on how much padding its batch carries. No speaker identity is used anywhere.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from annotator.models.config_and_weights import ConfigAndWeights
 
 CONFIG = "mister_e.json"
 WEIGHTS = "mister_e.safetensors"
@@ -49,6 +49,9 @@ class MisterEConfig:
     gate_temperature: float = 2.0
     dropout: float = 0.1
     labels: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kernels", tuple(self.kernels))  # a list when read from JSON
 
 
 def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -105,8 +108,10 @@ class CoAttentionLayer(nn.Module):
         return self.speech_norm(speech + s), self.text_norm(text + t)
 
 
-class MisterE(nn.Module):
+class MisterE(ConfigAndWeights, nn.Module):
     """The context model over the utterances of whole recordings."""
+
+    CONFIG, WEIGHTS, CONFIG_TYPE = CONFIG, WEIGHTS, MisterEConfig
 
     def __init__(self, config: MisterEConfig) -> None:
         super().__init__()
@@ -153,22 +158,3 @@ class MisterE(nn.Module):
             "speech_states": speech_states,
             "text_states": text_states,
         }
-
-    def save(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG).write_text(json.dumps(asdict(self.config), sort_keys=True))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS)
-
-    @classmethod
-    def load(cls, directory: Path) -> MisterE:
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        raw = json.loads((directory / CONFIG).read_text())
-        raw["kernels"] = tuple(raw["kernels"])
-        model = cls(MisterEConfig(**raw))
-        model.load_state_dict(load_file(directory / WEIGHTS))
-        return model.eval()

@@ -151,28 +151,24 @@ def _build_text_encoder(dst: Path) -> None:
     )
 
 
-def _build_hubert(dst: Path, seed: int, sizes: SmallSizes, ctc: bool = False) -> None:
-    """A random HuBERT (``sizes.hubert_layers``); with ``ctc`` the one a Qieemo bundle reads: a
-    CTC head over 32 characters on ``sizes.ctc_layers`` (at paper size a real CTC checkpoint such
-    as facebook/hubert-large-ls960-ft)."""
-    import torch
-    from transformers import HubertConfig, HubertForCTC, HubertModel, Wav2Vec2FeatureExtractor
+def _encoder_shape(sizes: SmallSizes, layers: int) -> dict:
+    """The small wav2vec2-family encoders' shape (HuBERT's conv strides: 50 frames a second)."""
+    return {
+        "hidden_size": sizes.hubert_hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": sizes.hubert_heads,
+        "intermediate_size": sizes.hubert_hidden * 4,
+        "conv_dim": (sizes.hubert_conv,) * 7,
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 4,
+        "feat_extract_norm": "layer",
+        "do_stable_layer_norm": True,
+    }
 
-    config = HubertConfig(
-        hidden_size=sizes.hubert_hidden,
-        num_hidden_layers=sizes.ctc_layers if ctc else sizes.hubert_layers,
-        num_attention_heads=sizes.hubert_heads,
-        intermediate_size=sizes.hubert_hidden * 4,
-        conv_dim=(sizes.hubert_conv,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        vocab_size=32,
-    )
-    torch.manual_seed(seed + 1 if ctc else seed)
-    model = HubertForCTC(config) if ctc else HubertModel(config)
-    model.eval().save_pretrained(dst, safe_serialization=True)
+
+def _save_feature_extractor(dst: Path) -> None:
+    from transformers import Wav2Vec2FeatureExtractor
+
     Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=16_000,
@@ -180,34 +176,33 @@ def _build_hubert(dst: Path, seed: int, sizes: SmallSizes, ctc: bool = False) ->
         do_normalize=True,
         return_attention_mask=True,
     ).save_pretrained(dst)
+
+
+def _build_hubert(dst: Path, seed: int, sizes: SmallSizes, ctc: bool = False) -> None:
+    """A random HuBERT (``sizes.hubert_layers``); with ``ctc`` the one a Qieemo bundle reads: a
+    CTC head over 32 characters on ``sizes.ctc_layers`` (at paper size a real CTC checkpoint such
+    as facebook/hubert-large-ls960-ft)."""
+    import torch
+    from transformers import HubertConfig, HubertForCTC, HubertModel
+
+    layers = sizes.ctc_layers if ctc else sizes.hubert_layers
+    config = HubertConfig(**_encoder_shape(sizes, layers), vocab_size=32)
+    torch.manual_seed(seed + 1 if ctc else seed)
+    model = HubertForCTC(config) if ctc else HubertModel(config)
+    model.eval().save_pretrained(dst, safe_serialization=True)
+    _save_feature_extractor(dst)
 
 
 def _build_wavlm(dst: Path, seed: int, sizes: SmallSizes) -> None:
     """A random WavLM shaped like the HuBERT (an EmoSLLM bundle's audio encoder; at paper size
     microsoft/wavlm-large)."""
     import torch
-    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+    from transformers import WavLMConfig, WavLMModel
 
-    config = WavLMConfig(
-        hidden_size=sizes.hubert_hidden,
-        num_hidden_layers=sizes.hubert_layers,
-        num_attention_heads=sizes.hubert_heads,
-        intermediate_size=sizes.hubert_hidden * 4,
-        conv_dim=(sizes.hubert_conv,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-    )
+    config = WavLMConfig(**_encoder_shape(sizes, sizes.hubert_layers))
     torch.manual_seed(seed + 2)
     WavLMModel(config).eval().save_pretrained(dst, safe_serialization=True)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1,
-        sampling_rate=16_000,
-        padding_value=0.0,
-        do_normalize=True,
-        return_attention_mask=True,
-    ).save_pretrained(dst)
+    _save_feature_extractor(dst)
 
 
 def _build_llm(dst: Path, seed: int, sizes: SmallSizes, whisper_dir: Path) -> None:

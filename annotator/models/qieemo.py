@@ -21,14 +21,15 @@ a segment gets the logits it would get alone.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from annotator.models.config_and_weights import ConfigAndWeights
 
 CONFIG = "qieemo.json"
 WEIGHTS = "qieemo.safetensors"
@@ -58,8 +59,10 @@ class QieemoConfig:
     labels: list[str] = field(default_factory=list)
 
 
-class Qieemo(nn.Module):
+class Qieemo(ConfigAndWeights, nn.Module):
     """The trainable part of Qieemo over a frozen encoder's outputs."""
+
+    CONFIG, WEIGHTS, CONFIG_TYPE = CONFIG, WEIGHTS, QieemoConfig
 
     def __init__(self, config: QieemoConfig) -> None:
         super().__init__()
@@ -125,23 +128,6 @@ class Qieemo(nn.Module):
         std = (squares / frames - mean**2).clamp_min(0).sqrt()
         self.feature_mean.copy_(mean)
         self.feature_inv_std.copy_(1 / std.clamp_min(1e-5))
-
-    def save(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG).write_text(json.dumps(asdict(self.config), sort_keys=True))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS)
-
-    @classmethod
-    def load(cls, directory: Path) -> Qieemo:
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        model = cls(QieemoConfig(**json.loads((directory / CONFIG).read_text())))
-        model.load_state_dict(load_file(directory / WEIGHTS))
-        return model.eval()
 
 
 class CTCEncoder:

@@ -153,6 +153,17 @@ _NO_TRANSCRIPT = {
 }
 
 
+def _with_soft(batch: pa.Table, rows: list[int], tokens) -> pa.Table:
+    """``batch`` without its audio and with ``soft``: each segment row's soft token(s) (``tokens``
+    (len(rows), …, llm_dim), flattened), empty on other rows."""
+    soft: list[list[float]] = [[] for _ in range(batch.num_rows)]
+    if rows:
+        for i, vectors in zip(rows, tokens.float().cpu().numpy(), strict=True):
+            soft[i] = vectors.reshape(-1).tolist()
+    batch = batch.drop_columns(["audio"])
+    return batch.append_column("soft", pa.array(soft, type=pa.list_(pa.float32())))
+
+
 class FeaturesStage:
     """HuBERT + EmoQ-Former + projector: audio and transcript → one soft token per segment.
 
@@ -176,15 +187,11 @@ class FeaturesStage:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = _segment_rows(batch)
-        soft: list[list[float]] = [[] for _ in range(batch.num_rows)]
+        tokens = None
         if rows:
             texts = batch["text"].to_pylist()
             _, tokens = self.embedder(_waveforms(batch, rows), [texts[i] for i in rows])
-            for i, vector in zip(rows, tokens.float().cpu().numpy(), strict=True):
-                soft[i] = vector.tolist()
-        batch = batch.drop_columns(["audio"])
-        batch = batch.append_column("soft", pa.array(soft, type=pa.list_(pa.float32())))
-        return placed(batch, "features", self.where)
+        return placed(_with_soft(batch, rows, tokens), "features", self.where)
 
 
 class EmoSLLMStage:
@@ -211,14 +218,8 @@ class EmoSLLMStage:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = _segment_rows(batch)
-        soft: list[list[float]] = [[] for _ in range(batch.num_rows)]
-        if rows:
-            tokens = self.embedder(_waveforms(batch, rows))
-            for i, vectors in zip(rows, tokens.float().cpu().numpy(), strict=True):
-                soft[i] = vectors.reshape(-1).tolist()
-        batch = batch.drop_columns(["audio"])
-        batch = batch.append_column("soft", pa.array(soft, type=pa.list_(pa.float32())))
-        return placed(batch, "emosllm", self.where)
+        tokens = self.embedder(_waveforms(batch, rows)) if rows else None
+        return placed(_with_soft(batch, rows, tokens), "emosllm", self.where)
 
 
 class LabelStage:
