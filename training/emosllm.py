@@ -26,9 +26,9 @@ MAPPER = "mapper."  # the mapper's prefix in the model's state dict (training/mo
 
 
 def build(config: AnnotatorConfig, start, labels):
-    """(model, prompts): the start bundle's mapper and LoRA on the frozen base LLM
-    (``models.llm``, as serving loads it; in
-    ``stage2.llm_dtype``; the trained parts stay fp32), and the prompts serving builds."""
+    """(model, prompts): the start bundle's mapper and LoRA on the frozen base LLM (``models.llm``,
+    as serving loads it, in ``stage2.llm_dtype``; the trained parts stay fp32), and the prompts
+    serving builds for the bundle (its soft-token count and layout)."""
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -53,7 +53,7 @@ def build(config: AnnotatorConfig, start, labels):
         None,
         config.train.inputs,
         audio_slots=start.soft_tokens,
-        audio_first=True,
+        audio_first=start.audio_first,
     )
     return EmoSLLMModel(QueryPoolingMapper.load(start.root).train(), peft_model), prompts
 
