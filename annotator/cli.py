@@ -373,6 +373,34 @@ def train_qieemo_command(
     )
 
 
+@train.command("mister-e")
+@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--from",
+    "start",
+    default="small:mister-e-bundle",
+    show_default=True,
+    help="The MiSTER-E bundle to start from (untrained from `models init`, or one to fine-tune).",
+)
+@click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", default="mister-e", show_default=True, help="Run name under train.storage.")
+@CONFIG_OPTION
+def train_mister_e_command(
+    manifest: Path, start: str, dest: Path, name: str, config_path: Path | None
+) -> None:
+    """Train a MiSTER-E bundle on Ray Train: stage 1 the utterance heads on single utterances,
+    stage 2 the context model on whole conversations (a source file's turns in time order,
+    both channels); exports a bundle to --out."""
+    from annotator.models.profiles import resolve_model
+    from training.mister_e import train_mister_e
+
+    config = _load(config_path)
+    bundle = train_mister_e(
+        config, manifest, Path(resolve_model(start, config.models.home)), dest, name=name
+    )
+    click.echo(f"bundle {bundle.version} written to {bundle.root}")
+
+
 @train.command("emosllm")
 @click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(

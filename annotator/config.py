@@ -118,6 +118,9 @@ class StagesConfig(_Strict):
     # An EmoSLLM bundle's audio encoder + query-pooling mapper, before label. Not yet measured;
     # sized like features.
     emosllm: StageResources = StageResources(batch_size=8, num_cpus=0.25, memory_gb=1.0)
+    # A MiSTER-E bundle's speech and text encoders + utterance heads (its context model runs in
+    # the sink: annotator/pipeline/context.py). Not yet measured; sized like features.
+    utterances: StageResources = StageResources(batch_size=8, num_cpus=0.25, memory_gb=1.0)
 
     @model_validator(mode="after")
     def _gpu_shares_fit_one_gpu(self) -> StagesConfig:
@@ -268,6 +271,10 @@ class ModelsConfig(_Strict):
         features_dtype: dtype of HuBERT, the EmoQ-Former and the projector in the features stage
             and in evaluation; ``auto`` is float16 on a GPU (what cluster/paper.yaml's memory
             arithmetic assumes) and float32 on CPU.
+        context_window / context_overlap: a context bundle (MiSTER-E) reads a recording's
+            utterances in windows of ``context_window``, each utterance labelled with at least
+            ``context_overlap`` utterances of context on either side
+            (annotator/models/conversation_windows.py).
     """
 
     home: Path = Field(default_factory=default_home)
@@ -279,7 +286,18 @@ class ModelsConfig(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     features_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     unsure_below: float | None = Field(None, ge=0, le=1)
+    context_window: int = Field(256, ge=2)
+    context_overlap: int = Field(32, ge=0)
     asr: ASRConfig = Field(default_factory=ASRConfig)
+
+    @model_validator(mode="after")
+    def _context_fits(self) -> ModelsConfig:
+        if self.context_window <= 2 * self.context_overlap:
+            raise ValueError(
+                f"models.context_window {self.context_window} cannot keep "
+                f"models.context_overlap {self.context_overlap} utterances of context on each side"
+            )
+        return self
 
 
 class TrainConfig(_Strict):
@@ -421,6 +439,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             # Qieemo: HuBERT-large CTC + its head): sized like features, not yet measured.
             "emosllm": {"batch_size": 32, "num_cpus": 2, "num_gpus": 0.1, "memory_gb": 6},
             "qieemo": {"batch_size": 32, "num_cpus": 2, "num_gpus": 0.1, "memory_gb": 6},
+            "utterances": {"batch_size": 32, "num_cpus": 2, "num_gpus": 0.1, "memory_gb": 6},
         },
     },
 }

@@ -39,6 +39,7 @@ WORD = pa.struct(
     ]
 )
 LABEL_PROB = pa.struct([("label", pa.string()), ("prob", pa.float32())])
+EXPERT_WEIGHT = pa.struct([("expert", pa.string()), ("weight", pa.float32())])
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 SEGMENTS = pa.schema(
@@ -63,6 +64,9 @@ SEGMENTS = pa.schema(
         ("emotion", pa.string()),
         ("emotion_probs", pa.list_(LABEL_PROB)),  # every label of the bundle, in its order
         ("emotion_confidence", pa.float32()),  # probability of the chosen emotion
+        # A context bundle's (MiSTER-E) gate over its experts (speech, text, cross): which one
+        # decided the emotion; null for kinds without experts.
+        ("expert_weights", pa.list_(EXPERT_WEIGHT)),
         ("bundle_kind", pa.string()),  # annotator/models/kinds.py: which model labelled the row
         ("bundle_version", pa.string()),
         ("asr_model", pa.string()),
@@ -133,9 +137,12 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 # Columns added to a table after outputs were written without them, and what a row written before
-# holds: readers (annotator/query/duckdb.py) show this value where a row has none. Writers add
-# the column to an existing Delta table on their next commit (schema evolution).
-ADDED_COLUMNS: dict[str, dict[str, str]] = {
-    "segments": {"bundle_kind": "emoq"},  # every bundle was EmoQ before bundle kinds
+# holds: readers (annotator/query/duckdb.py) show this value where a row has none (None: NULL).
+# Writers add the column to an existing Delta table on their next commit (schema evolution).
+ADDED_COLUMNS: dict[str, dict[str, str | None]] = {
+    "segments": {
+        "bundle_kind": "emoq",  # every bundle was EmoQ before bundle kinds
+        "expert_weights": None,  # no bundle had experts before MiSTER-E
+    },
     "runs": {"bundle_kind": "emoq"},
 }

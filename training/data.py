@@ -401,3 +401,72 @@ def synthetic_corpus(
     write_manifest(examples, tmp)
     tmp.rename(manifest)  # present only when complete
     return manifest
+
+
+def synthetic_conversations(
+    root: Path,
+    voices: Sequence[str] = tuple(SYNTH_VOICES),
+    test_voices: int = 2,
+    per_pair: int = 2,
+    turns: int = 6,
+    tail: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Two-speaker calls, one voice per channel, whose emotion depends on context: in a call of
+    emotion E the speakers take turns saying E's sentences with E's prosody, then the last
+    ``tail`` turns are neutral sentences spoken neutrally, still labelled E (the feeling carries
+    over; a neutral call is neutral throughout). A model that hears each turn alone cannot
+    tell a neutral call's turns from the tail of an angry one; a model that reads the call can.
+
+    Calls pair voices within a split (the last ``test_voices`` voices are the test split: held
+    out speakers) in both channel orders, ``per_pair`` calls per pair and emotion. Writes
+    ``root/call_<i>.wav`` (stereo, 16 kHz) and ``root/manifest.jsonl`` (returned): one example
+    per turn with its channel and span. Reuses an existing complete corpus."""
+    from annotator.audio.synth import encode, silence, speak
+
+    manifest = Path(root) / "manifest.jsonl"
+    if manifest.is_file():
+        return manifest
+    rng = np.random.default_rng(seed)
+    train, test = list(voices[:-test_voices]), list(voices[-test_voices:])
+    pairs = [
+        (split, a, b)
+        for split, group in (("train", train), ("test", test))
+        for a, b in zip(group, group[1:] + group[:1], strict=True)
+        if a != b
+    ]
+    examples, index, gap = [], 0, silence(0.3)
+    for split, a, b in pairs:
+        for label in SYNTH_WORDS:
+            for _ in range(per_pair):
+                path = Path(root) / f"call_{index:03d}.wav"
+                index += 1
+                channels: list[list[np.ndarray]] = [[], []]
+                at = 0.0
+                for turn in range(turns):
+                    spoken = "neutral" if turn >= turns - tail else label
+                    text = str(rng.choice(SYNTH_WORDS[spoken]))
+                    voice = (a, b)[turn % 2]
+                    audio = speak(text, voice=voice, **SYNTH_PROSODY[spoken])
+                    channel = turn % 2
+                    channels[channel] += [audio, gap]
+                    channels[1 - channel] += [silence(len(audio) / 16_000), gap]
+                    end = at + len(audio) / 16_000
+                    examples.append(
+                        Example(
+                            str(path),
+                            text,
+                            label,
+                            voice,
+                            split,
+                            round(at, 3),
+                            round(end, 3),
+                            channel=channel,
+                        )
+                    )
+                    at = end + len(gap) / 16_000
+                encode(np.stack([np.concatenate(c) for c in channels]), path)
+    tmp = manifest.with_suffix(".tmp")
+    write_manifest(examples, tmp)
+    tmp.rename(manifest)
+    return manifest

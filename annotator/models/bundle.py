@@ -317,6 +317,27 @@ def write_qieemo_bundle(
     return _write_meta(root, meta)
 
 
+def write_mister_e_bundle(
+    root: Path,
+    heads,
+    context,
+    labels: Sequence[str],
+    base: dict[str, str],
+    extra: dict[str, Any] | None = None,
+) -> Bundle:
+    """A MiSTER-E bundle (annotator/models/mister_e.py, mister_e_utterances.py): the utterance
+    heads, the context model and ``bundle.json`` naming the two encoders the heads pool
+    (``base["speech_encoder"]``, ``base["text_encoder"]``)."""
+    missing = {"speech_encoder", "text_encoder"} - set(base)
+    if missing:
+        raise BundleError(f"a MiSTER-E bundle names its encoders: base{sorted(missing)}")
+    root.mkdir(parents=True, exist_ok=True)
+    heads.save(root)
+    context.save(root)
+    meta = {"kind": "mister_e", "labels": list(labels), "base": dict(base), "extra": extra or {}}
+    return _write_meta(root, meta)
+
+
 def write_emosllm_bundle(
     root: Path,
     mapper,

@@ -29,6 +29,9 @@ class Kind:
             :mod:`annotator.pipeline.stages` (:data:`annotator.pipeline.graph.STAGES`) and a
             ``stages.<name>`` section of the configuration (resources, pool sizes).
         hears: what the model takes in: ``audio+text`` or ``audio``.
+        context: the sink labels each finished file's segments together, in time order, with
+            the bundle's context model (:mod:`annotator.pipeline.context`) before committing
+            them; the kind's stages give each segment its utterance embeddings, not a label.
     """
 
     name: str
@@ -36,6 +39,7 @@ class Kind:
     required: tuple[str, ...]
     stages: tuple[str, ...]
     hears: str
+    context: bool = False
 
 
 KINDS: dict[str, Kind] = {
@@ -75,6 +79,21 @@ KINDS: dict[str, Kind] = {
         required=("qieemo.json", "qieemo.safetensors"),
         stages=("qieemo",),
         hears="audio",
+    ),
+    "mister_e": Kind(
+        name="mister_e",
+        summary="MiSTER-E: per-utterance speech and text embeddings, then every utterance of a "
+        "recording labelled from its neighbours by speech, text and co-attention experts mixed "
+        "by a gate; no LLM",
+        required=(
+            "utterance_heads.json",
+            "utterance_heads.safetensors",
+            "mister_e.json",
+            "mister_e.safetensors",
+        ),
+        stages=("utterances",),
+        hears="audio+text",
+        context=True,
     ),
 }
 

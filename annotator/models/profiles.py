@@ -13,7 +13,9 @@
 * bundle: an untrained EmoQ bundle, so the pipeline runs before any training;
 * ctc + qieemo-bundle: a random HuBERT CTC encoder and an untrained Qieemo bundle over it;
 * wavlm + emosllm-bundle: a random WavLM and an untrained EmoSLLM bundle (4 soft tokens) over it
-  and the Qwen2.
+  and the Qwen2;
+* mister-e-bundle: an untrained MiSTER-E bundle (utterance heads over the HuBERT and the text
+  encoder, a tiny context model).
 
 Same seed → the same bytes, checked by ``profile.json`` which lists every file's SHA-256.
 """
@@ -36,7 +38,8 @@ from annotator.models.tokenizer_layouts import build_small_llm_tokenizer
 # 5: a CTC encoder (ctc) and an untrained Qieemo bundle (qieemo-bundle).
 # 6: a WavLM (wavlm) and an untrained EmoSLLM bundle (emosllm-bundle); the Qieemo bundle
 #    standardises its encoder features (feature_mean, feature_inv_std).
-BUILD_RECIPE = 6
+# 7: an untrained MiSTER-E bundle (mister-e-bundle) over the HuBERT and the text encoder.
+BUILD_RECIPE = 7
 SMALL_PREFIX = "small:"
 PROFILE_MANIFEST = "profile.json"
 
@@ -69,6 +72,11 @@ class SmallSizes:
     emosllm_queries: int = 4
     emosllm_width: int = 64
     emosllm_heads: int = 4
+    # The MiSTER-E bundle's embeddings and context model (the published code's: 3-layer BiGRU of
+    # 512 units, 4 co-attention layers).
+    mister_e_dim: int = 48
+    mister_e_hidden: int = 32
+    mister_e_layers: int = 2
 
 
 def small_dir(home: Path) -> Path:
@@ -302,6 +310,24 @@ def build_small_profile(
             num_queries=sizes.emosllm_queries,
             width=sizes.emosllm_width,
             heads=sizes.emosllm_heads,
+        )
+        on_step("untrained MiSTER-E bundle")
+        from annotator.models.mister_e_utterances import build_untrained_mister_e_bundle
+
+        build_untrained_mister_e_bundle(
+            staging / "mister-e-bundle",
+            staging / "hubert",
+            staging / "text-encoder",
+            {
+                "speech_encoder": SMALL_PREFIX + "hubert",
+                "text_encoder": SMALL_PREFIX + "text-encoder",
+            },
+            seed=seed,
+            dim=sizes.mister_e_dim,
+            hidden=sizes.mister_e_hidden,
+            gru_layers=sizes.mister_e_layers,
+            coattention_layers=sizes.mister_e_layers,
+            heads=4,
         )
         manifest = {
             "profile": "small",

@@ -5,7 +5,9 @@
      input URI)
 
 For an EmoQ bundle (annotator/models/kinds.py) the kind's stages are FeaturesStage ─► LabelStage;
-for EmoSLLM EmoSLLMStage ─► LabelStage; for Qieemo QieemoStage alone.
+for EmoSLLM EmoSLLMStage ─► LabelStage; for Qieemo QieemoStage alone; for MiSTER-E
+UtterancesStage, then the sink labels each finished file's segments together
+(annotator/pipeline/context.py).
 
 Ray Data does the scheduling: actor pools that grow with the cluster, backpressure between
 stages, streaming execution, restarts of dead actors and retries of failed tasks (on another
@@ -29,6 +31,7 @@ from annotator.pipeline.stages import (
     FeaturesStage,
     LabelStage,
     QieemoStage,
+    UtterancesStage,
 )
 
 log = logging.getLogger("annotator.annotate")
@@ -60,6 +63,7 @@ STAGES = {
     "label": LabelStage,
     "qieemo": QieemoStage,
     "emosllm": EmoSLLMStage,
+    "utterances": UtterancesStage,
 }
 _STARTS_ENGINE = {"label"}  # stages whose engine starts when the run's first window arrives
 

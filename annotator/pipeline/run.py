@@ -86,7 +86,18 @@ def annotate(
         " (ignored: --force)" if force else "",
     )
     connect(config)
-    sink = Sink(output, info, config.commit)
+    context = None
+    if served.context:
+        from annotator.pipeline.context import ContextLabeller
+
+        below = config.models.unsure_below
+        context = ContextLabeller(
+            bundle,
+            config.models.context_window,
+            config.models.context_overlap,
+            bundle.unsure_below if below is None else below,
+        )
+    sink = Sink(output, info, config.commit, context)
     try:
         dataset = build(config, inputs, ray.put(done) if len(done) else None, served)
     except PoolError as exc:

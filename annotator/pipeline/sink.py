@@ -11,7 +11,9 @@ out as one commit (``annotator/output/tables.py``):
 
 A crash before 2 leaves rows no ``files`` row names: the views never show them and the rerun
 redoes those files. Rows stay Arrow tables from the stream to the table (no Python dict per row);
-the commit runs on a thread of its own while the driver goes on gathering the next one.
+the commit runs on a thread of its own while the driver goes on gathering the next one. For a
+context bundle (MiSTER-E) that thread first labels each file's segments together
+(annotator/pipeline/context.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from annotator.config import CommitConfig
 from annotator.models.kinds import KINDS
 from annotator.output import failpoints
 from annotator.output.tables import OutputTables
+from annotator.pipeline.context import CONTEXT_COLUMNS, ContextLabeller
 from annotator.schema import ERRORS, FILES, SEGMENTS
 
 # The model stages whose rows say where they ran (``<stage>_at``): ASR and every kind's own.
@@ -93,9 +96,11 @@ class _Commit:
     errors: pa.Table | None
 
 
-def _columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """The row columns ``schema`` takes from the stream (missing ones null), in its order."""
+def _columns(table: pa.Table, schema: pa.Schema, keep: tuple[str, ...] = ()) -> pa.Table:
+    """The row columns ``schema`` takes from the stream (missing ones null), in its order, and
+    the columns ``keep`` (a context bundle's embeddings, until they are read)."""
     names = [n for n in schema.names if n not in _RUN_COLUMNS]
+    names += [n for n in keep if n not in names]
     arrays = [
         table.column(n)
         if n in table.column_names
@@ -111,9 +116,17 @@ def _concat(parts: list[pa.Table]) -> pa.Table | None:
 
 class Sink:
     def __init__(
-        self, tables: OutputTables, info: RunInfo, commit: CommitConfig | None = None
+        self,
+        tables: OutputTables,
+        info: RunInfo,
+        commit: CommitConfig | None = None,
+        context: ContextLabeller | None = None,
     ) -> None:
+        """``context``: a context bundle's labeller, which labels each commit's files' segments
+        together before they are written (annotator/pipeline/context.py)."""
         self.tables = tables
+        self.context = context
+        self._keep = CONTEXT_COLUMNS if context is not None else ()
         self.info = info
         self.commit = commit or CommitConfig()
         self.counts = Counts()
@@ -140,7 +153,7 @@ class Sink:
             rows = batch.filter(pc.equal(kind, name))
             if not rows.num_rows:
                 continue
-            parts.append(_columns(rows, schema))
+            parts.append(_columns(rows, schema, self._keep if name == "segment" else ()))
             counted = pc.value_counts(rows.column("call_id")).to_pylist()
             for item in counted:
                 self._arrived[(item["values"], name)] += item["counts"]
@@ -235,7 +248,10 @@ class Sink:
         commit_id = f"{self.info.run_id}-{work.seq:06d}"
         app_id = f"annotator-sink-{self.info.run_id}"
         failpoints.point("commit:start")
-        segments = self._segment_rows(work.segments, commit_id, now)
+        labelled = work.segments
+        if labelled is not None and self.context is not None:
+            labelled = self.context.label(labelled)
+        segments = self._segment_rows(labelled, commit_id, now)
         if segments is not None:
             self.tables.append("segments", segments, app_id + "/segments", work.seq)
             failpoints.point("commit:segments")

@@ -153,15 +153,22 @@ _NO_TRANSCRIPT = {
 }
 
 
+def _vector_column(n: int, rows: list[int], vectors: np.ndarray | None) -> pa.Array:
+    """A list<float32> column of ``n`` rows: row ``rows[k]`` holds ``vectors[k]`` flattened,
+    the others are empty."""
+    values: list[list[float]] = [[] for _ in range(n)]
+    if rows:
+        for i, vector in zip(rows, np.asarray(vectors, dtype=np.float32), strict=True):
+            values[i] = vector.reshape(-1).tolist()
+    return pa.array(values, type=pa.list_(pa.float32()))
+
+
 def _with_soft(batch: pa.Table, rows: list[int], tokens) -> pa.Table:
     """``batch`` without its audio and with ``soft``: each segment row's soft token(s) (``tokens``
     (len(rows), …, llm_dim), flattened), empty on other rows."""
-    soft: list[list[float]] = [[] for _ in range(batch.num_rows)]
-    if rows:
-        for i, vectors in zip(rows, tokens.float().cpu().numpy(), strict=True):
-            soft[i] = vectors.reshape(-1).tolist()
+    vectors = tokens.float().cpu().numpy() if rows else None
     batch = batch.drop_columns(["audio"])
-    return batch.append_column("soft", pa.array(soft, type=pa.list_(pa.float32())))
+    return batch.append_column("soft", _vector_column(batch.num_rows, rows, vectors))
 
 
 class FeaturesStage:
@@ -220,6 +227,44 @@ class EmoSLLMStage:
         rows = _segment_rows(batch)
         tokens = self.embedder(_waveforms(batch, rows)) if rows else None
         return placed(_with_soft(batch, rows, tokens), "emosllm", self.where)
+
+
+class UtterancesStage:
+    """A MiSTER-E bundle's first stage (annotator/models/mister_e_utterances.py): each segment's
+    speech embedding (from its audio) and text embedding (from its transcript), as columns
+    ``utterance_speech`` and ``utterance_text``. No label here: the sink labels a finished
+    file's segments together with the bundle's context model (annotator/pipeline/context.py).
+    The audio column leaves the stream here."""
+
+    def __init__(self, config: AnnotatorConfig) -> None:
+        from annotator.models.bundle import Bundle
+        from annotator.models.embedder import features_dtype
+        from annotator.models.mister_e_utterances import UtteranceEncoder
+
+        resources = config.stages.utterances
+        _set_threads(resources.num_cpus)
+        device = "cuda" if resources.num_gpus > 0 else "cpu"
+        bundle = Bundle.load(_model_path(config.models.bundle, config))
+        self.encoder = UtteranceEncoder(
+            bundle,
+            _model_path(bundle.base["speech_encoder"], config),
+            _model_path(bundle.base["text_encoder"], config),
+            device=device,
+            dtype=features_dtype(config.models.features_dtype, device),
+        )
+        self.where = where_am_i()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = _segment_rows(batch)
+        speech = text = None
+        if rows:
+            texts = batch["text"].to_pylist()
+            speech, text = self.encoder(_waveforms(batch, rows), [texts[i] or "" for i in rows])
+        n = batch.num_rows
+        batch = batch.drop_columns(["audio"])
+        batch = batch.append_column("utterance_speech", _vector_column(n, rows, speech))
+        batch = batch.append_column("utterance_text", _vector_column(n, rows, text))
+        return placed(batch, "utterances", self.where)
 
 
 class LabelStage:

@@ -148,6 +148,10 @@ class Annotations:
         }
         replaced, appended = [], []
         for column, value in added.items():
+            if value is None:  # NULL where absent, as it already is where present
+                if column not in present:
+                    appended.append(f"NULL AS {column}")
+                continue
             literal = "'" + value.replace("'", "''") + "'"
             if column in present:
                 replaced.append(f"coalesce({column}, {literal}) AS {column}")

@@ -3,7 +3,8 @@
 Sections: run figures, totals, an emotion timeline per call for a bounded, chosen set of calls
 (both channels of a split call in one timeline; one bar per segment, coloured by emotion,
 transcript on hover), emotion shares of those recordings and per channel, the confidence
-distribution, the confidence per label and the unsure share (abstention), and the errors.
+distribution, the confidence per label and the unsure share (abstention), which expert decided
+(context bundles' gate weights), and the errors.
 Everything comes from the output through the same DuckDB views
 ``annotator query`` uses; every figure over the whole output is an aggregate computed in SQL, so
 the page and its making stay small whatever the size of the output.
@@ -143,6 +144,27 @@ def _share_bars(shares, key: str, title: str, palette: dict[str, str], div_id: s
         title=title,
     )
     return _div(fig.update_layout(height=200 + 24 * grouped[key].nunique()), div_id)
+
+
+def _experts_section(rows, where: str) -> list[str]:
+    """A context bundle's (MiSTER-E) gate: per expert, the segments it decided (largest weight)
+    and its mean weight; nothing when no row has expert weights."""
+    has = "AND" if where else "WHERE"
+    decided = rows(
+        "SELECT w.expert, count(*) FILTER (WHERE w.weight = top), round(avg(w.weight), 3) "
+        "FROM (SELECT unnest(expert_weights) AS w, "
+        "list_max(list_transform(expert_weights, lambda x: x.weight)) AS top "
+        f"FROM segments {where} {has} expert_weights IS NOT NULL) GROUP BY ALL ORDER BY 1"
+    )
+    if not decided:
+        return []
+    return [
+        "<h2>Which expert decided (context bundles)</h2>",
+        "<p class='note'>the gate's weights over the speech, text and cross-modal experts per "
+        "segment (column expert_weights): segments where each weighed most, and its mean "
+        "weight</p>",
+        _table(["expert", "segments decided", "mean weight"], decided),
+    ]
 
 
 def build_report(
@@ -309,6 +331,7 @@ def build_report(
         "(models.unsure_below or the bundle's calibration); each keeps its posterior.</p>"
     )
     parts.append(_table(["emotion", "segments", "mean confidence", "lowest"], per_label))
+    parts += _experts_section(rows, where)
 
     by_type = rows(
         f"SELECT stage, error_type, count(*) FROM errors {where} GROUP BY ALL ORDER BY 3 DESC, 1, 2"

@@ -1,0 +1,322 @@
+"""Training a MiSTER-E bundle on Ray Train, in the paper's two stages.
+
+* **Stage 1, utterances** (``stage1_loop``): the frozen speech and text encoders run once over
+  each worker's share of the ``train`` split; the utterance heads (attentive pooling, projection,
+  one classifier per modality: annotator/models/mister_e_utterances.py) learn each utterance's
+  label alone, with focal loss (``train.gamma``) on both classifiers; schedule
+  ``train.epochs_stage1`` / ``train.lr_stage1``.
+* **Stage 2, conversations** (``stage2_loop``): the manifest's examples grouped into
+  conversations (:func:`conversations`: the turns of one source file, in time order, both
+  channels together); each worker embeds its share of them with the stage-1 heads (frozen now)
+  and trains the context model (annotator/models/mister_e.py) on whole conversations with
+  MiSTER-E's loss (training/losses.py ``mister_e_loss``: focal on the mixture and on each
+  expert, SupCon between the speech and text states, KL between the experts), padded utterances
+  masked; schedule ``train.epochs_stage2`` / ``train.lr_stage2``; the global batch
+  ``train.batch_size`` counts conversations.
+
+Both stages split their items with equal steps on every rank (``common.shard_indices``,
+``common.epoch_loader``), run with the batches on the worker's device, checkpoint every epoch
+(a stopped run resumes) and are exported from the checkpoints' tensors.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from annotator.config import AnnotatorConfig
+from training import common, losses
+from training.data import Example
+
+
+@dataclass
+class Encoded:
+    frames: torch.Tensor  # (frames, speech_dim): the speech encoder's real frames
+    tokens: torch.Tensor  # (tokens, text_dim): the text encoder's real tokens
+    label: int
+
+
+def conversations(examples: list[Example]) -> list[list[Example]]:
+    """The examples grouped by source file, each group in time order (start, then channel):
+    the two channels of a call are one conversation. An example without a span is a
+    conversation of its own."""
+    key = lambda e: (e.audio_uri, e.start_s is None)  # noqa: E731
+    out = []
+    for (_, alone), group in itertools.groupby(sorted(examples, key=key), key=key):
+        turns = list(group)
+        if alone:
+            out += [[t] for t in turns]
+        else:
+            out.append(sorted(turns, key=lambda e: (e.start_s, e.channel or 0)))
+    return out
+
+
+def encode(
+    examples: list[Example], labels: list[str], config: AnnotatorConfig, bundle, batch: int = 8
+) -> list[Encoded]:
+    """Run the bundle's frozen speech and text encoders once over ``examples`` (their corpus
+    transcripts)."""
+    from annotator.models.hubert import HubertFeatures
+    from annotator.models.mister_e_utterances import TextStates
+    from training.data import load_audios
+
+    speech = HubertFeatures(common.model_path(bundle.base["speech_encoder"], config))
+    text = TextStates(common.model_path(bundle.base["text_encoder"], config))
+    audios = load_audios(examples, config.s3)
+    out = []
+    for start in range(0, len(examples), batch):
+        frames, frame_mask = speech(audios[start : start + batch])
+        tokens, token_mask = text([e.transcript for e in examples[start : start + batch]])
+        for k in range(frames.shape[0]):
+            out.append(
+                Encoded(
+                    frames[k][frame_mask[k]].clone(),
+                    tokens[k][token_mask[k]].clone(),
+                    labels.index(examples[start + k].label),
+                )
+            )
+    return out
+
+
+def collate_utterances(items: list[Encoded]) -> dict[str, torch.Tensor]:
+    frames, frame_mask = _pad([i.frames for i in items])
+    tokens, token_mask = _pad([i.tokens for i in items])
+    labels = torch.tensor([i.label for i in items])
+    return {
+        "frames": frames,
+        "frame_mask": frame_mask,
+        "tokens": tokens,
+        "token_mask": token_mask,
+        "labels": labels,
+    }
+
+
+def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(r.shape[0] for r in rows)
+    out = rows[0].new_zeros(len(rows), longest, *rows[0].shape[1:])
+    mask = torch.zeros(len(rows), longest, dtype=torch.bool)
+    for k, r in enumerate(rows):
+        out[k, : r.shape[0]], mask[k, : r.shape[0]] = r, True
+    return out, mask
+
+
+def _setup(cfg: dict[str, Any]):
+    import ray.train
+
+    from annotator.models.bundle import Bundle
+    from training.data import read_manifest
+
+    config = AnnotatorConfig.model_validate(cfg["config"])
+    torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
+    torch.manual_seed(config.train.seed)
+    bundle = Bundle.load(cfg["start"])
+    examples = [
+        e for e in read_manifest(Path(cfg["manifest"]), bundle.labels) if e.split == "train"
+    ]
+    ctx = ray.train.get_context()
+    return config, bundle, examples, ctx.get_world_rank(), ctx.get_world_size()
+
+
+def stage1_loop(cfg: dict[str, Any]) -> None:
+    import ray.train.torch
+
+    from annotator.models.mister_e_utterances import UtteranceHeads
+
+    config, bundle, examples, rank, world = _setup(cfg)
+    train = config.train
+    share = common.shard_indices(len(examples), rank, world, train.seed)
+    items = encode([examples[i] for i in share], bundle.labels, config, bundle)
+    device = ray.train.torch.get_device()
+    per_worker = common.local_batch_size(train.batch_size, world)
+    model = ray.train.torch.prepare_model(UtteranceHeads.load(bundle.root).train())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr_stage1)
+    start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
+    for epoch in range(start, train.epochs_stage1):
+        tally = common.EpochTally()
+        for batch in common.epoch_loader(items, collate_utterances, per_worker, train.seed + epoch):
+            batch = common.to_device(batch, device)
+            common.check_device(batch, device)
+            out = model(batch["frames"], batch["frame_mask"], batch["tokens"], batch["token_mask"])
+            loss = losses.focal(out["speech_logits"], batch["labels"], train.gamma)
+            loss = loss + losses.focal(out["text_logits"], batch["labels"], train.gamma)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            tally.add(loss.detach(), len(batch["labels"]))
+        common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))
+
+
+@dataclass
+class Conversation:
+    speech: torch.Tensor  # (U, dim) utterance embeddings in time order
+    text: torch.Tensor
+    labels: torch.Tensor  # (U,)
+
+
+@torch.no_grad()
+def embed(items: list[Encoded], heads, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stage-1 heads' (speech, text) embeddings of ``items``, (n, dim) each."""
+    speech, text = [], []
+    for start in range(0, len(items), batch):
+        b = collate_utterances(items[start : start + batch])
+        out = heads(b["frames"], b["frame_mask"], b["tokens"], b["token_mask"])
+        speech.append(out["speech"])
+        text.append(out["text"])
+    return torch.cat(speech), torch.cat(text)
+
+
+def collate_conversations(items: list[Conversation]) -> dict[str, torch.Tensor]:
+    speech, mask = _pad([c.speech for c in items])
+    text, _ = _pad([c.text for c in items])
+    labels, _ = _pad([c.labels for c in items])
+    return {"speech": speech, "text": text, "mask": mask, "labels": labels}
+
+
+def heads_from(bundle, state: dict[str, torch.Tensor] | None):
+    """The bundle's utterance heads, with ``state`` (stage 1's checkpoint tensors) if given."""
+    from annotator.models.mister_e_utterances import UtteranceHeads
+
+    heads = UtteranceHeads.load(bundle.root)
+    if state is not None:
+        heads.load_state_dict(state, strict=True)
+    return heads.eval()
+
+
+def stage2_loop(cfg: dict[str, Any]) -> None:
+    import ray.train.torch
+
+    from annotator.models.mister_e import MisterE
+
+    config, bundle, examples, rank, world = _setup(cfg)
+    train = config.train
+    calls = conversations(examples)
+    share = [calls[i] for i in common.shard_indices(len(calls), rank, world, train.seed)]
+    heads = heads_from(bundle, common.checkpoint_state(cfg["heads"]) if cfg["heads"] else None)
+    flat = [e for call in share for e in call]
+    speech, text = embed(encode(flat, bundle.labels, config, bundle), heads)
+    items, at = [], 0
+    for call in share:
+        n = len(call)
+        labels = torch.tensor([bundle.labels.index(e.label) for e in call])
+        items.append(Conversation(speech[at : at + n], text[at : at + n], labels))
+        at += n
+    device = ray.train.torch.get_device()
+    per_worker = common.local_batch_size(train.batch_size, world)
+    model = ray.train.torch.prepare_model(MisterE.load(bundle.root).train())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr_stage2)
+    start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
+    for epoch in range(start, train.epochs_stage2):
+        tally = common.EpochTally()
+        for batch in common.epoch_loader(
+            items, collate_conversations, per_worker, train.seed + epoch
+        ):
+            batch = common.to_device(batch, device)
+            common.check_device(batch, device)
+            out = model(batch["speech"], batch["text"], batch["mask"])
+            loss = losses.mister_e_loss(out, batch["labels"], batch["mask"], gamma=train.gamma)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            tally.add(loss.detach(), len(batch["labels"]))
+        common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))
+
+
+def train_mister_e(
+    config: AnnotatorConfig,
+    manifest: Path,
+    start_bundle: Path,
+    out: Path,
+    name: str = "mister-e",
+):
+    """Train from ``start_bundle`` (an untrained one from ``annotator models init``, or a trained
+    one to fine-tune) on ``manifest``'s train split, stage 1 then stage 2 (each a Ray Train run,
+    ``<name>-stage1`` / ``-stage2``, resumable); export the result to ``out``."""
+    from annotator.models.bundle import Bundle, write_mister_e_bundle
+    from annotator.models.mister_e import MisterE
+    from training.export import ExportError
+
+    start = Bundle.load(start_bundle)
+    if start.kind != "mister_e":
+        raise ValueError(f"{start_bundle} is a {start.kind} bundle, not a MiSTER-E one")
+    common.require_train_split(manifest, start.labels)
+    cfg = {
+        "config": config.model_dump(mode="json"),
+        "manifest": str(Path(manifest).resolve()),
+        "start": str(Path(start_bundle).resolve()),
+        "heads": None,
+    }
+    heads_checkpoint = None
+    if config.train.epochs_stage1 > 0:
+        heads_checkpoint = common.run_trainer(stage1_loop, cfg, f"{name}-stage1", config)
+    context_checkpoint = common.run_trainer(
+        stage2_loop, {**cfg, "heads": heads_checkpoint}, f"{name}-stage2", config
+    )
+    model = MisterE.load(start.root)
+    try:
+        heads = heads_from(
+            start, common.checkpoint_state(heads_checkpoint) if heads_checkpoint else None
+        )
+        model.load_state_dict(common.checkpoint_state(context_checkpoint), strict=True)
+    except RuntimeError as exc:
+        raise ExportError(f"checkpoints do not fit {start_bundle}: {exc}") from None
+    progress = [
+        json.loads((Path(c) / "progress.json").read_text()) if c else {}
+        for c in (heads_checkpoint, context_checkpoint)
+    ]
+    extra = {
+        "trained": True,
+        "manifest": str(manifest),
+        "epochs": [config.train.epochs_stage1, config.train.epochs_stage2],
+        "loss": [p.get("loss") for p in progress],
+        "started_from": start.version,
+    }
+    return write_mister_e_bundle(Path(out), heads, model.eval(), start.labels, start.base, extra)
+
+
+def score(
+    bundle_dir: Path,
+    manifest: Path,
+    config: AnnotatorConfig,
+    split: str = "test",
+) -> dict[str, Any]:
+    """A MiSTER-E bundle on ``split``'s conversations, two ways: with context (the context model
+    over each conversation in windows, as serving runs it) and without (the stage-1 heads'
+    classifiers on each utterance alone, speech and text averaged). UA, WA and the predictions
+    of both."""
+    from annotator.models.bundle import Bundle
+    from annotator.models.conversation_windows import run_in_windows
+    from annotator.models.mister_e import MisterE
+    from training.data import read_manifest
+    from training.metrics import scores
+
+    bundle = Bundle.load(bundle_dir)
+    labels = bundle.labels
+    examples = [e for e in read_manifest(Path(manifest), labels) if e.split == split]
+    calls = conversations(examples)
+    heads, model = heads_from(bundle, None), MisterE.load(bundle.root)
+    truth, alone, context = [], [], []
+    window, overlap = config.models.context_window, config.models.context_overlap
+    items = encode([e for call in calls for e in call], labels, config, bundle)
+    at = 0
+    with torch.no_grad():
+        for call in calls:
+            b = collate_utterances(items[at : at + len(call)])
+            at += len(call)
+            out = heads(b["frames"], b["frame_mask"], b["tokens"], b["token_mask"])
+            both = out["speech_logits"].softmax(-1) + out["text_logits"].softmax(-1)
+            alone += both.argmax(-1).tolist()
+            logits = run_in_windows(model, out["speech"], out["text"], window, overlap)["logits"]
+            context += logits.argmax(-1).tolist()
+            truth += [labels.index(e.label) for e in call]
+    return {
+        "split": split,
+        "utterances": len(truth),
+        "conversations": len(calls),
+        "context": scores(truth, context, len(labels)),
+        "utterance_alone": scores(truth, alone, len(labels)),
+    }
