@@ -99,7 +99,7 @@ def test_the_tail_is_labelled_from_the_turns_before(trained, calls, small_home):
     from annotator.models.mister_e import MisterE
     from training.mister_e import collate_utterances, conversations, encode, heads_from
 
-    work, bundle = trained
+    _, bundle = trained
     config = load_config(None, models={"home": str(small_home)})
     examples = [e for e in read_manifest(calls) if e.split == "test"]
     heads, model = heads_from(bundle, None), MisterE.load(bundle.root)
@@ -157,12 +157,14 @@ def test_annotate_labels_each_call_from_both_channels_in_time_order(served, trai
     from annotator.query import Annotations
     from annotator.report.html import build_report
 
-    out, inputs, summary = served
+    out, _, summary = served
     _, bundle = trained
     assert summary.counts.files == 4 and summary.counts.recordings == 8  # two channels each
     assert set(summary.counts.placement) == {"asr", "utterances"}  # no LLM
     truth = {
-        (e.audio_uri, e.channel, e.start_s): e.label for e in read_manifest(calls) if e.split == "test"
+        (e.audio_uri, e.channel, e.start_s): e.label
+        for e in read_manifest(calls)
+        if e.split == "test"
     }
     ann = Annotations(str(out))
     rows = ann.sql(
