@@ -44,6 +44,13 @@ def posteriors(
     bundle = Bundle.load(bundle_dir)
     if bundle.kind == "qieemo":
         return qieemo_posteriors(config, bundle, examples, ablate)
+    if bundle.kind == "mister_e":
+        from training import mister_e
+
+        if ablate is not None:
+            raise ValueError("ablations are not built for MiSTER-E bundles")
+        probs = mister_e.posteriors(config, bundle, list(examples))
+        return scaled(probs, bundle.temperature), [ex.transcript for ex in examples]
     llm = common.model_path(config.models.llm, config)
     audios = load_audios(examples, config.s3)
     texts = [ex.transcript for ex in examples]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from annotator.config import AnnotatorConfig
@@ -278,45 +279,64 @@ def train_mister_e(
     return write_mister_e_bundle(Path(out), heads, model.eval(), start.labels, start.base, extra)
 
 
+def posteriors(
+    config: AnnotatorConfig, bundle, examples: list[Example], context: bool = True
+) -> np.ndarray:
+    """(len(examples), labels) posteriors of a MiSTER-E bundle, in the examples' order: with
+    ``context`` the context model over each conversation (:func:`conversations`) in serving's
+    windows; without, the stage-1 heads' classifiers on each utterance alone (speech and text
+    averaged). Calibration is not applied."""
+    from annotator.models.conversation_windows import run_in_windows
+    from annotator.models.mister_e import MisterE
+
+    calls = conversations(examples)
+    ordered = [e for call in calls for e in call]
+    heads, model = heads_from(bundle, None), MisterE.load(bundle.root)
+    items = encode(ordered, bundle.labels, config, bundle)
+    window, overlap = config.models.context_window, config.models.context_overlap
+    parts, at = [], 0
+    with torch.no_grad():
+        for call in calls:
+            b = collate_utterances(items[at : at + len(call)])
+            at += len(call)
+            out = heads(b["frames"], b["frame_mask"], b["tokens"], b["token_mask"])
+            if context:
+                logits = run_in_windows(model, out["speech"], out["text"], window, overlap)
+                parts.append(logits["logits"].softmax(-1))
+            else:
+                parts.append(
+                    (out["speech_logits"].softmax(-1) + out["text_logits"].softmax(-1)) / 2
+                )
+    probs = torch.cat(parts).numpy() if parts else np.zeros((0, len(bundle.labels)))
+    where = {id(e): k for k, e in enumerate(ordered)}
+    return probs[[where[id(e)] for e in examples]]
+
+
 def score(
     bundle_dir: Path,
     manifest: Path,
     config: AnnotatorConfig,
     split: str = "test",
 ) -> dict[str, Any]:
-    """A MiSTER-E bundle on ``split``'s conversations, two ways: with context (the context model
-    over each conversation in windows, as serving runs it) and without (the stage-1 heads'
-    classifiers on each utterance alone, speech and text averaged). UA, WA and the predictions
-    of both."""
+    """A MiSTER-E bundle on ``split``'s conversations with context and without
+    (:func:`posteriors`): UA, WA and weighted F1 of both."""
     from annotator.models.bundle import Bundle
-    from annotator.models.conversation_windows import run_in_windows
-    from annotator.models.mister_e import MisterE
     from training.data import read_manifest
     from training.metrics import scores
 
     bundle = Bundle.load(bundle_dir)
     labels = bundle.labels
     examples = [e for e in read_manifest(Path(manifest), labels) if e.split == split]
-    calls = conversations(examples)
-    heads, model = heads_from(bundle, None), MisterE.load(bundle.root)
-    truth, alone, context = [], [], []
-    window, overlap = config.models.context_window, config.models.context_overlap
-    items = encode([e for call in calls for e in call], labels, config, bundle)
-    at = 0
-    with torch.no_grad():
-        for call in calls:
-            b = collate_utterances(items[at : at + len(call)])
-            at += len(call)
-            out = heads(b["frames"], b["frame_mask"], b["tokens"], b["token_mask"])
-            both = out["speech_logits"].softmax(-1) + out["text_logits"].softmax(-1)
-            alone += both.argmax(-1).tolist()
-            logits = run_in_windows(model, out["speech"], out["text"], window, overlap)["logits"]
-            context += logits.argmax(-1).tolist()
-            truth += [labels.index(e.label) for e in call]
+    truth = [labels.index(e.label) for e in examples]
+    got = {
+        name: scores(
+            truth, posteriors(config, bundle, examples, ctx).argmax(-1).tolist(), len(labels)
+        )
+        for name, ctx in (("context", True), ("utterance_alone", False))
+    }
     return {
         "split": split,
-        "utterances": len(truth),
-        "conversations": len(calls),
-        "context": scores(truth, context, len(labels)),
-        "utterance_alone": scores(truth, alone, len(labels)),
+        "utterances": len(examples),
+        "conversations": len(conversations(examples)),
+        **got,
     }

@@ -53,6 +53,10 @@ def retrain_from_review(
         from training.qieemo import train_qieemo
 
         new = train_qieemo(config, manifest, old.root, Path(out), name=name)
+    elif old.kind == "mister_e":
+        from training.mister_e import train_mister_e
+
+        new = train_mister_e(config, manifest, old.root, Path(out), name=name)
     else:
         checkpoint = train_stage2(config, manifest, old.root, name=name, from_bundle=old.root)
         new = export_bundle(

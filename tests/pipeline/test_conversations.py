@@ -90,6 +90,13 @@ def test_context_beats_each_turn_alone_on_held_out_voices(trained, calls, small_
     assert result["utterances"] == 96 and result["conversations"] == 16
     assert alone <= 0.8  # the corpus needs context
     assert context >= 0.9 and context - alone >= 0.15
+    # `annotator eval` scores the bundle the same way, in a Ray actor, with context.
+    config_file = work / "eval.yaml"
+    config_file.write_text(yaml.safe_dump({"models": {"home": str(small_home)}}))
+    args = ["eval", str(work / "bundle"), "--manifest", str(calls), "--config", str(config_file)]
+    run = CliRunner().invoke(main, args)
+    assert run.exit_code == 0, run.output
+    assert f"96 examples: WA {result['context']['wa']:.3f} · UA {context:.3f}" in run.output
 
 
 def test_the_tail_is_labelled_from_the_turns_before(trained, calls, small_home):

@@ -359,12 +359,13 @@ def test_an_output_written_before_bundle_kinds_reads_as_emoq_and_takes_new_kinds
     old_root = tmp_path / "old"
     for name in ("segments", "errors", "files", "runs"):
         table = new.read(name)
-        if "bundle_kind" in table.column_names:
-            table = table.drop_columns(["bundle_kind"])
-        write_deltalake(str(old_root / name), table)
+        added = [c for c in ("bundle_kind", "expert_weights") if c in table.column_names]
+        write_deltalake(str(old_root / name), table.drop_columns(added))
     assert "bundle_kind" not in DeltaTable(str(old_root / "segments")).schema().to_arrow().names
     ann = Annotations(str(old_root))
     assert ann.sql("SELECT DISTINCT bundle_kind FROM segments").fetchall() == [("emoq",)]
+    # No bundle had experts then: the gate's weights read as NULL, not as a missing column.
+    assert ann.sql("SELECT DISTINCT expert_weights FROM segments").fetchall() == [(None,)]
     assert ann.sql("SELECT DISTINCT bundle_kind FROM runs").fetchall() == [("emoq",)]
     count = ann.sql("SELECT count(*) FROM segments").fetchall()[0][0]
     ann.close()
