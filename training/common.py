@@ -141,6 +141,32 @@ def epoch_loader(
     )
 
 
+def train_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    device: torch.device,
+    batch_loss: Callable[[dict[str, Any]], torch.Tensor],
+    also_on_device: Sequence[Any] = (),
+    size_key: str = "labels",
+) -> EpochTally:
+    """One epoch of optimizer steps: every batch of ``loader`` moved to ``device`` (and checked
+    there, with ``also_on_device``: class weights, say), ``batch_loss(batch)`` back-propagated.
+    Returns the epoch's tally (``EpochTally.metrics`` sums it over the group); a batch's size is
+    the length of its ``size_key`` tensor."""
+    model.train()
+    tally = EpochTally()
+    for batch in loader:
+        batch = to_device(batch, device)
+        check_device([batch, *also_on_device], device)
+        loss = batch_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        tally.add(loss.detach(), len(batch[size_key]))
+    return tally
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     """``batch`` with every tensor in it (nested in dicts, lists and tuples) on ``device``."""
     if isinstance(batch, torch.Tensor):

@@ -78,16 +78,10 @@ def loop(cfg: dict[str, Any]) -> None:
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
     to_batch = partial(answer_batch, prompts, labels, train.emotion_token_weight)
     for epoch in range(start, train.epochs_stage2):
-        model.train()
-        tally = common.EpochTally()
-        for batch in common.epoch_loader(items, to_batch, per_worker, train.seed + epoch):
-            batch = common.to_device(batch, device)
-            common.check_device(batch, device)
-            loss = batch_loss(model, batch)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            tally.add(loss.detach(), len(batch["frames"]))
+        loader = common.epoch_loader(items, to_batch, per_worker, train.seed + epoch)
+        tally = common.train_epoch(
+            model, optimizer, loader, device, lambda b: batch_loss(model, b), size_key="frames"
+        )
         common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))
 
 

@@ -137,18 +137,15 @@ def stage1_loop(cfg: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(UtteranceHeads.load(bundle.root).train())
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr_stage1)
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
+
+    def batch_loss(batch):
+        out = model(batch["frames"], batch["frame_mask"], batch["tokens"], batch["token_mask"])
+        loss = losses.focal(out["speech_logits"], batch["labels"], train.gamma)
+        return loss + losses.focal(out["text_logits"], batch["labels"], train.gamma)
+
     for epoch in range(start, train.epochs_stage1):
-        tally = common.EpochTally()
-        for batch in common.epoch_loader(items, collate_utterances, per_worker, train.seed + epoch):
-            batch = common.to_device(batch, device)
-            common.check_device(batch, device)
-            out = model(batch["frames"], batch["frame_mask"], batch["tokens"], batch["token_mask"])
-            loss = losses.focal(out["speech_logits"], batch["labels"], train.gamma)
-            loss = loss + losses.focal(out["text_logits"], batch["labels"], train.gamma)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            tally.add(loss.detach(), len(batch["labels"]))
+        loader = common.epoch_loader(items, collate_utterances, per_worker, train.seed + epoch)
+        tally = common.train_epoch(model, optimizer, loader, device, batch_loss)
         common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))
 
 
@@ -211,19 +208,14 @@ def stage2_loop(cfg: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(MisterE.load(bundle.root).train())
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr_stage2)
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
+
+    def context_loss(batch):
+        out = model(batch["speech"], batch["text"], batch["mask"])
+        return losses.mister_e_loss(out, batch["labels"], batch["mask"], gamma=train.gamma)
+
     for epoch in range(start, train.epochs_stage2):
-        tally = common.EpochTally()
-        for batch in common.epoch_loader(
-            items, collate_conversations, per_worker, train.seed + epoch
-        ):
-            batch = common.to_device(batch, device)
-            common.check_device(batch, device)
-            out = model(batch["speech"], batch["text"], batch["mask"])
-            loss = losses.mister_e_loss(out, batch["labels"], batch["mask"], gamma=train.gamma)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            tally.add(loss.detach(), len(batch["labels"]))
+        loader = common.epoch_loader(items, collate_conversations, per_worker, train.seed + epoch)
+        tally = common.train_epoch(model, optimizer, loader, device, context_loss)
         common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))
 
 

@@ -105,24 +105,21 @@ def loop(cfg: dict[str, Any]) -> None:
         # Every rank sets the same statistics (summed over all shares): the replicas stay equal.
         total, squares, frames = feature_statistics(items, device)
         getattr(model, "module", model).set_feature_statistics(total, squares, frames)
+
+    def batch_loss(batch):
+        nonlocal right
+        logits = model(batch["blocks"], batch["logits"], batch["mask"])
+        right += torch.tensor(
+            [float((logits.argmax(-1) == batch["labels"]).sum()), len(batch["labels"])],
+            dtype=torch.float64,
+            device=device,
+        )
+        return torch.nn.functional.cross_entropy(logits, batch["labels"])
+
     for epoch in range(start, train.epochs_stage2):
-        model.train()
-        tally = common.EpochTally()
         right = torch.zeros(2, dtype=torch.float64, device=device)
-        for batch in common.epoch_loader(items, collate, per_worker, train.seed + epoch):
-            batch = common.to_device(batch, device)
-            common.check_device(batch, device)
-            logits = model(batch["blocks"], batch["logits"], batch["mask"])
-            loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            tally.add(loss.detach(), len(batch["labels"]))
-            right += torch.tensor(
-                [float((logits.argmax(-1) == batch["labels"]).sum()), len(batch["labels"])],
-                dtype=torch.float64,
-                device=device,
-            )
+        loader = common.epoch_loader(items, collate, per_worker, train.seed + epoch)
+        tally = common.train_epoch(model, optimizer, loader, device, batch_loss)
         metrics = tally.metrics(device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(right)

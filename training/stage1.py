@@ -63,32 +63,25 @@ def loop(cfg: dict[str, Any]) -> None:
         [p for p in model.parameters() if p.requires_grad], lr=train.lr_stage1
     )
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
+
+    def batch_loss(batch):
+        e, logits = model(batch["frames"], batch["frame_mask"], batch["ids"], batch["text_mask"])
+        return losses.stage1_loss(
+            train.stage1_loss,
+            e,
+            logits,
+            batch["labels"],
+            train.temperature,
+            train.gamma,
+            train.mal_lambda,
+            weights,
+        )
+
     for epoch in range(start, train.epochs_stage1):
-        model.train()
-        tally = common.EpochTally()
         loader = common.epoch_loader(
             items, partial(collate, tokenizer), per_worker, train.seed + epoch
         )
-        for batch in loader:
-            batch = common.to_device(batch, device)
-            common.check_device([batch, weights], device)
-            e, logits = model(
-                batch["frames"], batch["frame_mask"], batch["ids"], batch["text_mask"]
-            )
-            loss = losses.stage1_loss(
-                train.stage1_loss,
-                e,
-                logits,
-                batch["labels"],
-                train.temperature,
-                train.gamma,
-                train.mal_lambda,
-                weights,
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            tally.add(loss.detach(), len(batch["labels"]))
+        tally = common.train_epoch(model, optimizer, loader, device, batch_loss, [weights])
         common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))
 
 

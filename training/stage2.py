@@ -158,16 +158,10 @@ def loop(cfg: dict[str, Any]) -> None:
     stop_after = cfg.get("stop_after_epochs")
     to_batch = partial(collate, text_tok, prompts, labels, train.emotion_token_weight)
     for epoch in range(start, train.epochs_stage2):
-        model.train()
-        tally = common.EpochTally()
-        for batch in common.epoch_loader(items, to_batch, per_worker, train.seed + epoch):
-            batch = common.to_device(batch, device)
-            common.check_device(batch, device)
-            loss = batch_loss(model, batch)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            tally.add(loss.detach(), len(batch["frames"]))
+        loader = common.epoch_loader(items, to_batch, per_worker, train.seed + epoch)
+        tally = common.train_epoch(
+            model, optimizer, loader, device, lambda b: batch_loss(model, b), size_key="frames"
+        )
         metrics = tally.metrics(device)
         if dev_examples:
             y_true, y_pred = dev_predictions(module, dev_items, to_batch, prompts, device)

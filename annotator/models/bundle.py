@@ -415,6 +415,17 @@ def lora_config(rank: int, dropout: float = 0.1, init: bool | str = True):
     )
 
 
+def untrained_lora(llm: Path, rank: int):
+    """The LLM at ``llm`` (float32) with a fresh LoRA of ``rank`` (its B matrices zero: the
+    base model's outputs unchanged), as an untrained bundle of any LLM kind starts."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(llm, dtype=torch.float32)
+    return get_peft_model(model, lora_config(rank))
+
+
 def build_untrained_bundle(
     root: Path,
     text_encoder: Path,
@@ -429,8 +440,7 @@ def build_untrained_bundle(
     """A bundle with a freshly initialised EmoQ-Former/projector and a zero LoRA: the starting
     point of training, and what the pipeline serves before any training."""
     import torch
-    from peft import get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from annotator.models.emoq_former import EmoQFormer
     from annotator.models.projector import Projector
@@ -442,9 +452,8 @@ def build_untrained_bundle(
     emoq = EmoQFormer.from_pretrained(
         str(text_encoder), audio_dim=audio_dim, num_queries=num_queries
     )
-    llm_model = AutoModelForCausalLM.from_pretrained(llm, dtype=torch.float32)
-    projector = Projector(emoq.config.embed_dim, llm_model.config.hidden_size)
-    lora = get_peft_model(llm_model, lora_config(lora_rank))
+    projector = Projector(emoq.config.embed_dim, AutoConfig.from_pretrained(llm).hidden_size)
+    lora = untrained_lora(llm, lora_rank)
     return write_bundle(
         root,
         emoq,

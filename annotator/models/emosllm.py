@@ -126,10 +126,9 @@ def build_untrained_emosllm_bundle(
     """An EmoSLLM bundle with a fresh mapper and a zero LoRA: the start of ``annotator train
     emosllm``, and servable before it. ``mapper``: :class:`EmoSLLMConfig` sizes other than the
     paper's (the small profile's are tiny)."""
-    from peft import get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    from annotator.models.bundle import lora_config, write_emosllm_bundle
+    from annotator.models.bundle import untrained_lora, write_emosllm_bundle
     from annotator.schema import DEFAULT_LABEL_SET, label_set
 
     labels = list(labels or label_set(DEFAULT_LABEL_SET))
@@ -139,8 +138,7 @@ def build_untrained_emosllm_bundle(
         llm_dim=AutoConfig.from_pretrained(llm).hidden_size,
         **mapper,
     )
-    llm_model = AutoModelForCausalLM.from_pretrained(llm, dtype=torch.float32)
-    lora = get_peft_model(llm_model, lora_config(lora_rank))
+    lora = untrained_lora(llm, lora_rank)  # before the mapper: the profile's bytes depend on it
     return write_emosllm_bundle(
         root,
         QueryPoolingMapper(config).eval(),
