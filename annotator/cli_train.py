@@ -148,18 +148,44 @@ def train_stage2_command(
     click.echo(f"bundle {bundle.version} written to {bundle.root}")
 
 
-@train.command("qieemo")
-@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--from",
-    "start",
-    default="small:qieemo-bundle",
-    show_default=True,
-    help="The Qieemo bundle to start from (untrained from `models init`, or one to fine-tune).",
-)
-@click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--name", default="qieemo", show_default=True, help="Run name under train.storage.")
-@CONFIG_OPTION
+def kind_trainer(command: str, display: str):
+    """An ``annotator train <command>`` for one bundle kind: --manifest, --from (the kind's
+    untrained small-profile bundle by default), --out, --name and --config."""
+
+    def decorate(func):
+        for option in reversed(
+            [
+                train.command(command),
+                click.option(
+                    "--manifest", required=True, type=click.Path(exists=True, path_type=Path)
+                ),
+                click.option(
+                    "--from",
+                    "start",
+                    default=f"small:{command}-bundle",
+                    show_default=True,
+                    help=f"The {display} bundle to start from (untrained from `models init`, or "
+                    "one to fine-tune).",
+                ),
+                click.option(
+                    "--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path)
+                ),
+                click.option(
+                    "--name",
+                    default=command,
+                    show_default=True,
+                    help="Run name under train.storage.",
+                ),
+                CONFIG_OPTION,
+            ]
+        ):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+@kind_trainer("qieemo", "Qieemo")
 def train_qieemo_command(
     manifest: Path, start: str, dest: Path, name: str, config_path: Path | None
 ) -> None:
@@ -179,18 +205,7 @@ def train_qieemo_command(
     )
 
 
-@train.command("mister-e")
-@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--from",
-    "start",
-    default="small:mister-e-bundle",
-    show_default=True,
-    help="The MiSTER-E bundle to start from (untrained from `models init`, or one to fine-tune).",
-)
-@click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--name", default="mister-e", show_default=True, help="Run name under train.storage.")
-@CONFIG_OPTION
+@kind_trainer("mister-e", "MiSTER-E")
 def train_mister_e_command(
     manifest: Path, start: str, dest: Path, name: str, config_path: Path | None
 ) -> None:
@@ -207,18 +222,7 @@ def train_mister_e_command(
     click.echo(f"bundle {bundle.version} written to {bundle.root}")
 
 
-@train.command("emosllm")
-@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--from",
-    "start",
-    default="small:emosllm-bundle",
-    show_default=True,
-    help="The EmoSLLM bundle to start from (untrained from `models init`, or one to fine-tune).",
-)
-@click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--name", default="emosllm", show_default=True, help="Run name under train.storage.")
-@CONFIG_OPTION
+@kind_trainer("emosllm", "EmoSLLM")
 def train_emosllm_command(
     manifest: Path, start: str, dest: Path, name: str, config_path: Path | None
 ) -> None:

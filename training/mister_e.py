@@ -123,8 +123,18 @@ def _setup(cfg: dict[str, Any]):
     return config, bundle, examples, ctx.get_world_rank(), ctx.get_world_size()
 
 
-def stage1_loop(cfg: dict[str, Any]) -> None:
+def _prepared(module: torch.nn.Module, lr: float, cfg: dict[str, Any]):
+    """``module`` on this worker's device (DDP-wrapped in a group), its AdamW, the epoch to
+    start from (a checkpoint's next) and the device."""
     import ray.train.torch
+
+    model = ray.train.torch.prepare_model(module.train())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
+    return model, optimizer, start, ray.train.torch.get_device()
+
+
+def stage1_loop(cfg: dict[str, Any]) -> None:
 
     from annotator.models.mister_e_utterances import UtteranceHeads
 
@@ -132,11 +142,10 @@ def stage1_loop(cfg: dict[str, Any]) -> None:
     train = config.train
     share = common.shard_indices(len(examples), rank, world, train.seed)
     items = encode([examples[i] for i in share], bundle.labels, config, bundle)
-    device = ray.train.torch.get_device()
+    model, optimizer, start, device = _prepared(
+        UtteranceHeads.load(bundle.root), train.lr_stage1, cfg
+    )
     per_worker = common.local_batch_size(train.batch_size, world)
-    model = ray.train.torch.prepare_model(UtteranceHeads.load(bundle.root).train())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr_stage1)
-    start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
 
     def batch_loss(batch):
         out = model(batch["frames"], batch["frame_mask"], batch["tokens"], batch["token_mask"])
@@ -186,7 +195,6 @@ def heads_from(bundle, state: dict[str, torch.Tensor] | None):
 
 
 def stage2_loop(cfg: dict[str, Any]) -> None:
-    import ray.train.torch
 
     from annotator.models.mister_e import MisterE
 
@@ -203,11 +211,8 @@ def stage2_loop(cfg: dict[str, Any]) -> None:
         labels = torch.tensor([bundle.labels.index(e.label) for e in call])
         items.append(Conversation(speech[at : at + n], text[at : at + n], labels))
         at += n
-    device = ray.train.torch.get_device()
+    model, optimizer, start, device = _prepared(MisterE.load(bundle.root), train.lr_stage2, cfg)
     per_worker = common.local_batch_size(train.batch_size, world)
-    model = ray.train.torch.prepare_model(MisterE.load(bundle.root).train())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr_stage2)
-    start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
 
     def context_loss(batch):
         out = model(batch["speech"], batch["text"], batch["mask"])

@@ -58,6 +58,19 @@ def _model_path(name: str, config: AnnotatorConfig) -> str:
     return resolve_model(name, config.models.home)
 
 
+def _served_bundle(config: AnnotatorConfig, stage: str):
+    """What a bundle kind's features stage starts with: the actor's threads set from
+    ``stages.<stage>``, and (the served bundle, the device its models run on, their dtype)."""
+    from annotator.models.bundle import Bundle
+    from annotator.models.embedder import features_dtype
+
+    resources = getattr(config.stages, stage)
+    _set_threads(resources.num_cpus)
+    device = "cuda" if resources.num_gpus > 0 else "cpu"
+    bundle = Bundle.load(_model_path(config.models.bundle, config))
+    return bundle, device, features_dtype(config.models.features_dtype, device)
+
+
 class ASRStage:
     """faster-whisper on the window rows: each comes out as its segment rows, with text,
     language, confidences and word timestamps."""
@@ -177,18 +190,15 @@ class FeaturesStage:
     The audio column leaves the stream here; only the soft token (``soft``) goes on."""
 
     def __init__(self, config: AnnotatorConfig) -> None:
-        from annotator.models.bundle import Bundle
-        from annotator.models.embedder import EmotionEmbedder, features_dtype
+        from annotator.models.embedder import EmotionEmbedder
 
-        _set_threads(config.stages.features.num_cpus)
-        device = "cuda" if config.stages.features.num_gpus > 0 else "cpu"
-        bundle = Bundle.load(_model_path(config.models.bundle, config))
+        bundle, device, dtype = _served_bundle(config, "features")
         self.embedder = EmotionEmbedder(
             bundle,
             _model_path(config.models.hubert, config),
             hubert_layer=config.models.hubert_layer,
             device=device,
-            dtype=features_dtype(config.models.features_dtype, device),
+            dtype=dtype,
         )
         self.where = where_am_i()
 
@@ -207,19 +217,11 @@ class EmoSLLMStage:
     flattened into ``soft`` for the label stage. The audio column leaves the stream here."""
 
     def __init__(self, config: AnnotatorConfig) -> None:
-        from annotator.models.bundle import Bundle
-        from annotator.models.embedder import features_dtype
         from annotator.models.emosllm import EmoSLLMEmbedder
 
-        resources = config.stages.emosllm
-        _set_threads(resources.num_cpus)
-        device = "cuda" if resources.num_gpus > 0 else "cpu"
-        bundle = Bundle.load(_model_path(config.models.bundle, config))
+        bundle, device, dtype = _served_bundle(config, "emosllm")
         self.embedder = EmoSLLMEmbedder(
-            bundle,
-            _model_path(bundle.base["audio_encoder"], config),
-            device=device,
-            dtype=features_dtype(config.models.features_dtype, device),
+            bundle, _model_path(bundle.base["audio_encoder"], config), device=device, dtype=dtype
         )
         self.where = where_am_i()
 
@@ -237,20 +239,15 @@ class UtterancesStage:
     The audio column leaves the stream here."""
 
     def __init__(self, config: AnnotatorConfig) -> None:
-        from annotator.models.bundle import Bundle
-        from annotator.models.embedder import features_dtype
         from annotator.models.mister_e_utterances import UtteranceEncoder
 
-        resources = config.stages.utterances
-        _set_threads(resources.num_cpus)
-        device = "cuda" if resources.num_gpus > 0 else "cpu"
-        bundle = Bundle.load(_model_path(config.models.bundle, config))
+        bundle, device, dtype = _served_bundle(config, "utterances")
         self.encoder = UtteranceEncoder(
             bundle,
             _model_path(bundle.base["speech_encoder"], config),
             _model_path(bundle.base["text_encoder"], config),
             device=device,
-            dtype=features_dtype(config.models.features_dtype, device),
+            dtype=dtype,
         )
         self.where = where_am_i()
 
@@ -380,15 +377,9 @@ class QieemoStage:
     audio column leaves the stream here."""
 
     def __init__(self, config: AnnotatorConfig) -> None:
-        from annotator.models.bundle import Bundle
-        from annotator.models.embedder import features_dtype
         from annotator.models.qieemo import CTCEncoder, Qieemo
 
-        resources = config.stages.qieemo
-        _set_threads(resources.num_cpus)
-        device = "cuda" if resources.num_gpus > 0 else "cpu"
-        dtype = features_dtype(config.models.features_dtype, device)
-        self.bundle = Bundle.load(_model_path(config.models.bundle, config))
+        self.bundle, device, dtype = _served_bundle(config, "qieemo")
         self.encoder = CTCEncoder(
             _model_path(self.bundle.base["ctc_encoder"], config), device=device, dtype=dtype
         )
