@@ -56,11 +56,8 @@ class ContextLabeller:
     """A MiSTER-E bundle's context model, labelling whole files' segment rows."""
 
     def __init__(self, bundle, window: int, overlap: int, unsure_below: float) -> None:
-        import torch
-
         from annotator.models.mister_e import EXPERTS, MisterE
 
-        torch.set_num_threads(1)  # beside the driver's own work; one window is small
         self.bundle = bundle
         self.model = MisterE.load(bundle.root)
         self.window, self.overlap = window, overlap
