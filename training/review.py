@@ -34,9 +34,10 @@ def retrain_from_review(
     label_set = next((k for k, v in LABEL_SETS.items() if list(v) == old.labels), None)
     if label_set is None:
         raise ConfigError(f"bundle {old.root} has labels {old.labels}, no known label set")
-    train = config.train.model_copy(
-        update={"label_set": label_set, "lora_rank": old.lora_rank, "inputs": old.inputs}
-    )
+    update = {"label_set": label_set, "inputs": old.inputs}
+    if old.lora_rank:  # a kind with a LoRA trains the served one's rank (Qieemo, MiSTER-E: none)
+        update["lora_rank"] = old.lora_rank
+    train = config.train.model_copy(update=update)
     config = config.model_copy(update={"train": train})
     examples = read_manifest(manifest, old.labels)
     test = [e for e in examples if e.split == "test"]
