@@ -7,7 +7,8 @@
   ``train.epochs_stage1`` / ``train.lr_stage1``.
 * **Stage 2, conversations** (``stage2_loop``): the manifest's examples grouped into
   conversations (:func:`conversations`: the turns of one source file, in time order, both
-  channels together); each worker embeds its share of them with the stage-1 heads (frozen now)
+  channels together); each worker embeds its share of them with the stage-1 heads (frozen now;
+  their tensors reach the workers with the loop's config, not through a local path)
   and trains the context model (annotator/models/mister_e.py) on whole conversations with
   MiSTER-E's loss (training/losses.py ``mister_e_loss``: focal on the mixture and on each
   expert, SupCon between the speech and text states, KL between the experts), padded utterances
@@ -195,14 +196,13 @@ def heads_from(bundle, state: dict[str, torch.Tensor] | None):
 
 
 def stage2_loop(cfg: dict[str, Any]) -> None:
-
     from annotator.models.mister_e import MisterE
 
     config, bundle, examples, rank, world = _setup(cfg)
     train = config.train
     calls = conversations(examples)
     share = [calls[i] for i in common.shard_indices(len(calls), rank, world, train.seed)]
-    heads = heads_from(bundle, common.checkpoint_state(cfg["heads"]) if cfg["heads"] else None)
+    heads = heads_from(bundle, cfg["heads"])
     flat = [e for call in share for e in call]
     speech, text = embed(encode(flat, bundle.labels, config, bundle), heads)
     items, at = [], 0
@@ -251,14 +251,15 @@ def train_mister_e(
     heads_checkpoint = None
     if config.train.epochs_stage1 > 0:
         heads_checkpoint = common.run_trainer(stage1_loop, cfg, f"{name}-stage1", config)
+    # Stage 1's tensors travel to the workers with their config (the checkpoint directory is
+    # on this machine, which other nodes may not see); the heads are small.
+    heads_state = common.checkpoint_state(heads_checkpoint) if heads_checkpoint else None
     context_checkpoint = common.run_trainer(
-        stage2_loop, {**cfg, "heads": heads_checkpoint}, f"{name}-stage2", config
+        stage2_loop, {**cfg, "heads": heads_state}, f"{name}-stage2", config
     )
     model = MisterE.load(start.root)
     try:
-        heads = heads_from(
-            start, common.checkpoint_state(heads_checkpoint) if heads_checkpoint else None
-        )
+        heads = heads_from(start, heads_state)
         model.load_state_dict(common.checkpoint_state(context_checkpoint), strict=True)
     except RuntimeError as exc:
         raise ExportError(f"checkpoints do not fit {start_bundle}: {exc}") from None
