@@ -79,15 +79,19 @@ def featurize(
     return items
 
 
+def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tensors of different lengths (first axis) → one zero-padded (batch, longest, …) tensor
+    and its (batch, longest) mask of real rows."""
+    longest = max(r.shape[0] for r in rows)
+    out = rows[0].new_zeros(len(rows), longest, *rows[0].shape[1:])
+    mask = torch.zeros(len(rows), longest, dtype=torch.bool)
+    for k, r in enumerate(rows):
+        out[k, : r.shape[0]], mask[k, : r.shape[0]] = r, True
+    return out, mask
+
+
 def pad_frames(items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor]:
-    longest = max(i.frames.shape[0] for i in items)
-    dim = items[0].frames.shape[1]
-    frames = torch.zeros(len(items), longest, dim)
-    mask = torch.zeros(len(items), longest, dtype=torch.bool)
-    for k, item in enumerate(items):
-        frames[k, : item.frames.shape[0]] = item.frames
-        mask[k, : item.frames.shape[0]] = True
-    return frames, mask
+    return pad_rows([i.frames for i in items])
 
 
 # -- data parallelism --------------------------------------------------------------------------

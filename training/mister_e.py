@@ -86,8 +86,8 @@ def encode(
 
 
 def collate_utterances(items: list[Encoded]) -> dict[str, torch.Tensor]:
-    frames, frame_mask = _pad([i.frames for i in items])
-    tokens, token_mask = _pad([i.tokens for i in items])
+    frames, frame_mask = common.pad_rows([i.frames for i in items])
+    tokens, token_mask = common.pad_rows([i.tokens for i in items])
     labels = torch.tensor([i.label for i in items])
     return {
         "frames": frames,
@@ -96,15 +96,6 @@ def collate_utterances(items: list[Encoded]) -> dict[str, torch.Tensor]:
         "token_mask": token_mask,
         "labels": labels,
     }
-
-
-def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    longest = max(r.shape[0] for r in rows)
-    out = rows[0].new_zeros(len(rows), longest, *rows[0].shape[1:])
-    mask = torch.zeros(len(rows), longest, dtype=torch.bool)
-    for k, r in enumerate(rows):
-        out[k, : r.shape[0]], mask[k, : r.shape[0]] = r, True
-    return out, mask
 
 
 def _setup(cfg: dict[str, Any]):
@@ -179,9 +170,9 @@ def embed(items: list[Encoded], heads, batch: int = 16) -> tuple[torch.Tensor, t
 
 
 def collate_conversations(items: list[Conversation]) -> dict[str, torch.Tensor]:
-    speech, mask = _pad([c.speech for c in items])
-    text, _ = _pad([c.text for c in items])
-    labels, _ = _pad([c.labels for c in items])
+    speech, mask = common.pad_rows([c.speech for c in items])
+    text, _ = common.pad_rows([c.text for c in items])
+    labels, _ = common.pad_rows([c.labels for c in items])
     return {"speech": speech, "text": text, "mask": mask, "labels": labels}
 
 
