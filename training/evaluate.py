@@ -49,7 +49,7 @@ def posteriors(
 
         if ablate is not None:
             raise ValueError("ablations are not built for MiSTER-E bundles")
-        probs = mister_e.posteriors(config, bundle, list(examples))
+        probs = mister_e.posteriors(config, bundle, list(examples))["context"]
         return scaled(probs, bundle.temperature), [ex.transcript for ex in examples]
     llm = common.model_path(config.models.llm, config)
     audios = load_audios(examples, config.s3)

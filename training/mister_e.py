@@ -268,13 +268,12 @@ def train_mister_e(
     return write_mister_e_bundle(Path(out), heads, model.eval(), start.labels, start.base, extra)
 
 
-def posteriors(
-    config: AnnotatorConfig, bundle, examples: list[Example], context: bool = True
-) -> np.ndarray:
-    """(len(examples), labels) posteriors of a MiSTER-E bundle, in the examples' order: with
-    ``context`` the context model over each conversation (:func:`conversations`) in serving's
-    windows; without, the stage-1 heads' classifiers on each utterance alone (speech and text
-    averaged). Calibration is not applied."""
+def posteriors(config: AnnotatorConfig, bundle, examples: list[Example]) -> dict[str, np.ndarray]:
+    """(len(examples), labels) posteriors of a MiSTER-E bundle, in the examples' order, two
+    ways from one pass of the encoders: ``context``, the context model over each conversation
+    (:func:`conversations`) in serving's windows; ``utterance_alone``, the stage-1 heads'
+    classifiers on each utterance alone (speech and text averaged). Calibration is not
+    applied."""
     from annotator.models.conversation_windows import run_in_windows
     from annotator.models.mister_e import MisterE
 
@@ -283,22 +282,24 @@ def posteriors(
     heads, model = heads_from(bundle, None), MisterE.load(bundle.root)
     items = encode(ordered, bundle.labels, config, bundle)
     window, overlap = config.models.context_window, config.models.context_overlap
-    parts, at = [], 0
+    parts: dict[str, list[torch.Tensor]] = {"context": [], "utterance_alone": []}
+    at = 0
     with torch.no_grad():
         for call in calls:
             b = collate_utterances(items[at : at + len(call)])
             at += len(call)
             out = heads(b["frames"], b["frame_mask"], b["tokens"], b["token_mask"])
-            if context:
-                logits = run_in_windows(model, out["speech"], out["text"], window, overlap)
-                parts.append(logits["logits"].softmax(-1))
-            else:
-                parts.append(
-                    (out["speech_logits"].softmax(-1) + out["text_logits"].softmax(-1)) / 2
-                )
-    probs = torch.cat(parts).numpy() if parts else np.zeros((0, len(bundle.labels)))
+            logits = run_in_windows(model, out["speech"], out["text"], window, overlap)
+            parts["context"].append(logits["logits"].softmax(-1))
+            parts["utterance_alone"].append(
+                (out["speech_logits"].softmax(-1) + out["text_logits"].softmax(-1)) / 2
+            )
     where = {id(e): k for k, e in enumerate(ordered)}
-    return probs[[where[id(e)] for e in examples]]
+    order = [where[id(e)] for e in examples]
+    return {
+        name: torch.cat(p).numpy()[order] if p else np.zeros((0, len(bundle.labels)))
+        for name, p in parts.items()
+    }
 
 
 def score(
@@ -318,10 +319,8 @@ def score(
     examples = [e for e in read_manifest(Path(manifest), labels) if e.split == split]
     truth = [labels.index(e.label) for e in examples]
     got = {
-        name: scores(
-            truth, posteriors(config, bundle, examples, ctx).argmax(-1).tolist(), len(labels)
-        )
-        for name, ctx in (("context", True), ("utterance_alone", False))
+        name: scores(truth, probs.argmax(-1).tolist(), len(labels))
+        for name, probs in posteriors(config, bundle, examples).items()
     }
     return {
         "split": split,
