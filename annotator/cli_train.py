@@ -56,13 +56,13 @@ def train_manifest(
       meld ROOT         MELD official splits, --classes 4|7
       annotations OUT   segments of an annotator output matching --where (+ --labels)
     """
-    from training import data
+    from training import data, synthetic_corpora
 
     config = _load(config_path)
     skipped: list[tuple[str, str, int]] = []  # annotations: archive members left out
     try:
         if kind == "synthetic":
-            made = data.read_manifest(data.synthetic_corpus(Path(source)))
+            made = data.read_manifest(synthetic_corpora.synthetic_corpus(Path(source)))
         elif kind == "iemocap":
             made = data.iemocap_manifest(Path(source), test_session)
         elif kind == "meld":

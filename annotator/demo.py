@@ -38,7 +38,7 @@ QUERIES = [
 
 def _episode(lines: list[tuple[str, str]], voice: str) -> np.ndarray:
     from annotator.audio.synth import silence, speak
-    from training.data import SYNTH_PROSODY
+    from training.synthetic_corpora import SYNTH_PROSODY
 
     parts = []
     for label, text in lines:
@@ -49,7 +49,7 @@ def _episode(lines: list[tuple[str, str]], voice: str) -> np.ndarray:
 def _call(turns: list[tuple[int, str, str]]) -> np.ndarray:
     """Stereo: channel 0 the agent, channel 1 the caller, taking turns."""
     from annotator.audio.synth import silence, speak
-    from training.data import SYNTH_PROSODY
+    from training.synthetic_corpora import SYNTH_PROSODY
 
     voices = ["en-us", "en-gb+f4"]
     channels: list[list[np.ndarray]] = [[], []]
@@ -65,7 +65,7 @@ def _call(turns: list[tuple[int, str, str]]) -> np.ndarray:
 def make_corpus(root: Path) -> Path:
     """The demo archive (built once): loose episodes and a tar of two stereo calls."""
     from annotator.audio.synth import encode
-    from training.data import SYNTH_WORDS as W
+    from training.synthetic_corpora import SYNTH_WORDS as W
 
     done = root / ".complete"
     if done.is_file():
@@ -130,10 +130,10 @@ def make_corpus(root: Path) -> Path:
 def trained_bundle(home: Path, config: AnnotatorConfig, say: Callable[[str], None]) -> Bundle:
     """The demo bundle: reused when present and built by this recipe, else trained (minutes)."""
     from annotator.models.bundle import Bundle, BundleError
-    from training.data import synthetic_corpus
     from training.export import export_bundle
     from training.stage1 import train_stage1
     from training.stage2 import train_stage2
+    from training.synthetic_corpora import synthetic_corpus
 
     root = home / "demo" / "bundle"
     try:

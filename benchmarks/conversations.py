@@ -3,7 +3,7 @@ synthetic calls whose emotion depends on context, scored on the calls of two hel
 
     python -m benchmarks.conversations [--per-pair 2]
 
-The corpus (``training.data.synthetic_conversations``): two-speaker calls, one voice per channel,
+The corpus (``training.synthetic_corpora.synthetic_conversations``): two-speaker calls, one voice per channel,
 six turns; in a call of emotion E the first four turns say E's sentences with E's prosody and the
 last two are neutral sentences said neutrally, still labelled E. Each turn alone therefore tops
 out near UA 0.75 (a neutral-sounding tail cannot be told from a neutral call).
@@ -38,11 +38,12 @@ def main() -> None:
 
     from annotator.config import load_config
     from annotator.models.profiles import resolve_model
-    from training.data import read_manifest, synthetic_conversations
+    from training.data import read_manifest
     from training.export import export_bundle
     from training.mister_e import score, train_mister_e
     from training.stage1 import train_stage1
     from training.stage2 import train_stage2
+    from training.synthetic_corpora import synthetic_conversations
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-pair", type=int, default=2)

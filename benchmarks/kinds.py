@@ -68,12 +68,13 @@ def main() -> None:
     from annotator.config import load_config
     from annotator.models.kind_parameters import paper_parameters, small_parameters
     from annotator.models.profiles import resolve_model
-    from training.data import read_manifest, synthetic_corpus
+    from training.data import read_manifest
     from training.emosllm import train_emosllm
     from training.export import export_bundle
     from training.qieemo import train_qieemo
     from training.stage1 import train_stage1
     from training.stage2 import train_stage2
+    from training.synthetic_corpora import synthetic_corpus
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)

@@ -93,7 +93,7 @@ def baseline(corpus, small_home, ray_local, tmp_path_factory):
 @pytest.fixture(scope="session")
 def synth_manifest(tmp_path_factory) -> Path:
     """The synthetic espeak-ng emotion corpus (six voices, four emotions; two voices held out)."""
-    from training.data import synthetic_corpus
+    from training.synthetic_corpora import synthetic_corpus
 
     return synthetic_corpus(tmp_path_factory.mktemp("synth"))
 
@@ -102,6 +102,6 @@ def synth_manifest(tmp_path_factory) -> Path:
 def wording_manifest(tmp_path_factory) -> Path:
     """The synthetic corpus with the emotion in the words only (every sentence spoken with the
     same neutral prosody): what a model learns from it, it learns through the transcript."""
-    from training.data import synthetic_corpus
+    from training.synthetic_corpora import synthetic_corpus
 
     return synthetic_corpus(tmp_path_factory.mktemp("wording"), carries="wording")

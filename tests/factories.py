@@ -269,7 +269,7 @@ def iemocap_corpus(root: Path, per_class: int = 1) -> Path:
     from the synthetic corpus), EmoEvaluation label lines ("exc" for happy, merged as IEMOCAP's
     4-class protocol does) and transcription lines. Returns ``root``."""
     from annotator.audio.synth import encode, speak
-    from training.data import SYNTH_PROSODY, SYNTH_VOICES, SYNTH_WORDS
+    from training.synthetic_corpora import SYNTH_PROSODY, SYNTH_VOICES, SYNTH_WORDS
 
     for n in range(1, 6):
         dialog = f"Ses0{n}F_impro01"
@@ -308,7 +308,8 @@ def meld_corpus(root: Path, per_split: dict[str, int]) -> Path:
     import csv
 
     from annotator.audio.synth import encode, speak
-    from training.data import MELD_SPLITS, SYNTH_PROSODY, SYNTH_VOICES, SYNTH_WORDS
+    from training.data import MELD_SPLITS
+    from training.synthetic_corpora import SYNTH_PROSODY, SYNTH_VOICES, SYNTH_WORDS
 
     for s, (split, table) in enumerate(MELD_SPLITS.items()):
         rows = []

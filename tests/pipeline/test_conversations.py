@@ -34,7 +34,7 @@ EPOCHS = (4, 8)  # stage 1, stage 2
 
 @pytest.fixture(scope="module")
 def calls(tmp_path_factory) -> Path:
-    from training.data import synthetic_conversations
+    from training.synthetic_corpora import synthetic_conversations
 
     # 32 training calls (4 voices), 16 held-out calls (2 other voices), 6 turns each.
     return synthetic_conversations(tmp_path_factory.mktemp("calls"), per_pair=2)

@@ -167,7 +167,8 @@ def test_synthetic_corpora_that_separate_wording_and_prosody(tmp_path):
     sentence length last about as long whatever the emotion."""
     import numpy as np
 
-    from training.data import SYNTH_WORDS, load_audio, read_manifest, synthetic_corpus
+    from training.data import load_audio, read_manifest
+    from training.synthetic_corpora import SYNTH_WORDS, synthetic_corpus
 
     kw = {"voices": ["en-us", "en-gb"], "test_voices": 1, "per_class": 2}
     prosody = read_manifest(synthetic_corpus(tmp_path / "p", carries="prosody", **kw))
