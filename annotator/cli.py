@@ -44,9 +44,10 @@ def models() -> None:
 )
 @click.option(
     "--parts",
-    default="text_encoder,hubert,whisper,llm",
+    default="text_encoder,hubert,whisper,llm,bundle",
     show_default=True,
-    help="paper-random only: which parts to build (comma-separated).",
+    help="paper-random only: which parts to build (comma-separated); `bundle` is an untrained "
+    "EmoQ bundle over text_encoder, hubert and llm.",
 )
 @CONFIG_OPTION
 def models_init(
@@ -74,17 +75,17 @@ def models_init(
             )
         if profile == "paper-random":
             from annotator.models.paper_shapes import (
-                PUBLISHED,
+                PARTS,
                 build_paper_random_profile,
                 format_parameter_table,
                 parameter_table,
             )
 
             wanted = tuple(p.strip() for p in parts.split(",") if p.strip())
-            unknown = sorted(set(wanted) - set(PUBLISHED))
+            unknown = sorted(set(wanted) - set(PARTS))
             if unknown:
                 raise click.BadParameter(
-                    f"unknown part(s) {', '.join(unknown)}; parts: {', '.join(PUBLISHED)}",
+                    f"unknown part(s) {', '.join(unknown)}; parts: {', '.join(PARTS)}",
                     param_hint="--parts",
                 )
             click.echo(format_parameter_table(parameter_table()), err=True)

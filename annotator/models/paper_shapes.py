@@ -8,7 +8,11 @@ Whisper's language and timestamp tokens), with random weights, so every code pat
 profile — prompt rendering, vLLM's 152,064-row embedding table, 28-layer GQA, HuBERT-large's
 1,024-d frames, 128 mel bins, CTranslate2 float16 — runs with the real tensor shapes.
 
-    annotator models init --profile paper-random --home /models     # ~19 GB; where it runs
+    annotator models init --profile paper-random --home /models     # ~20 GB; where it runs
+
+It also holds an untrained EmoQ bundle over those models (part ``bundle``), so the paper
+configuration serves end to end: ``models.bundle: paper-random:bundle``, ``models.llm:
+paper-random:llm`` and so on (``benchmarks.gpu_pipeline`` does so).
 
 It is never built by ``make test`` or CI (their disks are small). The tests check the shapes
 on PyTorch's ``meta`` device (no memory) against the published parameter counts, and the
@@ -29,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from annotator.models.profiles import PROFILE_MANIFEST, ProfileError, file_hashes
+from annotator.models.profiles import PAPER_RANDOM, PROFILE_MANIFEST, ProfileError, file_hashes
 from annotator.models.tokenizer_layouts import (
     WHISPER_EOT,
     build_qwen_tokenizer,
@@ -38,8 +42,8 @@ from annotator.models.tokenizer_layouts import (
     whisper_languages,
 )
 
-PAPER_RANDOM = "paper-random"
-RECIPE = 1
+# 2: an untrained EmoQ bundle (part ``bundle``) over the random text encoder, HuBERT and LLM.
+RECIPE = 2
 # The four models the paper profile loads, their published parameter counts and where the
 # count comes from (model cards; counted from the released safetensors where a card rounds).
 PUBLISHED = {
@@ -48,6 +52,9 @@ PUBLISHED = {
     "text_encoder": ("FacebookAI/roberta-base", 124_645_632, "125 M; RobertaModel with pooler"),
     "whisper": ("openai/whisper-large-v3-turbo", 808_878_080, "model card: 809 M"),
 }
+# What ``--parts`` may name: the four models, and an untrained EmoQ bundle over three of them
+# (built after them). Model names in a configuration: ``paper-random:<folder>``.
+PARTS = ("text_encoder", "hubert", "whisper", "llm", "bundle")
 
 
 def qwen25_7b_config():
@@ -304,7 +311,7 @@ def build_paper_random_profile(
     home: Path,
     small_whisper: Path,
     seed: int = 0,
-    parts: tuple[str, ...] = ("text_encoder", "hubert", "whisper", "llm"),
+    parts: tuple[str, ...] = PARTS,
     on_step: Callable[[str], None] = lambda step: None,
 ) -> Path:
     """Build ``paper-random`` under ``home/paper-random``: the parts named, each in a staging
@@ -317,19 +324,22 @@ def build_paper_random_profile(
     target = paper_random_dir(home)
     target.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(target).free
-    need = {"text_encoder": 0.6, "hubert": 1.4, "whisper": 5.0, "llm": 15.5}
+    need = {"text_encoder": 0.6, "hubert": 1.4, "whisper": 5.0, "llm": 15.5, "bundle": 0.8}
     gb = sum(need[p] for p in parts)
     if free < gb * 1024**3:
         raise ProfileError(
             f"{target} has {free / 1024**3:.1f} GB free; building {', '.join(parts)} needs "
             f"~{gb:.0f} GB (15.2 GB of it for the LLM)"
         )
-    for part in parts:
-        on_step(f"{part}: {PUBLISHED[part][0]} shapes, random weights")
+    for part in sorted(parts, key=PARTS.index):
+        shapes = f"{PUBLISHED[part][0]} shapes" if part in PUBLISHED else "EmoQ, untrained"
+        on_step(f"{part}: {shapes}, random weights")
         staging = Path(tempfile.mkdtemp(prefix=f".{part}-", dir=target))
         try:
             folder = part.replace("_", "-")
-            if part == "whisper":
+            if part == "bundle":
+                build_random_bundle(target, staging / folder, seed)
+            elif part == "whisper":
                 build_random_whisper(staging / folder, small_whisper, seed=seed)
             else:
                 cfg = paper_configs()[part]
@@ -359,6 +369,31 @@ def build_paper_random_profile(
     }
     (target / PROFILE_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return target
+
+
+def build_random_bundle(target: Path, dst: Path, seed: int = 0) -> None:
+    """An untrained EmoQ bundle over ``target``'s models, named ``paper-random:<folder>``: an
+    EmoQ-Former initialised from the random RoBERTa-base over HuBERT-large's 1,024-d frames, a
+    projector to Qwen2.5-7B's 3,584 dimensions and a zero LoRA made from the LLM's config (the
+    7B model is never loaded)."""
+    from annotator.models.bundle import build_untrained_bundle
+
+    folders = {"text_encoder": "text-encoder", "hubert": "hubert", "llm": "llm"}
+    missing = [part for part, folder in folders.items() if not (target / folder).is_dir()]
+    if missing:
+        raise ProfileError(
+            f"the bundle is built over {', '.join(missing)}, not built under {target}: name "
+            f"{','.join(missing)},bundle in --parts"
+        )
+    build_untrained_bundle(
+        dst,
+        target / "text-encoder",
+        target / "hubert",
+        target / "llm",
+        {part: f"{PAPER_RANDOM}:{folder}" for part, folder in folders.items()},
+        seed=seed,
+        lora_from_config=True,
+    )
 
 
 def parameter_table() -> list[dict[str, Any]]:

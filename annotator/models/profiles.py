@@ -41,6 +41,7 @@ from annotator.models.tokenizer_layouts import build_small_llm_tokenizer
 # 7: an untrained MiSTER-E bundle (mister-e-bundle) over the HuBERT and the text encoder.
 BUILD_RECIPE = 7
 SMALL_PREFIX = "small:"
+PAPER_RANDOM = "paper-random"
 PROFILE_MANIFEST = "profile.json"
 
 
@@ -84,14 +85,17 @@ def small_dir(home: Path) -> Path:
 
 
 def resolve_model(name: str, home: Path) -> str:
-    """Turn ``small:<part>`` into its built directory; other names (hub ids, paths) pass through."""
-    if not name.startswith(SMALL_PREFIX):
+    """Turn ``small:<part>`` or ``paper-random:<part>`` into its built directory under ``home``;
+    other names (hub ids, paths) pass through."""
+    profile, sep, part = name.partition(":")
+    if not sep or profile not in ("small", PAPER_RANDOM) or not part:
         return name
-    part = name[len(SMALL_PREFIX) :]
-    path = small_dir(home) / part
+    path = Path(home) / profile / part
     if not path.is_dir():
+        flag = "" if profile == "small" else f" --profile {profile}"
         raise ProfileError(
-            f"model {name!r} is not built under {small_dir(home)}: run `annotator models init`"
+            f"model {name!r} is not built under {Path(home) / profile}: run "
+            f"`annotator models init{flag}`"
         )
     return str(path)
 

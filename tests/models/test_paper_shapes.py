@@ -119,3 +119,59 @@ def test_random_weights_stream_into_shards_that_transformers_loads_whole(tmp_pat
         assert norms and all(bool((saved[n] == 1).all()) for n in norms)
         weights = [n for n in saved if saved[n].dim() == 2]
         assert all(saved[n].float().std() > 0.01 for n in weights)  # random, not zeros
+
+
+def test_lora_from_the_llm_config_is_the_adapter_peft_makes(small_dir, tmp_path):
+    """The paper-random bundle's LoRA is made from the LLM's config, never loading the 7B model:
+    on the small LLM it has PEFT's keys and shapes, loads onto the model with PEFT, and leaves
+    the base model's outputs unchanged (B is zero)."""
+    from peft import PeftModel, get_peft_model, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from annotator.models.bundle import (
+        Bundle,
+        build_untrained_bundle,
+        lora_config,
+        untrained_lora_tensors,
+    )
+
+    llm = small_dir / "llm"
+    tensors = untrained_lora_tensors(llm, rank=8, seed=3)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(llm), lora_config(8))
+    expected = get_peft_model_state_dict(peft)
+    assert {k: tuple(v.shape) for k, v in tensors.items()} == {
+        k: tuple(v.shape) for k, v in expected.items()
+    }
+    assert all(not v.any() for k, v in tensors.items() if "lora_B" in k)
+    a = tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
+    assert a.abs().max() <= 1 / a.shape[1] ** 0.5 and a.std() > 0
+
+    names = {"hubert": "small:hubert", "text_encoder": "small:text-encoder", "llm": "small:llm"}
+    args = (small_dir / "text-encoder", small_dir / "hubert", llm, names)
+    bundle = build_untrained_bundle(tmp_path / "b", *args, lora_from_config=True)
+    reference = Bundle.load(small_dir / "bundle")
+    assert bundle.emotion_token_ids == reference.emotion_token_ids
+    assert json.loads((bundle.lora_dir / "adapter_config.json").read_text()) == json.loads(
+        (reference.lora_dir / "adapter_config.json").read_text()
+    )
+    base = AutoModelForCausalLM.from_pretrained(llm).eval()
+    ids = torch.tensor([[15, 200, 9, 77]])
+    with torch.no_grad():
+        plain = base(ids).logits
+        adapted = PeftModel.from_pretrained(base, bundle.lora_dir).eval()(ids).logits
+    assert torch.equal(plain, adapted)
+
+
+def test_lora_from_the_paper_llm_config_has_gqa_shapes(tmp_path):
+    """Qwen2.5-7B's config alone (no weights): 28 layers × q/k/v/o, k and v 512 wide (4 KV
+    heads × 128), q and o 3,584."""
+    from annotator.models.bundle import untrained_lora_tensors
+    from annotator.models.paper_shapes import paper_configs
+
+    paper_configs()["llm"].save_pretrained(tmp_path)
+    tensors = untrained_lora_tensors(tmp_path, rank=8)
+    assert len(tensors) == 28 * 4 * 2
+    layer = "base_model.model.model.layers.27.self_attn"
+    assert tensors[f"{layer}.q_proj.lora_A.weight"].shape == (8, 3_584)
+    assert tensors[f"{layer}.k_proj.lora_B.weight"].shape == (512, 8)
+    assert tensors[f"{layer}.o_proj.lora_B.weight"].shape == (3_584, 8)

@@ -43,6 +43,11 @@ def test_resolve_model_names(small_home, tmp_path):
     assert resolve_model("Qwen/Qwen2.5-7B-Instruct", small_home) == "Qwen/Qwen2.5-7B-Instruct"
     with pytest.raises(ProfileError, match="annotator models init"):
         resolve_model("small:llm", tmp_path)
+    (tmp_path / "paper-random" / "llm").mkdir(parents=True)
+    assert resolve_model("paper-random:llm", tmp_path) == str(tmp_path / "paper-random" / "llm")
+    with pytest.raises(ProfileError, match="models init --profile paper-random"):
+        resolve_model("paper-random:hubert", tmp_path)
+    assert resolve_model("s3://models/llm", tmp_path) == "s3://models/llm"
 
 
 def test_tiny_qwen_shape(small_dir):
