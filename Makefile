@@ -67,12 +67,16 @@ bench: setup
 	$(BIN)/python -m benchmarks.paths
 	$(BIN)/python -m benchmarks.table
 
-# Per-stage GPU figures with the paper's model shapes, random weights built on the GPU; JSON in
-# benchmarks/results/gpu.json. Not part of `bench` and not behind `setup`, whose venv has the CPU
-# torch; it needs a venv with CUDA torch here. A bare GPU machine runs `python -m benchmarks.gpu`
-# from the repository root instead (see the module's docstring).
+# GPU figures in two layers. (a) Per stage with the paper's model shapes, random weights built on
+# the GPU (benchmarks/results/gpu.json); a bare GPU machine runs `python -m benchmarks.gpu` from
+# the repository root instead (see the module's docstring). (b) The whole Ray + vLLM pipeline
+# with cluster/paper.yaml over the paper-random profile (`annotator models init --profile
+# paper-random --home /models` first; benchmarks/results/gpu-pipeline.json). Not part of `bench`
+# and not behind `setup`, whose venv has the CPU torch and vLLM: it needs a venv with their CUDA
+# builds (the cluster image's).
 bench-gpu:
 	$(BIN)/python -m benchmarks.gpu
+	$(BIN)/python -m benchmarks.gpu_pipeline
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

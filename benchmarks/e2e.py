@@ -12,6 +12,11 @@ per wall second:
   full run − wall of the one-third run): the rate an overnight run over a large archive settles
   at, with the start-up (Ray, model loads, vLLM) cancelled out.
 
+Where the time goes: CPU seconds of faster-whisper alone (``whisper_alone_cpu_s``) and of the
+whole ``annotate`` run per stage (``annotate_cpu_s_by_stage``: decode, ASR, features, label,
+the driver, Ray's own processes; ``benchmarks.common.StageSampler``). On a machine of few cores
+the run is CPU-bound, and the ratio is about the CPU seconds of whisper alone over the run's.
+
 The goal is annotate_marginal / whisper_alone ≥ 0.8: transcription dominates and the emotion
 stages cost a few percent on top.
 """
@@ -19,6 +24,7 @@ stages cost a few percent on top.
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import tempfile
 import time
@@ -26,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import peak_rss_mib, write_result
+from benchmarks.common import StageSampler, peak_rss_mib, write_result
 
 LINES = [
     "Thanks for calling, how can I help you today?",
@@ -57,7 +63,8 @@ def make_corpus(root: Path, minutes: float, files: int) -> float:
     return total
 
 
-def whisper_alone(root: Path, config) -> float:
+def whisper_alone(root: Path, config) -> tuple[float, float]:
+    """(wall s, CPU s) of faster-whisper's batched pipeline over the corpus, file after file."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     from annotator.audio.decode import decode_bytes
@@ -72,7 +79,7 @@ def whisper_alone(root: Path, config) -> float:
         cpu_threads=cpu_threads(asr),
     )
     pipeline = BatchedInferencePipeline(model)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_s()
     for path in sorted(root.glob("*.wav")):
         audio = decode_bytes(path.read_bytes())
         segments, _ = pipeline.transcribe(
@@ -83,7 +90,47 @@ def whisper_alone(root: Path, config) -> float:
             word_timestamps=True,
         )
         list(segments)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, cpu_s() - cpu0
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process so far, every thread (CTranslate2's included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def annotate_runs(config, corpus: Path, work: Path) -> dict:
+    """Ray started, then ``annotate`` over the first third of the corpus's files, then over all
+    of them with a :class:`StageSampler` running: wall, audio seconds, the marginal rate and the
+    start-up estimate (both runs start their actors and engines; neither starts Ray), CPU
+    seconds per stage of the whole run, and its summary."""
+    from annotator.pipeline.connection import connect
+    from annotator.pipeline.run import annotate
+
+    connect(config)
+
+    def run(files: list[Path], out: str) -> tuple[float, object]:
+        t0 = time.perf_counter()
+        summary = annotate(config.model_copy(update={"output": out}), [str(f) for f in files])
+        return time.perf_counter() - t0, summary
+
+    files = sorted(corpus.glob("*.wav"))
+    third_s, third = run(files[: max(1, len(files) // 3)], str(work / "out-third"))
+    with StageSampler() as sampler:
+        total_s, summary = run(files, str(work / "out-full"))
+    full_audio, third_audio = summary.counts.audio_s, third.counts.audio_s
+    marginal = (full_audio - third_audio) / (total_s - third_s)
+    return {
+        "annotate_wall_s": round(total_s, 2),
+        "annotate_third_wall_s": round(third_s, 2),
+        "annotate_marginal_audio_s_per_s": round(marginal, 2),
+        "startup_s_estimate": round(total_s - full_audio / marginal, 1),
+        "annotate_cpu_s_by_stage": sampler.cpu_s(),
+        "gpu_peak_mib_by_stage": sampler.gpu_peak_mib,
+        "gpu_used_peak_mib": sampler.gpu_used_peak_mib,
+        "segments": summary.counts.segments,
+        "placement": summary.counts.placement,
+    }
 
 
 def main() -> None:
@@ -95,41 +142,32 @@ def main() -> None:
 
     from annotator.config import load_config
     from annotator.models.asr import cpu_threads
-    from annotator.pipeline.run import annotate
 
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     try:
         corpus = work / "corpus"
         audio_s = make_corpus(corpus, args.minutes, args.files)
         config = load_config(None, output=str(work / "out"))
-        alone_s = whisper_alone(corpus, config)
-
-        def run(files: list[Path], out: str) -> tuple[float, float, object]:
-            t0 = time.perf_counter()
-            summary = annotate(config.model_copy(update={"output": out}), [str(f) for f in files])
-            return time.perf_counter() - t0, summary.counts.audio_s, summary
-
-        files = sorted(corpus.glob("*.wav"))
-        third_s, third_audio, _ = run(files[: len(files) // 3], str(work / "out-third"))
-        total_s, full_audio, summary = run(files, str(work / "out-full"))
-        marginal = (full_audio - third_audio) / (total_s - third_s)
+        alone_s, alone_cpu_s = whisper_alone(corpus, config)
+        runs = annotate_runs(config, corpus, work)
         alone = audio_s / alone_s
+        total_rate = audio_s / runs["annotate_wall_s"]
         figures = {
             "audio_s": round(audio_s, 1),
             "files": args.files,
-            "segments": summary.counts.segments,
             "asr": config.models.asr.model_dump(),
             "asr_cpu_threads": cpu_threads(config.models.asr),
             "asr_batch_size": config.stages.asr.batch_size,
             "whisper_alone_wall_s": round(alone_s, 2),
+            "whisper_alone_cpu_s": round(alone_cpu_s, 1),
             "whisper_alone_audio_s_per_s": round(alone, 2),
-            "annotate_wall_s": round(total_s, 2),
-            "annotate_third_wall_s": round(third_s, 2),
-            "annotate_total_audio_s_per_s": round(audio_s / total_s, 2),
-            "annotate_marginal_audio_s_per_s": round(marginal, 2),
-            "startup_s_estimate": round(total_s - full_audio / marginal, 1),
-            "ratio_marginal": round(marginal / alone, 3),
-            "ratio_total": round((audio_s / total_s) / alone, 3),
+            **{k: v for k, v in runs.items() if not k.startswith("gpu_") and k != "placement"},
+            "annotate_total_audio_s_per_s": round(total_rate, 2),
+            "annotate_cpu_s": round(
+                sum(v for k, v in runs["annotate_cpu_s_by_stage"].items() if k != "sampler"), 1
+            ),
+            "ratio_marginal": round(runs["annotate_marginal_audio_s_per_s"] / alone, 3),
+            "ratio_total": round(total_rate / alone, 3),
             "driver_peak_rss_mib": round(peak_rss_mib(), 1),
         }
         write_result(args.result, figures)

@@ -46,8 +46,8 @@ fails the stage). Models are freed between stages. The plan's GPU memory per sta
 ``cluster/paper.yaml`` is printed beside the measured figures.
 
 This is the per-stage layer of the GPU benchmarks. The other layer, the whole Ray + vLLM
-pipeline on a GPU with the paper configuration, is not built yet: ``benchmarks.e2e`` and
-``benchmarks.stages`` run the default (small, CPU) configuration only.
+pipeline on a GPU node with the paper configuration over the paper-random profile, is
+``benchmarks.gpu_pipeline``.
 """
 
 from __future__ import annotations

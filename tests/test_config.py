@@ -97,3 +97,18 @@ def test_model_stages_must_fit_one_gpu(tmp_path):
         load_config(path)
     path.write_text("profile: paper\nstages:\n  qieemo:\n    num_gpus: 0.45\n")
     assert load_config(path).stages.qieemo.num_gpus == 0.45  # 0.5 + 0.45: fits beside ASR
+
+
+def test_the_gpu_pipeline_benchmark_serves_paper_random_under_the_paper_config(tmp_path):
+    """benchmarks.gpu_pipeline's overrides: cluster/paper.yaml's stages with every model a
+    paper-random folder under the given home, decoding capped (a random Whisper never stops)."""
+    from annotator.models.profiles import resolve_model
+    from benchmarks.gpu_pipeline import PAPER_YAML, paper_random_models
+
+    config = load_config(PAPER_YAML, models=paper_random_models(str(tmp_path), 100))
+    assert config.stages.label.num_gpus == 0.35 and config.stages.asr.per_gpu == 2
+    assert config.models.asr.max_new_tokens == 100 and config.models.asr.device == "cuda"
+    names = [config.models.bundle, config.models.llm, config.models.hubert, config.models.asr.model]
+    for name in names:
+        (tmp_path / "paper-random" / name.split(":")[1]).mkdir(parents=True)
+        assert resolve_model(name, config.models.home) == str(tmp_path / "paper-random" / name[13:])
