@@ -486,9 +486,18 @@ def build_untrained_bundle(
     if lora_from_config:
         lora = untrained_lora_tensors(llm, lora_rank, seed)
         return write_bundle_from_tensors(
-            root, emoq, projector, text_tokenizer, lora, lora_config(lora_rank).lora_dropout,
-            labels, llm_tokenizer, base_names, lora_rank, extra={"trained": False},
-        )  # fmt: skip
+            root,
+            emoq,
+            projector,
+            text_tokenizer,
+            lora,
+            lora_config(lora_rank).lora_dropout,
+            labels,
+            llm_tokenizer,
+            base_names,
+            lora_rank,
+            extra={"trained": False},
+        )
     lora = untrained_lora(llm, lora_rank)
     return write_bundle(
         root,

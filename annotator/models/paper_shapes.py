@@ -332,8 +332,10 @@ def build_paper_random_profile(
             f"~{gb:.0f} GB (15.2 GB of it for the LLM)"
         )
     for part in sorted(parts, key=PARTS.index):
-        shapes = f"{PUBLISHED[part][0]} shapes" if part in PUBLISHED else "EmoQ, untrained"
-        on_step(f"{part}: {shapes}, random weights")
+        if part in PUBLISHED:
+            on_step(f"{part}: {PUBLISHED[part][0]} shapes, random weights")
+        else:
+            on_step(f"{part}: an untrained EmoQ bundle over the random models")
         staging = Path(tempfile.mkdtemp(prefix=f".{part}-", dir=target))
         try:
             folder = part.replace("_", "-")
