@@ -8,7 +8,7 @@ Whisper's language and timestamp tokens), with random weights, so every code pat
 profile — prompt rendering, vLLM's 152,064-row embedding table, 28-layer GQA, HuBERT-large's
 1,024-d frames, 128 mel bins, CTranslate2 float16 — runs with the real tensor shapes.
 
-    annotator models init --profile paper-random --home /models     # ~20 GB; where it runs
+    annotator models init --profile paper-random --home /models     # ~19 GB; where it runs
 
 It also holds an untrained EmoQ bundle over those models (part ``bundle``), so the paper
 configuration serves end to end: ``models.bundle: paper-random:bundle``, ``models.llm:
