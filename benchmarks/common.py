@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -51,20 +52,23 @@ def write_result(name: str, figures: dict[str, Any]) -> Path:
     return path
 
 
-# Process titles Ray gives the pipeline's workers → the stage they run (pipeline/graph.py).
-_STAGE_TITLES = {
-    "ASRStage": "asr",
-    "FeaturesStage": "features",
-    "LabelStage": "label",
-    "EmoSLLMStage": "emosllm",
-    "QieemoStage": "qieemo",
-    "UtterancesStage": "utterances",
-    "MapBatches(decode)": "decode",
-    "ReadSourceListing": "listing",
-    "WorkArrived": "ray",
-    "ray::": "ray",
-    "/ray/": "ray",
-}
+@functools.cache
+def _stage_titles() -> dict[str, str]:
+    """Process titles Ray gives the pipeline's workers → the stage they run, from the graph's
+    own tables (pipeline/graph.py): an actor's process is named after its class, a task's after
+    its operator (a read task after the datasource's name)."""
+    from annotator.pipeline import graph, inputs, warmup
+
+    stages = {"asr": graph.ASRStage, **graph.STAGES}
+    listing = inputs.source_listing([], None, None).get_name()
+    return {
+        **{cls.__name__: name for name, cls in stages.items()},
+        f"MapBatches({graph.decode.__name__})": "decode",
+        f"Read{listing}": "listing",
+        warmup.WorkArrived.__name__: "ray",  # the run's start flag, an actor of Ray's
+        "ray::": "ray",
+        "/ray/": "ray",
+    }
 
 
 _RETITLED = {"ray", "decode", "listing"}  # Ray task workers: the title is the current task's
@@ -80,7 +84,7 @@ def _stage_of(proc, driver: int) -> str | None:
             if p.pid == driver:
                 return "driver"
             title = " ".join(p.cmdline())
-            for key, stage in _STAGE_TITLES.items():
+            for key, stage in _stage_titles().items():
                 if key in title:
                     return stage
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):

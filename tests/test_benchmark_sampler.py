@@ -31,7 +31,9 @@ def test_cpu_seconds_go_to_the_stage_in_the_process_title_and_to_its_children():
     with StageSampler(interval=0.2) as sampler:
         _burn("ray::MapWorker(MapBatches(LabelStage))")
         _burn("ray::MapWorker(MapBatches(ASRStage))", "child")
+        _burn("ray::ReadListSources")  # a listing task, as Ray titles the read of inputs.py
     cpu = sampler.cpu_s()
     assert 1.2 <= cpu.get("label", 0) <= 2.5, cpu
     assert 1.2 <= cpu.get("asr", 0) <= 2.5, cpu  # the untitled grandchild counts for its parent
+    assert 1.2 <= cpu.get("listing", 0) <= 2.5, cpu
     assert cpu.get("features", 0) == 0
