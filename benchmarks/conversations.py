@@ -3,8 +3,8 @@ synthetic calls whose emotion depends on context, scored on the calls of two hel
 
     python -m benchmarks.conversations [--per-pair 2]
 
-The corpus (``training.synthetic_corpora.synthetic_conversations``): two-speaker calls, one voice per channel,
-six turns; in a call of emotion E the first four turns say E's sentences with E's prosody and the
+The corpus (``training.synthetic_corpora.synthetic_conversations``): two-speaker calls, one
+voice per channel, six turns; in a call of emotion E the first four turns say E's sentences with E's prosody and the
 last two are neutral sentences said neutrally, still labelled E. Each turn alone therefore tops
 out near UA 0.75 (a neutral-sounding tail cannot be told from a neutral call).
 

@@ -303,6 +303,11 @@ def build_random_whisper(
         ).convert(str(dst), quantization=quantization, force=True)
 
 
+def part_folder(part: str) -> str:
+    """The folder a part is built in, and the name after ``paper-random:`` in a configuration."""
+    return part.replace("_", "-")
+
+
 def paper_random_dir(home: Path) -> Path:
     return Path(home) / PAPER_RANDOM
 
@@ -338,7 +343,7 @@ def build_paper_random_profile(
             on_step(f"{part}: an untrained EmoQ bundle over the random models")
         staging = Path(tempfile.mkdtemp(prefix=f".{part}-", dir=target))
         try:
-            folder = part.replace("_", "-")
+            folder = part_folder(part)
             if part == "bundle":
                 build_random_bundle(target, staging / folder, seed)
             elif part == "whisper":
@@ -380,7 +385,7 @@ def build_random_bundle(target: Path, dst: Path, seed: int = 0) -> None:
     7B model is never loaded)."""
     from annotator.models.bundle import build_untrained_bundle
 
-    folders = {"text_encoder": "text-encoder", "hubert": "hubert", "llm": "llm"}
+    folders = {part: part_folder(part) for part in ("text_encoder", "hubert", "llm")}
     missing = [part for part, folder in folders.items() if not (target / folder).is_dir()]
     if missing:
         raise ProfileError(

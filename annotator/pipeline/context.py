@@ -20,7 +20,8 @@ segments before the commit that writes them; a crash before the ``files`` row re
 and the rerun computes the same labels.
 
 Why on the driver's commit thread and not in an actor pool: the context model is small beside
-the encoders (the published sizes: 67 M parameters at 256-wide embeddings; one window of 256 utterances at a time, ~60 MiB over the model for a 4-hour file: benchmarks/context_memory.py)
+the encoders (the published sizes: 67 M parameters at 256-wide embeddings; one window of 256
+utterances at a time, ~60 MiB over the model for a 4-hour file: benchmarks/context_memory.py)
 and runs once per utterance; the encoders, which run per frame and per token, are the actor
 stage that grows with the cluster.
 """
