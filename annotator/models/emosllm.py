@@ -128,7 +128,8 @@ def build_untrained_emosllm_bundle(
     paper's (the small profile's are tiny)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from annotator.models.bundle import untrained_lora, write_emosllm_bundle
+    from annotator.models.bundle import write_emosllm_bundle
+    from annotator.models.untrained import untrained_lora
     from annotator.schema import DEFAULT_LABEL_SET, label_set
 
     labels = list(labels or label_set(DEFAULT_LABEL_SET))

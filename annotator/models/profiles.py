@@ -280,7 +280,7 @@ def build_small_profile(
         on_step("random Qwen2 + tokenizer")
         _build_llm(staging / "llm", seed, sizes, staging / "whisper")
         on_step("untrained EmoQ bundle")
-        from annotator.models.bundle import build_untrained_bundle
+        from annotator.models.untrained import build_untrained_bundle
 
         build_untrained_bundle(
             staging / "bundle",
