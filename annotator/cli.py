@@ -9,12 +9,13 @@ from pathlib import Path
 import click
 
 from annotator import __version__
-from annotator.cli_options import CONFIG_OPTION, HOME_OPTION, _load
+from annotator.cli_bundles import bundles, publish, push_options
+from annotator.cli_options import CONFIG_OPTION, HOME_OPTION, MANIFEST_OPTION, Group, _load
 from annotator.cli_review import review
 from annotator.cli_train import train
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="annotator")
 def main() -> None:
     """Label large audio archives with transcripts and emotions, query them with SQL."""
@@ -103,6 +104,52 @@ def models_init(
     _print_profile(root)
 
 
+@models.command("push")
+@click.argument("dest")
+@click.option(
+    "--profile",
+    type=click.Choice(["small", "paper-random"]),
+    default="small",
+    show_default=True,
+    help="The built profile to upload, each part to DEST/<profile>/<part>.",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Upload this one model directory to DEST itself instead (a hub snapshot, say).",
+)
+@HOME_OPTION
+@CONFIG_OPTION
+def models_push(
+    dest: str, profile: str, directory: Path | None, home: Path | None, config_path: Path | None
+) -> None:
+    """Upload models to object storage (DEST, e.g. s3://bucket/models) for nodes that do not
+    share this disk; each tree carries its files' SHA-256, checked by every node that fetches it.
+
+    \b
+      annotator models push s3://bucket/models            # then models.store: s3://bucket/models
+      annotator models push s3://bucket/models/qwen --dir ./Qwen2.5-7B-Instruct
+    """
+    from annotator.models.profiles import push_profile
+    from annotator.storage import upload_tree
+
+    config = _load(config_path)
+    if directory is not None:
+        manifest = upload_tree(directory, dest, config.s3)
+        click.echo(f"{directory} → {dest} ({len(manifest['files'])} files)")
+        return
+    pushed = push_profile(
+        home or config.models.home,
+        profile,
+        dest,
+        config.s3,
+        on_part=lambda part: click.echo(f"  {profile}:{part}", err=True),
+    )
+    click.echo(f"{len(pushed)} parts of {profile} → {dest} (set models.store: {dest})")
+
+
 @models.command("show")
 @HOME_OPTION
 @CONFIG_OPTION
@@ -188,8 +235,8 @@ def annotate_command(
 
 
 @main.command("eval")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("bundle")
+@MANIFEST_OPTION
 @click.option("--split", default="test", show_default=True, help="Which split to score.")
 @click.option("--out", "dest", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option(
@@ -200,14 +247,15 @@ def annotate_command(
 )
 @CONFIG_OPTION
 def eval_command(
-    bundle: Path,
-    manifest: Path,
+    bundle: str,
+    manifest: str,
     split: str,
     dest: Path | None,
     ablate: str | None,
     config_path: Path | None,
 ) -> None:
-    """Score BUNDLE on a manifest split as it is served (vLLM): WA, UA, WF1, confusion matrix.
+    """Score BUNDLE (a directory, s3:// URI, registry:NAME or small:<part>) on a manifest split
+    as it is served (vLLM): WA, UA, WF1, confusion matrix.
 
     The models run in a Ray actor (on a GPU when train.use_gpu or the label stage asks for one);
     this process only writes the result."""
@@ -215,7 +263,7 @@ def eval_command(
     from training.evaluate import evaluate_on_ray
 
     config = _load(config_path)
-    examples = [e for e in read_manifest(manifest) if e.split == split]
+    examples = [e for e in read_manifest(manifest, s3=config.s3) if e.split == split]
     if not examples:
         raise click.ClickException(f"{manifest} has no {split!r} examples")
     result = evaluate_on_ray(config, bundle, examples, dest, ablate)
@@ -227,8 +275,8 @@ def eval_command(
 
 
 @main.command("calibrate")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("bundle")
+@MANIFEST_OPTION
 @click.option("--fit-split", default="dev", show_default=True, help="Split T is fitted on.")
 @click.option(
     "--check-split",
@@ -249,15 +297,18 @@ def eval_command(
     default=None,
     help="Also abstain: the bundle writes 'unsure' under the confidence that labels this share.",
 )
+@push_options
 @CONFIG_OPTION
 def calibrate_command(
-    bundle: Path,
-    manifest: Path,
+    bundle: str,
+    manifest: str,
     fit_split: str,
     check_split: str,
     dest: Path,
     report: Path | None,
     coverage: float | None,
+    push: bool,
+    promote: str | None,
     config_path: Path | None,
 ) -> None:
     """Fit BUNDLE's posterior temperature and write the calibrated bundle to --out.
@@ -269,7 +320,7 @@ def calibrate_command(
     from training.data import read_manifest
 
     config = _load(config_path)
-    examples = read_manifest(manifest)
+    examples = read_manifest(manifest, s3=config.s3)
     fit = [e for e in examples if e.split == fit_split]
     check = [e for e in examples if check_split and e.split == check_split]
     if not fit:
@@ -297,6 +348,7 @@ def calibrate_command(
             f"unsure below {figures['unsure_below']:.3f}: coverage "
             f"{figures['coverage']['coverage']:.3f} on the {check_split or fit_split} split"
         )
+    publish(config, dest, push, promote)
 
 
 @main.command("report")
@@ -487,6 +539,7 @@ def show_config(config_path: Path | None) -> None:
 
 main.add_command(train)
 main.add_command(review)
+main.add_command(bundles)
 
 if __name__ == "__main__":
     sys.exit(main())

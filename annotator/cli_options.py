@@ -1,5 +1,6 @@
-"""What the ``annotator`` command groups share: the --config and --home options and the
-configuration loader that turns a bad configuration into a clean CLI error."""
+"""What the ``annotator`` command groups share: the --config and --home options, the
+configuration loader, and the group that turns every error a user can act on into one line and
+a non-zero exit (never a traceback)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,65 @@ HOME_OPTION = click.option(
     help="Cache directory (default: ANNOTATOR_HOME or ~/.cache/annotator).",
 )
 
+MANIFEST_OPTION = click.option(
+    "--manifest", required=True, help="Training manifest (JSON Lines): a file or an s3:// URI."
+)
+# A bundle named as models.bundle names one (annotator/models/locate.py).
+BUNDLE_METAVAR = "BUNDLE"
+BUNDLE_HELP = "a bundle directory, an s3:// URI, registry:NAME or small:<part>"
+
 
 def _load(config_path: Path | None, **overrides) -> AnnotatorConfig:
     try:
         return load_config(config_path, **overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that name something the user gave (a path, a URI, a config field, a bundle, a
+    manifest): shown as one line, exit status 1. Anything else is a bug and keeps its traceback."""
+    from annotator.audio.decode import AudioError
+    from annotator.models.bundle import BundleError
+    from annotator.models.kinds import UnknownKind
+    from annotator.models.profiles import ProfileError
+    from annotator.models.prompt import PromptError
+    from annotator.output.tables import OutputError
+    from annotator.pipeline.pools import PoolError
+    from annotator.pipeline.run import RunError
+    from annotator.query.duckdb import QueryError
+    from annotator.review.labelstudio import ReviewError
+    from annotator.storage import StorageError
+    from training.data import ManifestError
+    from training.export import ExportError
+
+    return (
+        AudioError,
+        BundleError,
+        ConfigError,
+        ExportError,
+        ManifestError,
+        OutputError,
+        PoolError,
+        ProfileError,
+        PromptError,
+        QueryError,
+        ReviewError,
+        RunError,
+        StorageError,
+        UnknownKind,
+    )
+
+
+class Group(click.Group):
+    """A command group whose commands' user errors (:func:`user_errors`) end as one clean line."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            if isinstance(exc, user_errors()):
+                raise click.ClickException(str(exc)) from None
+            raise

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from annotator.cli_bundles import publish, push_options
 from annotator.cli_options import CONFIG_OPTION, _load
 from annotator.config import ConfigError
 
@@ -36,7 +37,9 @@ def _output_labels(output: str, s3) -> list[str]:
 
 @review.command("export")
 @click.argument("output")
-@click.option("--to", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--to", "dest", required=True, help="The export folder: a directory or an s3:// prefix."
+)
 @click.option("--budget", default=200, show_default=True, help="Tasks in all.")
 @click.option("--per-label", default=50, show_default=True, help="Tasks per predicted label.")
 @click.option(
@@ -50,7 +53,7 @@ def _output_labels(output: str, s3) -> list[str]:
 @CONFIG_OPTION
 def review_export(
     output: str,
-    dest: Path,
+    dest: str,
     budget: int,
     per_label: int,
     below: float,
@@ -88,9 +91,11 @@ def review_export(
 
 
 @review.command("import")
-@click.argument("export", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("export")
 @click.option("--output", required=True, help="The annotator output the tasks came from.")
-@click.option("--manifest", "dest", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--manifest", "dest", required=True, help="The manifest to write: a file or an s3:// URI."
+)
 @click.option(
     "--test-share",
     default=0.2,
@@ -100,7 +105,7 @@ def review_export(
 )
 @CONFIG_OPTION
 def review_import(
-    export: Path, output: str, dest: Path, test_share: float, config_path: Path | None
+    export: str, output: str, dest: str, test_share: float, config_path: Path | None
 ) -> None:
     """Read Label Studio's JSON EXPORT of reviewed tasks and write a training manifest of the
     reviewed segments with their human labels (split by call)."""
@@ -111,7 +116,7 @@ def review_import(
 
     config = _load(config_path)
     try:
-        reviewed = read_export(export, _output_labels(output, config.s3))
+        reviewed = read_export(export, _output_labels(output, config.s3), config.s3)
     except ReviewError as exc:
         raise click.ClickException(str(exc)) from None
     if reviewed.unknown:
@@ -135,7 +140,7 @@ def review_import(
         config.audio.channel_speakers,
         test_share=test_share,
     )
-    data.write_manifest(counted(examples), dest)
+    data.write_manifest(counted(examples), dest, config.s3)
     click.echo(
         f"{dest}: {sum(splits.values())} reviewed segments {dict(sorted(splits.items()))}; "
         f"{reviewed.unlabelled} tasks not labelled yet"
@@ -146,27 +151,35 @@ def review_import(
 
 
 @review.command("retrain")
-@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("manifest")
 @click.option(
     "--bundle",
     "bundle_dir",
     required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="The served bundle the reviewed output was labelled with.",
+    help="The served bundle the reviewed output was labelled with (a directory, s3:// URI or "
+    "registry:NAME).",
 )
 @click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default="review", show_default=True, help="Run name under train.storage.")
+@push_options
 @CONFIG_OPTION
 def review_retrain(
-    manifest: Path, bundle_dir: Path, dest: Path, name: str, config_path: Path | None
+    manifest: str,
+    bundle_dir: str,
+    dest: Path,
+    name: str,
+    push: bool,
+    promote: str | None,
+    config_path: Path | None,
 ) -> None:
     """Fine-tune the served bundle on MANIFEST's reviewed train split (stage 2, from the bundle),
     then score old and new on its held-out calls and print the comparison."""
     from training.data import ManifestError
     from training.review import METRICS, retrain_from_review
 
+    config = _load(config_path)
     try:
-        scores = retrain_from_review(_load(config_path), manifest, bundle_dir, dest, name)
+        scores = retrain_from_review(config, manifest, bundle_dir, dest, name)
     except (ManifestError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"on {scores['examples']} held-out reviewed segments:")
@@ -176,3 +189,4 @@ def review_retrain(
             f"  {which} {s['bundle']}: " + " · ".join(f"{m.upper()} {s[m]:.3f}" for m in METRICS)
         )
     click.echo(f"new bundle written to {dest}")
+    publish(config, dest, push, promote)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from annotator.cli_options import CONFIG_OPTION, _load
+from annotator.cli_bundles import PUSH_OPTIONS, publish, push_options
+from annotator.cli_options import CONFIG_OPTION, MANIFEST_OPTION, _load
 from annotator.config import AnnotatorConfig
 from training.ablations import ABLATIONS, ablated
 
@@ -21,7 +22,7 @@ def train() -> None:
 @train.command("manifest")
 @click.argument("kind", type=click.Choice(["synthetic", "iemocap", "meld", "annotations"]))
 @click.argument("source")
-@click.option("--out", "dest", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "dest", required=True, help="The manifest to write: a file or s3:// URI.")
 @click.option("--classes", type=click.Choice(["4", "7"]), default="7", help="MELD label set.")
 @click.option("--test-session", type=int, default=5, show_default=True, help="IEMOCAP fold.")
 @click.option(
@@ -41,7 +42,7 @@ def train() -> None:
 def train_manifest(
     kind: str,
     source: str,
-    dest: Path,
+    dest: str,
     classes: str,
     test_session: int,
     where: str,
@@ -78,7 +79,7 @@ def train_manifest(
                 splits[example.split] += 1
                 yield example
 
-        data.write_manifest(counted(made), dest)
+        data.write_manifest(counted(made), dest, config.s3)
     except data.ManifestError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{dest}: {sum(splits.values())} examples {dict(sorted(splits.items()))}")
@@ -105,13 +106,13 @@ def _train_config(config_path: Path | None, ablation: str | None) -> AnnotatorCo
 
 
 @train.command("stage1")
-@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
+@MANIFEST_OPTION
 @click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default="stage1", show_default=True, help="Run name under train.storage.")
 @ABLATION_OPTION
 @CONFIG_OPTION
 def train_stage1_command(
-    manifest: Path, dest: Path, name: str, ablation: str | None, config_path: Path | None
+    manifest: str, dest: Path, name: str, ablation: str | None, config_path: Path | None
 ) -> None:
     """Stage 1: EmoQ-Former + auxiliary head with MAL; writes the EmoQ-Former to --out."""
     from training.stage1 import train_stage1
@@ -121,18 +122,26 @@ def train_stage1_command(
 
 
 @train.command("stage2")
-@click.option("--manifest", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--stage1", "stage1_dir", required=True, type=click.Path(exists=True, path_type=Path))
+@MANIFEST_OPTION
+@click.option(
+    "--stage1",
+    "stage1_dir",
+    required=True,
+    help="Stage 1's EmoQ-Former: the directory `train stage1` wrote, or an s3:// URI.",
+)
 @click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default="stage2", show_default=True, help="Run name under train.storage.")
 @ABLATION_OPTION
+@push_options
 @CONFIG_OPTION
 def train_stage2_command(
-    manifest: Path,
-    stage1_dir: Path,
+    manifest: str,
+    stage1_dir: str,
     dest: Path,
     name: str,
     ablation: str | None,
+    push: bool,
+    promote: str | None,
     config_path: Path | None,
 ) -> None:
     """Stage 2: EmoQ-Former + projector + LoRA with the weighted LM loss; exports a bundle.
@@ -146,6 +155,7 @@ def train_stage2_command(
     checkpoint = train_stage2(config, manifest, stage1_dir, name=name)
     bundle = export_bundle(config, stage1_dir, checkpoint, dest, extra={"manifest": str(manifest)})
     click.echo(f"bundle {bundle.version} written to {bundle.root}")
+    publish(config, bundle.root, push, promote)
 
 
 def kind_trainer(command: str, display: str):
@@ -156,16 +166,14 @@ def kind_trainer(command: str, display: str):
         for option in reversed(
             [
                 train.command(command),
-                click.option(
-                    "--manifest", required=True, type=click.Path(exists=True, path_type=Path)
-                ),
+                MANIFEST_OPTION,
                 click.option(
                     "--from",
                     "start",
                     default=f"small:{command}-bundle",
                     show_default=True,
                     help=f"The {display} bundle to start from (untrained from `models init`, or "
-                    "one to fine-tune).",
+                    "one to fine-tune; a directory, s3:// URI or registry:NAME).",
                 ),
                 click.option(
                     "--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path)
@@ -176,6 +184,7 @@ def kind_trainer(command: str, display: str):
                     show_default=True,
                     help="Run name under train.storage.",
                 ),
+                *PUSH_OPTIONS,
                 CONFIG_OPTION,
             ]
         ):
@@ -187,59 +196,71 @@ def kind_trainer(command: str, display: str):
 
 @kind_trainer("qieemo", "Qieemo")
 def train_qieemo_command(
-    manifest: Path, start: str, dest: Path, name: str, config_path: Path | None
+    manifest: str,
+    start: str,
+    dest: Path,
+    name: str,
+    push: bool,
+    promote: str | None,
+    config_path: Path | None,
 ) -> None:
     """Train a Qieemo bundle (audio only: a frozen CTC encoder's layers, fusion, cross-modal
     attention, classifier) on Ray Train, on stage 2's schedule; exports a bundle to --out."""
-    from annotator.models.profiles import resolve_model
     from training.qieemo import train_qieemo
 
     config = _load(config_path)
-    bundle = train_qieemo(
-        config, manifest, Path(resolve_model(start, config.models.home)), dest, name=name
-    )
+    bundle = train_qieemo(config, manifest, start, dest, name=name)
     accuracy = bundle.extra.get("train_accuracy")
     click.echo(
         f"bundle {bundle.version} written to {bundle.root}"
         + (f" (training accuracy, last epoch: {accuracy:.3f})" if accuracy is not None else "")
     )
+    publish(config, bundle.root, push, promote)
 
 
 @kind_trainer("mister-e", "MiSTER-E")
 def train_mister_e_command(
-    manifest: Path, start: str, dest: Path, name: str, config_path: Path | None
+    manifest: str,
+    start: str,
+    dest: Path,
+    name: str,
+    push: bool,
+    promote: str | None,
+    config_path: Path | None,
 ) -> None:
     """Train a MiSTER-E bundle on Ray Train: stage 1 the utterance heads on single utterances,
     stage 2 the context model on whole conversations (a source file's turns in time order,
     both channels); exports a bundle to --out."""
-    from annotator.models.profiles import resolve_model
     from training.mister_e import train_mister_e
 
     config = _load(config_path)
-    bundle = train_mister_e(
-        config, manifest, Path(resolve_model(start, config.models.home)), dest, name=name
-    )
+    bundle = train_mister_e(config, manifest, start, dest, name=name)
     click.echo(f"bundle {bundle.version} written to {bundle.root}")
+    publish(config, bundle.root, push, promote)
 
 
 @kind_trainer("emosllm", "EmoSLLM")
 def train_emosllm_command(
-    manifest: Path, start: str, dest: Path, name: str, config_path: Path | None
+    manifest: str,
+    start: str,
+    dest: Path,
+    name: str,
+    push: bool,
+    promote: str | None,
+    config_path: Path | None,
 ) -> None:
     """Train an EmoSLLM bundle (a frozen audio encoder's frames pooled into soft tokens before
     the transcript, LoRA LLM) on Ray Train: mapper + LoRA with the weighted LM loss, on stage 2's
     schedule; exports a bundle to --out."""
-    from annotator.models.profiles import resolve_model
     from training.emosllm import train_emosllm
 
     config = _load(config_path)
-    bundle = train_emosllm(
-        config, manifest, Path(resolve_model(start, config.models.home)), dest, name=name
-    )
+    bundle = train_emosllm(config, manifest, start, dest, name=name)
     click.echo(
         f"bundle {bundle.version} written to {bundle.root} "
         f"(last epoch's loss {bundle.extra['loss']:.3f})"
     )
+    publish(config, bundle.root, push, promote)
 
 
 @train.command("cv")

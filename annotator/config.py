@@ -254,16 +254,27 @@ class ASRConfig(_Strict):
 class ModelsConfig(_Strict):
     """Which models the annotator loads.
 
-    Values beginning with ``small:`` name parts of the small profile built by
-    ``annotator models init`` under ``home``; other values are hub names or paths/URIs (clusters).
+    Every model and the bundle are named the same way (annotator/models/locate.py): ``small:<part>``
+    / ``paper-random:<part>`` a part of a built profile (under ``home``, or under ``store`` when
+    set), ``registry:<pointer-or-version>`` a bundle of the registry at ``registry``, ``s3://…`` a
+    tree in object storage (fetched once per node into its cache), else a local path or a hub
+    name. On a cluster whose nodes share no disk, name everything by ``s3://``, ``store`` or
+    ``registry``: a local path must exist on every node (runs check that before any work).
 
     Attributes:
         home: cache directory of built profiles and bundles (env ``ANNOTATOR_HOME``).
+        store: an ``s3://`` prefix holding built profiles as ``annotator models push`` uploads
+            them (``<store>/small/<part>``); ``small:`` and ``paper-random:`` names resolve there
+            instead of under ``home``, so nodes that cannot see ``home`` fetch them.
+        registry: the bundle registry (``s3://bucket/bundles``; annotator/models/registry.py)
+            that ``registry:`` names and ``annotator bundles`` use.
+        cache_dir: this node's cache of fetched models (None: ``ANNOTATOR_CACHE_DIR``, else
+            ``<ANNOTATOR_HOME>/objects``, read on each node; annotator/models/cache.py).
         hubert: HuBERT checkpoint (name or path).
         hubert_layer: which hidden layer feeds the EmoQ-Former (-1 = last).
         text_encoder: BERT-family checkpoint that initialises the EmoQ-Former.
         llm: base LLM (Qwen2 family) name or path.
-        bundle: the trained EmoQ bundle to serve (directory).
+        bundle: the bundle to serve (any kind): a directory, `s3://…`, or `registry:current`.
         dtype: dtype the LLM runs in.
         unsure_below: abstention: a segment whose emotion's probability (calibrated, if the
             bundle is) is under this is written as ``unsure``, its posterior kept. None: the
@@ -278,6 +289,9 @@ class ModelsConfig(_Strict):
     """
 
     home: Path = Field(default_factory=default_home)
+    store: str | None = None
+    registry: str | None = None
+    cache_dir: str | None = None
     hubert: str = "small:hubert"
     hubert_layer: int = -1
     text_encoder: str = "small:text-encoder"

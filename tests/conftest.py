@@ -7,6 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.blind import machine_token
+
+# Every Ray cluster of the session runs with token authentication, as real ones do
+# (cluster/README.md), all with this machine's token: a process fixes its auth mode and token
+# at its first use of Ray, and subprocesses (ray job submit, the CLI) inherit them.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", machine_token())
+
 # Nothing in the tests may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -54,7 +62,7 @@ def ray_local():
     """A real Ray local cluster with 2 CPUs."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -105,3 +113,15 @@ def wording_manifest(tmp_path_factory) -> Path:
     from training.synthetic_corpora import synthetic_corpus
 
     return synthetic_corpus(tmp_path_factory.mktemp("wording"), carries="wording")
+
+
+@pytest.fixture(scope="session")
+def s3_models(s3_server, small_home) -> str:
+    """The small profile pushed to the test S3 server (``annotator models push``): what
+    ``models.store`` names on a cluster whose nodes cannot see ``small_home``."""
+    from annotator.models.profiles import push_profile
+    from tests.factories import make_bucket
+
+    make_bucket(s3_server, "models")
+    push_profile(small_home, "small", "s3://models", s3_server)
+    return "s3://models"

@@ -217,10 +217,19 @@ def raw_rows(out: Path | str, name: str, s3=None):
     return OutputTables(str(out), s3).read(name)
 
 
-def rows_of(table) -> dict[str, dict]:
-    """segment_id → what must not change between equivalent runs."""
+def rows_of(table, root: str | Path | None = None) -> dict[str, dict]:
+    """segment_id → what must not change between equivalent runs. With ``root``, keyed by where
+    the segment is instead (source path under ``root``, member, channel, index): runs over the
+    same files at another place (a local corpus and its copy on S3) compare equal."""
+
+    def key(r) -> str:
+        if root is None:
+            return r["segment_id"]
+        where = r["source_uri"].removeprefix(str(root).rstrip("/") + "/")
+        return f"{where}!{r['member']}#{r['channel']}:{r['segment_index']}"
+
     return {
-        r["segment_id"]: {
+        key(r): {
             "text": r["text"],
             "start_s": round(r["start_s"], 3),
             "emotion": r["emotion"],

@@ -47,16 +47,19 @@ def calibrate(
     the bundle also carries the abstention threshold that labels that share of the check (else
     fit) split once calibrated: serving writes ``unsure`` under it. Returns the figures."""
     from annotator.models.bundle import Bundle, with_calibration
+    from annotator.models.locate import locate
+    from training.common import model_path
     from training.evaluate import evaluate, evaluate_bundles_on_ray
 
-    bundle = Bundle.load(bundle_dir)
+    location = locate(str(bundle_dir), config.models, config.s3)  # where the actor fetches it
+    bundle = Bundle.load(model_path(location, config))
     if not fit:
         raise ValueError("no examples to fit the temperature on")
-    jobs = [(bundle.root, list(fit))] + ([(bundle.root, list(check))] if check else [])
+    jobs = [(location, list(fit))] + ([(location, list(check))] if check else [])
     if labeler is None:
         results = evaluate_bundles_on_ray(config, jobs)
     else:
-        results = [evaluate(config, root, part, None, labeler) for root, part in jobs]
+        results = [evaluate(config, bundle.root, part, None, labeler) for _, part in jobs]
     # Served posteriors carry the bundle's own temperature; T₁ then T₂ is T₁·T₂, so dividing it
     # out gives the raw posterior (a calibrated bundle is refitted from scratch).
     raw = [scaled(np.asarray(r["posteriors"]), 1 / bundle.temperature) for r in results]

@@ -22,9 +22,11 @@ from training.data import Example, load_audios
 
 
 def model_path(name: str, config: AnnotatorConfig) -> str:
-    from annotator.models.profiles import resolve_model
+    """The local directory this process's node loads ``name`` from (annotator/models/locate.py:
+    fetched into the node's cache when it is in object storage)."""
+    from annotator.models.locate import local_model
 
-    return resolve_model(name, config.models.home)
+    return local_model(name, config)
 
 
 @dataclass
@@ -301,12 +303,50 @@ def checkpoint_state(checkpoint_dir: str) -> dict[str, torch.Tensor]:
     return load_file(f"{checkpoint_dir}/state.safetensors")
 
 
-def require_train_split(manifest: Path, labels: Sequence[str]) -> None:
-    """Refuse, before any worker starts, a manifest with no ``train`` example of these labels."""
-    from training.data import ManifestError, read_manifest
+def training_rows(
+    manifest: Path | str, labels: Sequence[str] | None, config: AnnotatorConfig
+) -> list[dict[str, Any]]:
+    """The manifest (a local file or ``s3://``), read here and sent to the workers with the
+    loop's config (``loop_config["examples"]``); refused before any worker starts when it has
+    no ``train`` example of these labels."""
+    from training.data import ManifestError, manifest_rows, read_manifest
 
-    if not any(e.split == "train" for e in read_manifest(Path(manifest), labels)):
+    examples = read_manifest(manifest, labels, config.s3)
+    if not any(e.split == "train" for e in examples):
         raise ManifestError(f"{manifest} has no train split to train on")
+    return manifest_rows(examples)
+
+
+def ship(location: str | Path | None, config: AnnotatorConfig, name: str) -> str | None:
+    """A location of a model, bundle or stage-1 directory that every training worker can open,
+    whatever node it is on: an ``s3://`` URI or a name the workers resolve themselves
+    (``small:…`` with ``models.store``, a hub name) stays as it is; a registry name becomes its
+    version's URI; a local directory is uploaded to ``train.storage`` when that is object
+    storage (``<storage>/<name>/inputs/<digest>/``, once per content), else given as its
+    absolute path (one machine, where every process sees it)."""
+    from annotator.models.locate import locate
+    from annotator.storage import (
+        is_remote,
+        join,
+        read_manifest,
+        tree_digest,
+        tree_files,
+        upload_tree,
+    )
+
+    if location is None:
+        return None
+    where = locate(str(location), config.models, config.s3)
+    if is_remote(where) or not Path(where).is_dir():
+        return where
+    storage = config.train.storage
+    if not storage or not is_remote(storage):
+        return str(Path(where).resolve())
+    digest = tree_digest(tree_files(Path(where)))
+    uri = join(storage, name, "inputs", digest[:16])
+    if read_manifest(uri, config.s3) is None:
+        upload_tree(Path(where), uri, config.s3)
+    return uri
 
 
 def run_trainer(
@@ -332,6 +372,7 @@ def run_trainer(
     if not storage.startswith("s3://"):
         storage = str(Path(storage).resolve())
     connect(config)
+    require_shared_storage(storage)
     resume = latest_checkpoint(storage, name) if not storage.startswith("s3://") else None
     trainer = TorchTrainer(
         loop,
@@ -365,6 +406,23 @@ def run_trainer(
     local = Path(config.models.home) / "train-downloads" / name
     shutil.rmtree(local, ignore_errors=True)
     return chosen.to_directory(str(local))
+
+
+def require_shared_storage(storage: str, what: str = "train.storage") -> None:
+    """Refuse, before any worker starts, a local ``train.storage`` on a cluster of several
+    nodes: their disks are their own, so checkpoints and the workers' inputs must go through
+    object storage."""
+    import ray
+
+    from annotator.storage import is_remote
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and not is_remote(storage):
+        raise ConfigError(
+            f"{what} {storage} is a local path, and this Ray cluster has {len(nodes)} "
+            "nodes that share no disk: set train.storage to an s3:// URI (checkpoints, stage-1 "
+            "weights and start bundles travel through it)"
+        )
 
 
 def _storage_fs(storage: str, config: AnnotatorConfig) -> dict[str, Any]:
@@ -404,9 +462,9 @@ def worker_share(
     trained on) every ``world_size``-th example, so each is scored exactly once."""
     import ray.train
 
-    from training.data import read_manifest
+    from training.data import examples_of
 
-    examples = [e for e in read_manifest(Path(cfg["manifest"]), labels) if e.split == split]
+    examples = [e for e in examples_of(cfg["examples"], labels) if e.split == split]
     if not examples:
         return [], []
     ctx = ray.train.get_context()

@@ -39,30 +39,60 @@ class ManifestError(ValueError):
     """A manifest or corpus layout that cannot be read; the message names the file and line."""
 
 
-def write_manifest(examples: Iterable[Example], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
+def write_manifest(examples: Iterable[Example], path: Path | str, s3=None) -> Path | str:
+    """Write ``examples`` as JSON Lines to ``path``: a local file, or an ``s3://`` object
+    (streamed in parts)."""
+    from annotator.storage import filesystem, is_remote
+
+    if is_remote(path):
+        fs, key = filesystem(str(path), s3)
+        opened = fs.open(key, "w")
+    else:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        opened = path.open("w")
+    with opened as handle:
         for ex in examples:
             handle.write(json.dumps(asdict(ex), sort_keys=True) + "\n")
     return path
 
 
-def read_manifest(path: Path, labels: Sequence[str] | None = None) -> list[Example]:
+def read_manifest(path: Path | str, labels: Sequence[str] | None = None, s3=None) -> list[Example]:
+    """The examples of the manifest at ``path`` (a local file or an ``s3://`` object)."""
+    from annotator.storage import StorageError, read_text
+
+    try:
+        text = read_text(path, s3)
+    except StorageError as exc:
+        raise ManifestError(str(exc)) from None
+    return examples_of(text.splitlines(), labels, str(path))
+
+
+def manifest_rows(examples: Iterable[Example]) -> list[dict]:
+    """Examples as plain rows: how a manifest travels to Ray workers (with their config, never
+    as a path of the driver's disk); :func:`examples_of` reads them back."""
+    return [asdict(ex) for ex in examples]
+
+
+def examples_of(
+    lines: Iterable[str | dict], labels: Sequence[str] | None = None, where: str = "manifest"
+) -> list[Example]:
+    """Examples from manifest lines (JSON text) or rows (dicts), checked field by field."""
     examples = []
     fields = set(Example.__dataclass_fields__)
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
+    for number, line in enumerate(lines, 1):
+        if isinstance(line, str) and not line.strip():
             continue
         try:
-            data = json.loads(line)
+            data = json.loads(line) if isinstance(line, str) else line
             unknown = set(data) - fields
             if unknown:
                 raise ManifestError(f"unknown fields {sorted(unknown)}")
             ex = Example(**data)
         except (json.JSONDecodeError, TypeError, ManifestError) as exc:
-            raise ManifestError(f"{path}:{number}: {exc}") from None
+            raise ManifestError(f"{where}:{number}: {exc}") from None
         if labels is not None and ex.label not in labels:
-            raise ManifestError(f"{path}:{number}: label {ex.label!r} not in {list(labels)}")
+            raise ManifestError(f"{where}:{number}: label {ex.label!r} not in {list(labels)}")
         examples.append(ex)
     return examples
 

@@ -70,7 +70,7 @@ def loop(cfg: dict[str, Any]) -> None:
     train = config.train
     device = ray.train.torch.get_device()
     per_worker = common.local_batch_size(train.batch_size, ray.train.get_context().get_world_size())
-    model, prompts = build(config, Bundle.load(cfg["start"]), labels)
+    model, prompts = build(config, Bundle.load(common.model_path(cfg["start"], config)), labels)
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=train.lr_stage2
@@ -104,18 +104,17 @@ def train_emosllm(
     from annotator.schema import label_set
     from training.export import ExportError, adapter_tensors, lora_shapes, training_record
 
-    start = Bundle.load(start_bundle)
+    start = Bundle.load(common.model_path(str(start_bundle), config))
     if start.kind != "emosllm":
         raise ValueError(f"{start_bundle} is a {start.kind} bundle, not an EmoSLLM one")
     llm_dir = common.model_path(config.models.llm, config)
     start.check_llm_tokenizer(AutoTokenizer.from_pretrained(llm_dir))  # its LoRA's LLM
-    common.require_train_split(manifest, label_set(config.train.label_set))
     checkpoint = common.run_trainer(
         loop,
         {
             "config": config.model_dump(mode="json"),
-            "manifest": str(Path(manifest).resolve()),
-            "start": str(Path(start_bundle).resolve()),
+            "examples": common.training_rows(manifest, label_set(config.train.label_set), config),
+            "start": common.ship(str(start_bundle), config, name),
             "encoder": start.base["audio_encoder"],
         },
         name,

@@ -223,7 +223,7 @@ class Evaluator:
         from annotator.models.labeler.vllm import VLLMLabeler
 
         self.config = AnnotatorConfig.model_validate(config)
-        self.bundle = Bundle.load(bundle_dir)
+        self.bundle = Bundle.load(common.model_path(bundle_dir, self.config))
         self.labeler = None
         if "label" not in kind(self.bundle.kind).stages:
             return  # no LLM to serve (qieemo): posteriors() loads its models
@@ -242,7 +242,7 @@ class Evaluator:
         engine)."""
         from annotator.models.bundle import Bundle
 
-        bundle = Bundle.load(bundle_dir)
+        bundle = Bundle.load(common.model_path(bundle_dir, self.config))
         if bundle.kind != self.bundle.kind:
             raise ValueError(f"{bundle_dir} is a {bundle.kind} bundle, not {self.bundle.kind}")
         if self.labeler is None:
@@ -271,8 +271,9 @@ def evaluate_on_ray(
     ablate: str | None = None,
 ) -> dict[str, Any]:
     """``evaluate`` in an ``Evaluator`` actor on the Ray cluster (``ray_address``, else a local
-    one); this process only gathers the result and writes ``out``. ``bundle_dir`` must be a path
-    the actor's node sees (shared storage on a cluster)."""
+    one); this process only gathers the result and writes ``out``. ``bundle_dir``: a local
+    directory (uploaded to ``train.storage`` when that is object storage, so the actor's node
+    can fetch it: ``common.ship``), an ``s3://`` URI or a ``registry:`` name."""
     (result,) = evaluate_bundles_on_ray(config, [(bundle_dir, examples)], ablate)
     if out is not None:
         write_evaluation(result, out)
@@ -295,8 +296,12 @@ def evaluate_bundles_on_ray(
     if not jobs:
         return []
     connect(config)
-    first = str(Path(jobs[0][0]).resolve())
-    resources = evaluation_resources(config, Bundle.load(first, verify=False).kind)
+    located = [common.ship(bundle_dir, config, "evaluate") for bundle_dir, _ in jobs]
+    for where in located:
+        if Path(where).is_dir():  # not uploaded: train.storage is local
+            common.require_shared_storage(where, "the bundle")
+    first = located[0]
+    resources = evaluation_resources(config, Bundle.describe(first, config.s3, verify=False).kind)
     actor = (
         ray.remote(Evaluator)
         .options(**resources)
@@ -304,9 +309,9 @@ def evaluate_bundles_on_ray(
     )
     results = []
     try:
-        for k, (bundle_dir, examples) in enumerate(jobs):
+        for k, (_, examples) in enumerate(jobs):
             if k:
-                ray.get(actor.use.remote(str(Path(bundle_dir).resolve())))
+                ray.get(actor.use.remote(located[k]))
             results.append(ray.get(actor.evaluate.remote(list(examples), ablate)))
         ray.get(actor.close.remote())
     finally:

@@ -49,7 +49,7 @@ def export_bundle(
     llm_config = AutoConfig.from_pretrained(llm_dir)
     state = common.checkpoint_state(checkpoint_dir)
 
-    stage1 = Path(stage1_dir)
+    stage1 = Path(common.model_path(str(stage1_dir), config))  # a local directory or s3://
     former_config = EmoQFormerConfig(**json.loads((stage1 / "emoq_former.json").read_text()))
     # Built without storage: every weight is then assigned the checkpoint's (or stage 1's)
     # tensor, so the EmoQ-Former is in memory once.

@@ -102,15 +102,13 @@ def _setup(cfg: dict[str, Any]):
     import ray.train
 
     from annotator.models.bundle import Bundle
-    from training.data import read_manifest
+    from training.data import examples_of
 
     config = AnnotatorConfig.model_validate(cfg["config"])
     torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
     torch.manual_seed(config.train.seed)
-    bundle = Bundle.load(cfg["start"])
-    examples = [
-        e for e in read_manifest(Path(cfg["manifest"]), bundle.labels) if e.split == "train"
-    ]
+    bundle = Bundle.load(common.model_path(cfg["start"], config))
+    examples = [e for e in examples_of(cfg["examples"], bundle.labels) if e.split == "train"]
     ctx = ray.train.get_context()
     return config, bundle, examples, ctx.get_world_rank(), ctx.get_world_size()
 
@@ -229,14 +227,13 @@ def train_mister_e(
     from annotator.models.mister_e import MisterE
     from training.export import ExportError
 
-    start = Bundle.load(start_bundle)
+    start = Bundle.load(common.model_path(str(start_bundle), config))
     if start.kind != "mister_e":
         raise ValueError(f"{start_bundle} is a {start.kind} bundle, not a MiSTER-E one")
-    common.require_train_split(manifest, start.labels)
     cfg = {
         "config": config.model_dump(mode="json"),
-        "manifest": str(Path(manifest).resolve()),
-        "start": str(Path(start_bundle).resolve()),
+        "examples": common.training_rows(manifest, start.labels, config),
+        "start": common.ship(str(start_bundle), config, name),
         "heads": None,
     }
     heads_checkpoint = None

@@ -82,15 +82,15 @@ def loop(cfg: dict[str, Any]) -> None:
 
     from annotator.models.bundle import Bundle
     from annotator.models.qieemo import Qieemo
-    from training.data import read_manifest
+    from training.data import examples_of
 
     config = AnnotatorConfig.model_validate(cfg["config"])
     train = config.train
     torch.set_num_threads(max(1, int(train.cpus_per_worker)))
     torch.manual_seed(train.seed)
-    bundle = Bundle.load(cfg["start"])
+    bundle = Bundle.load(common.model_path(cfg["start"], config))
     labels = bundle.labels
-    examples = [e for e in read_manifest(Path(cfg["manifest"]), labels) if e.split == "train"]
+    examples = [e for e in examples_of(cfg["examples"], labels) if e.split == "train"]
     ctx = ray.train.get_context()
     share = common.shard_indices(
         len(examples), ctx.get_world_rank(), ctx.get_world_size(), train.seed
@@ -155,16 +155,15 @@ def train_qieemo(
     from annotator.models.bundle import Bundle, write_qieemo_bundle
     from annotator.models.qieemo import Qieemo
 
-    start = Bundle.load(start_bundle)
+    start = Bundle.load(common.model_path(str(start_bundle), config))
     if start.kind != "qieemo":
         raise ValueError(f"{start_bundle} is a {start.kind} bundle, not a Qieemo one")
-    common.require_train_split(manifest, start.labels)
     checkpoint = common.run_trainer(
         loop,
         {
             "config": config.model_dump(mode="json"),
-            "manifest": str(Path(manifest).resolve()),
-            "start": str(Path(start_bundle).resolve()),
+            "examples": common.training_rows(manifest, start.labels, config),
+            "start": common.ship(str(start_bundle), config, name),
         },
         name,
         config,

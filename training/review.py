@@ -24,13 +24,18 @@ def retrain_from_review(
 ) -> dict[str, Any]:
     """Train, export to ``out``, score old and new on the test split; returns both scores."""
     from annotator.models.bundle import Bundle
+    from annotator.models.locate import locate
     from annotator.schema import LABEL_SETS
+    from training.common import model_path
     from training.data import ManifestError, read_manifest
     from training.evaluate import evaluate_bundles_on_ray
     from training.export import export_bundle
     from training.stage2 import train_stage2
 
-    old = Bundle.load(bundle_dir)
+    # The served bundle where it is (a registry name → its version's URI): the workers fetch
+    # it from there; this process reads its labels and, for the export, its weights.
+    location = locate(str(bundle_dir), config.models, config.s3)
+    old = Bundle.load(model_path(location, config))
     label_set = next((k for k, v in LABEL_SETS.items() if list(v) == old.labels), None)
     if label_set is None:
         raise ConfigError(f"bundle {old.root} has labels {old.labels}, no known label set")
@@ -39,7 +44,7 @@ def retrain_from_review(
         update["lora_rank"] = old.lora_rank
     train = config.train.model_copy(update=update)
     config = config.model_copy(update={"train": train})
-    examples = read_manifest(manifest, old.labels)
+    examples = read_manifest(manifest, old.labels, config.s3)
     test = [e for e in examples if e.split == "test"]
     if not test or not any(e.split == "train" for e in examples):
         raise ManifestError(
@@ -49,17 +54,17 @@ def retrain_from_review(
     if old.kind == "emosllm":
         from training.emosllm import train_emosllm
 
-        new = train_emosllm(config, manifest, old.root, Path(out), name=name)
+        new = train_emosllm(config, manifest, location, Path(out), name=name)
     elif old.kind == "qieemo":
         from training.qieemo import train_qieemo
 
-        new = train_qieemo(config, manifest, old.root, Path(out), name=name)
+        new = train_qieemo(config, manifest, location, Path(out), name=name)
     elif old.kind == "mister_e":
         from training.mister_e import train_mister_e
 
-        new = train_mister_e(config, manifest, old.root, Path(out), name=name)
+        new = train_mister_e(config, manifest, location, Path(out), name=name)
     else:
-        checkpoint = train_stage2(config, manifest, old.root, name=name, from_bundle=old.root)
+        checkpoint = train_stage2(config, manifest, location, name=name, from_bundle=location)
         new = export_bundle(
             config,
             old.root,
@@ -67,7 +72,7 @@ def retrain_from_review(
             Path(out),
             extra={"manifest": str(manifest), "retrained_from": old.version},
         )
-    before, after = evaluate_bundles_on_ray(config, [(old.root, test), (new.root, test)])
+    before, after = evaluate_bundles_on_ray(config, [(location, test), (new.root, test)])
     return {
         "examples": len(test),
         "old": {"bundle": old.version, **{m: before[m] for m in METRICS}},

@@ -98,9 +98,13 @@ def train_stage1(config: AnnotatorConfig, manifest: Path, out: Path, name: str =
         model.former.save(out)
         return out
 
+    labels = label_set(config.train.label_set)
     checkpoint = common.run_trainer(
         loop,
-        {"config": config.model_dump(mode="json"), "manifest": str(Path(manifest).resolve())},
+        {
+            "config": config.model_dump(mode="json"),
+            "examples": common.training_rows(manifest, labels, config),
+        },
         name,
         config,
     )

@@ -142,7 +142,10 @@ def loop(cfg: dict[str, Any]) -> None:
     train = config.train
     device = ray.train.torch.get_device()
     per_worker = common.local_batch_size(train.batch_size, ray.train.get_context().get_world_size())
-    model, text_tok, prompts = build(config, Path(cfg["stage1"]), labels, cfg.get("from_bundle"))
+    stage1 = Path(common.model_path(cfg["stage1"], config))
+    from_bundle = cfg.get("from_bundle")
+    from_bundle = Path(common.model_path(from_bundle, config)) if from_bundle else None
+    model, text_tok, prompts = build(config, stage1, labels, from_bundle)
     model = ray.train.torch.prepare_model(
         model, parallel_strategy_kwargs={"find_unused_parameters": True}
     )
@@ -211,18 +214,20 @@ def train_stage2(
     from_bundle: Path | None = None,
 ) -> str:
     """Run stage 2 on Ray Train; returns the checkpoint directory to export (see export.py): the
-    best by dev UA when the manifest has a dev split, else the last."""
-    from training.data import read_manifest
+    best by dev UA when the manifest has a dev split, else the last. The manifest's rows and the
+    stage-1 (or served bundle's) weights reach the workers as objects (``common.ship``)."""
+    from annotator.schema import label_set
 
-    has_dev = any(e.split == "dev" for e in read_manifest(Path(manifest)))
+    rows = common.training_rows(manifest, label_set(config.train.label_set), config)
+    has_dev = any(row["split"] == "dev" for row in rows)
     return common.run_trainer(
         loop,
         {
             "config": config.model_dump(mode="json"),
-            "manifest": str(Path(manifest).resolve()),
-            "stage1": str(Path(stage1_dir).resolve()),
+            "examples": rows,
+            "stage1": common.ship(stage1_dir, config, name),
             "stop_after_epochs": stop_after_epochs,
-            "from_bundle": str(Path(from_bundle).resolve()) if from_bundle else None,
+            "from_bundle": common.ship(from_bundle, config, name),
         },
         name,
         config,

@@ -24,12 +24,11 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from annotator.audio.segment import SAMPLE_RATE
-from annotator.config import ASRConfig
+from annotator.config import ASRConfig, S3Config
 
 
 @dataclass
@@ -54,20 +53,31 @@ PROBE_S = 10  # seconds of a recording's first speech that its language is detec
 _MULTILINGUAL_VOCABULARY = 51_865  # CTranslate2 / faster-whisper: fewer tokens = English-only
 
 
-def needs_language_probe(options: ASRConfig, model_path: str) -> bool:
+def needs_language_probe(options: ASRConfig, model_path: str, s3: S3Config | None = None) -> bool:
     """Whether windows must carry a language probe: no language configured and a model that may
-    be multilingual (a local model's vocabulary says; a name ending ``.en`` is English-only)."""
-    return not options.language and _may_be_multilingual(model_path)
+    be multilingual (the model's vocabulary says, local or in object storage; a name ending
+    ``.en`` is English-only)."""
+    settings = (s3 or S3Config()).model_dump_json()
+    return not options.language and _may_be_multilingual(model_path, settings)
 
 
-@functools.cache  # read once per process: decode asks for every file
-def _may_be_multilingual(model_path: str) -> bool:
-    folder = Path(model_path)
-    if (folder / "vocabulary.json").is_file():
-        return len(json.loads((folder / "vocabulary.json").read_text())) >= _MULTILINGUAL_VOCABULARY
-    if (folder / "vocabulary.txt").is_file():
-        with (folder / "vocabulary.txt").open("rb") as handle:
-            return sum(1 for _ in handle) >= _MULTILINGUAL_VOCABULARY
+@functools.cache  # read once per process
+def _may_be_multilingual(model_path: str, s3_settings: str) -> bool:
+    """From the model's vocabulary (a local directory, or an ``s3://`` one: only that file is
+    read), else from its name."""
+    from annotator.storage import StorageError, join, read_bytes
+
+    s3 = S3Config.model_validate_json(s3_settings)
+
+    for name, count in (
+        ("vocabulary.json", lambda data: len(json.loads(data))),
+        ("vocabulary.txt", lambda data: data.count(b"\n") + (not data.endswith(b"\n"))),
+    ):
+        try:
+            data = read_bytes(join(model_path, name), s3)
+        except (StorageError, OSError):
+            continue
+        return count(data) >= _MULTILINGUAL_VOCABULARY
     return not model_path.endswith(".en")
 
 

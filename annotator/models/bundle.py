@@ -73,7 +73,7 @@ class Bundle:
         version: content hash.
     """
 
-    root: Path
+    root: Path | None  # None: described from object storage (Bundle.describe)
     labels: list[str]
     emotion_token_ids: list[int]
     base: dict[str, str]
@@ -128,18 +128,13 @@ class Bundle:
 
     @classmethod
     def load(cls, root: str | Path, verify: bool = True) -> Bundle:
+        """The bundle in the local directory ``root``, its parts checked (and with ``verify``
+        its content hashed against its version)."""
         root = Path(root)
         if not (root / META).is_file():
             raise BundleError(f"{root} is not a bundle: {META} is missing")
-        meta = json.loads((root / META).read_text())
-        if meta.get("format") != BUNDLE_FORMAT:
-            raise BundleError(
-                f"bundle {root} has format {meta.get('format')!r}; this annotator reads {BUNDLE_FORMAT}"
-            )
-        try:
-            required = kind_of(meta.get("kind", DEFAULT_KIND)).required
-        except UnknownKind as exc:
-            raise BundleError(f"{root}: {exc}") from None
+        meta = _checked_meta(str(root), json.loads((root / META).read_text()))
+        required = kind_of(meta.get("kind", DEFAULT_KIND)).required
         missing = [name for name in required if not (root / name).is_file()]
         if missing:
             raise BundleError(f"bundle {root} is missing: {', '.join(missing)}")
@@ -147,6 +142,26 @@ class Bundle:
             raise BundleError(
                 f"bundle {root} was modified after it was written (version hash mismatch)"
             )
+        return cls._from_meta(root, meta)
+
+    @classmethod
+    def describe(cls, location: str, s3=None, verify: bool = True) -> Bundle:
+        """The bundle at ``location`` (a local directory, or an ``s3://`` URI: its
+        ``bundle.json`` alone is read, no weights) — what a run's driver needs. A bundle
+        described from object storage has no local ``root``; the nodes that serve it fetch it
+        (annotator/models/cache.py), where its content hash is checked."""
+        from annotator.storage import StorageError, is_remote, join, read_text
+
+        if not is_remote(location):
+            return cls.load(location, verify=verify)
+        try:
+            meta = json.loads(read_text(join(location, META), s3))
+        except StorageError:
+            raise BundleError(f"{location} is not a bundle: {META} is missing") from None
+        return cls._from_meta(None, _checked_meta(location, meta))
+
+    @classmethod
+    def _from_meta(cls, root: Path | None, meta: dict[str, Any]) -> Bundle:
         return cls(
             root=root,
             labels=list(meta["labels"]),
@@ -170,6 +185,20 @@ class Bundle:
                 f"bundle {self.root} was built for other emotion-token ids ({self.emotion_token_ids}) "
                 f"than this LLM's tokenizer gives ({actual}): wrong base LLM?"
             )
+
+
+def _checked_meta(where: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """``bundle.json`` of the bundle at ``where``, refused if of another format or an unknown
+    kind."""
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise BundleError(
+            f"bundle {where} has format {meta.get('format')!r}; this annotator reads {BUNDLE_FORMAT}"
+        )
+    try:
+        kind_of(meta.get("kind", DEFAULT_KIND))
+    except UnknownKind as exc:
+        raise BundleError(f"{where}: {exc}") from None
+    return meta
 
 
 def save_lora(peft_model, directory: Path, base_name: str) -> None:

@@ -32,6 +32,8 @@ class Kind:
         context: the sink labels each finished file's segments together, in time order, with
             the bundle's context model (:mod:`annotator.pipeline.context`) before committing
             them; the kind's stages give each segment its utterance embeddings, not a label.
+        models: the models its stages load besides the bundle: ``models.<field>`` of the
+            configuration, or ``base.<key>`` of the bundle's record (checked before a run).
     """
 
     name: str
@@ -40,6 +42,15 @@ class Kind:
     stages: tuple[str, ...]
     hears: str
     context: bool = False
+    models: tuple[str, ...] = ()
+
+    def served_models(self, models_config, bundle) -> dict[str, str]:
+        """Where each of :attr:`models` comes from → its name, for this config and bundle."""
+        out = {}
+        for ref in self.models:
+            source, _, key = ref.partition(".")
+            out[ref] = getattr(models_config, key) if source == "models" else bundle.base[key]
+        return out
 
 
 KINDS: dict[str, Kind] = {
@@ -58,6 +69,7 @@ KINDS: dict[str, Kind] = {
         ),
         stages=("features", "label"),
         hears="audio+text",
+        models=("models.hubert", "models.llm"),
     ),
     "emosllm": Kind(
         name="emosllm",
@@ -71,6 +83,7 @@ KINDS: dict[str, Kind] = {
         ),
         stages=("emosllm", "label"),
         hears="audio+text",
+        models=("base.audio_encoder", "models.llm"),
     ),
     "qieemo": Kind(
         name="qieemo",
@@ -79,6 +92,7 @@ KINDS: dict[str, Kind] = {
         required=("qieemo.json", "qieemo.safetensors"),
         stages=("qieemo",),
         hears="audio",
+        models=("base.ctc_encoder",),
     ),
     "mister_e": Kind(
         name="mister_e",
@@ -94,6 +108,7 @@ KINDS: dict[str, Kind] = {
         stages=("utterances",),
         hears="audio+text",
         context=True,
+        models=("base.speech_encoder", "base.text_encoder"),
     ),
 }
 

@@ -376,3 +376,27 @@ def verify_profile(root: Path, quiet: bool = False, seed: int | None = None) -> 
         set(expected) ^ set(actual) | {k for k in expected if actual.get(k) != expected[k]}
     )
     raise ProfileError(f"profile at {root} is damaged; differing files: {', '.join(changed)}")
+
+
+def push_profile(
+    home: Path, profile: str, dest: str, s3=None, on_part=lambda part: None
+) -> list[str]:
+    """Upload the built ``profile`` under ``home`` to ``dest`` (object storage, or a directory),
+    each part as ``<dest>/<profile>/<part>`` with its manifest (annotator/storage.py), where
+    ``small:<part>`` names resolve once ``models.store`` is ``dest``; returns the parts' URIs."""
+    from annotator.storage import join, upload_tree, write_bytes
+
+    root = Path(home) / profile
+    if not (root / PROFILE_MANIFEST).is_file():
+        flag = "" if profile == "small" else f" --profile {profile}"
+        raise ProfileError(f"no {profile} profile under {home}: run `annotator models init{flag}`")
+    if profile == "small":
+        verify_profile(root)
+    pushed = []
+    for part in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        on_part(part.name)
+        uri = join(dest, profile, part.name)
+        upload_tree(part, uri, s3)
+        pushed.append(uri)
+    write_bytes(join(dest, profile, PROFILE_MANIFEST), (root / PROFILE_MANIFEST).read_bytes(), s3)
+    return pushed

@@ -6,9 +6,10 @@ it reaches ``<point>``. Points: ``commit:start`` (rows gathered, nothing written
 (the ledger appended), ``compact:<table>`` (that table compacted, the next not yet),
 ``vacuum:<table>`` and ``asr`` (a stage actor given windows to transcribe).
 
-``ANNOTATOR_PAUSE_AT=<point>`` with ``ANNOTATOR_PAUSE_MARK=<path>`` holds the first process, of
-all that share the path, to reach the point: it creates the file, writes its Ray node id there and
-sleeps (at most ``PAUSE_S``), so a test can take that node away while it holds work.
+``ANNOTATOR_PAUSE_AT=<point>`` with ``ANNOTATOR_PAUSE_MARK=<key>`` holds the first process of the
+Ray cluster to reach the point: it puts its Ray node id under that key of Ray's internal key-value
+store (the cluster's, so nodes that share no disk see it; only the first put wins) and sleeps (at
+most ``PAUSE_S``), so a test can take that node away while it holds work.
 
 Unset, as always outside tests, a point costs two environment lookups.
 """
@@ -23,6 +24,17 @@ from collections import Counter
 ENV = "ANNOTATOR_KILL_AT"
 PAUSE_ENV, PAUSE_MARK_ENV = "ANNOTATOR_PAUSE_AT", "ANNOTATOR_PAUSE_MARK"
 PAUSE_S = 600.0
+PAUSE_NAMESPACE = "annotator-failpoints"
+
+
+def paused_node(mark: str) -> str | None:
+    """The node id of the process holding at ``mark``, once one is (the test's side)."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    found = _internal_kv_get(mark, namespace=PAUSE_NAMESPACE)
+    return found.decode() if found else None
+
+
 _reached: Counter[str] = Counter()
 
 
@@ -41,14 +53,12 @@ def point(name: str) -> None:
 
 
 def _pause(mark: str) -> None:
-    try:
-        fd = os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:  # another process holds: this one goes on
-        return
     import ray
+    from ray.experimental.internal_kv import _internal_kv_put
 
-    with os.fdopen(fd, "w") as f:
-        f.write(ray.get_runtime_context().get_node_id())
+    node = ray.get_runtime_context().get_node_id()
+    if _internal_kv_put(mark, node, overwrite=False, namespace=PAUSE_NAMESPACE):
+        return  # another process holds: this one goes on
     deadline = time.monotonic() + PAUSE_S
     while time.monotonic() < deadline:
         time.sleep(0.5)

@@ -25,13 +25,17 @@ def _skipped_row(count: int) -> dict[str, Any]:
     return row
 
 
-def decode(batch: pa.Table, config: AnnotatorConfig, done_ref: Any = None) -> Iterator[pa.Table]:
+def decode(
+    batch: pa.Table, config: AnnotatorConfig, done_ref: Any = None, probing: bool | None = None
+) -> Iterator[pa.Table]:
     """Rows for a batch of input files. ``done_ref``: a :class:`DoneSet` (or an object ref of
-    one) of the files already committed; archive members in it are skipped without decoding."""
+    one) of the files already committed; archive members in it are skipped without decoding.
+    ``probing``: whether windows carry a language probe, as the run decided it."""
     done: DoneSet = resolve_done(done_ref)
     rows: list[dict[str, Any]] = []
     for uri, skipped in zip(batch["uri"].to_pylist(), batch["skipped"].to_pylist(), strict=True):
-        for row in [_skipped_row(skipped)] if skipped else ingest_rows(uri, config, done):
+        files = [_skipped_row(skipped)] if skipped else ingest_rows(uri, config, done, probing)
+        for row in files:
             rows.append(row)
             if len(rows) >= ROWS_PER_BLOCK:
                 yield pa.Table.from_pylist(rows, schema=ROW)

@@ -33,6 +33,7 @@ from annotator.pipeline.stages import (
     QieemoStage,
     UtterancesStage,
 )
+from annotator.pipeline.windows import language_probing
 
 log = logging.getLogger("annotator.annotate")
 
@@ -132,7 +133,7 @@ def build(
     ds = _one_file_per_block(ds)
     ds = ds.map_batches(
         decode,
-        fn_kwargs={"config": config, "done_ref": done_ref},
+        fn_kwargs={"config": config, "done_ref": done_ref, "probing": language_probing(config)},
         batch_size=stages.decode.batch_size,
         batch_format="pyarrow",
         num_cpus=stages.decode.num_cpus,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from annotator.config import AnnotatorConfig
 from annotator.output.tables import OutputError, OutputTables
+from annotator.pipeline import preflight
 from annotator.pipeline.runs import RunSummary, bundles_of_runs, new_run_id, store_run
 from annotator.pipeline.sink import Counts, RunInfo, Sink
 
@@ -42,7 +43,7 @@ def annotate(
 
     from annotator.models.bundle import Bundle
     from annotator.models.kinds import kind
-    from annotator.models.profiles import resolve_model
+    from annotator.models.locate import local_model, locate
     from annotator.pipeline.connection import connect
     from annotator.pipeline.graph import build
     from annotator.pipeline.inputs import DoneSet
@@ -55,11 +56,19 @@ def annotate(
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     output = OutputTables(config.output, config.s3)
-    try:
+    try:  # everything that can be checked before the work is (pipeline/preflight.py)
+        preflight.check_sources(inputs, config.s3)
+        preflight.check_output(config.output, config.s3)
         output.refuse_legacy()
-    except OutputError as exc:
+        # Where the bundle is, resolved once (a registry pointer to its version's immutable
+        # URI); the workers get that location, not this machine's view of it, and fetch it.
+        location = locate(config.models.bundle, config.models, config.s3)
+        bundle = Bundle.describe(location, config.s3)
+    except (*preflight.FAILURES, OutputError) as exc:
         raise RunError(str(exc)) from None
-    bundle = Bundle.load(resolve_model(config.models.bundle, config.models.home))
+    config = config.model_copy(
+        update={"models": config.models.model_copy(update={"bundle": location})}
+    )
     served = kind(bundle.kind)
     info = RunInfo(
         run_id=new_run_id(started),
@@ -86,13 +95,18 @@ def annotate(
         " (ignored: --force)" if force else "",
     )
     connect(config)
+    named = {"models.bundle": location, "models.asr.model": config.models.asr.model}
+    try:
+        preflight.check_models({**named, **served.served_models(config.models, bundle)}, config)
+    except preflight.FAILURES as exc:
+        raise RunError(str(exc)) from None
     context = None
     if served.context:
         from annotator.pipeline.context import ContextLabeller
 
         below = config.models.unsure_below
         context = ContextLabeller(
-            bundle,
+            Bundle.load(local_model(location, config)),
             config.models.context_window,
             config.models.context_overlap,
             bundle.unsure_below if below is None else below,

@@ -53,9 +53,11 @@ def _set_threads(num_cpus: float) -> None:
 
 
 def _model_path(name: str, config: AnnotatorConfig) -> str:
-    from annotator.models.profiles import resolve_model
+    """The local directory this actor's node loads ``name`` from (fetched into the node's cache
+    when it is in object storage: annotator/models/locate.py)."""
+    from annotator.models.locate import local_model
 
-    return resolve_model(name, config.models.home)
+    return local_model(name, config)
 
 
 def _served_bundle(config: AnnotatorConfig, stage: str):

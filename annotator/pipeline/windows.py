@@ -42,24 +42,31 @@ def _window_row(segments: list[Segment], probe: bytes = b"") -> dict[str, Any]:
     return row
 
 
+def language_probing(config: AnnotatorConfig) -> bool:
+    """Whether this configuration's windows carry a language probe (``models/asr.py``): decided
+    once, where the run starts, from where the ASR model is (annotator/models/locate.py)."""
+    from annotator.models.asr import needs_language_probe
+    from annotator.models.locate import locate
+
+    asr = config.models.asr
+    return needs_language_probe(asr, locate(asr.model, config.models, config.s3), config.s3)
+
+
 def ingest_rows(
-    uri: str, config: AnnotatorConfig, done: Container[str] = frozenset()
+    uri: str,
+    config: AnnotatorConfig,
+    done: Container[str] = frozenset(),
+    probing: bool | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Rows (see the module doc) for one input URI; files whose call_id is in ``done`` skipped.
 
     A recording's segments are packed, in order, into the ASR windows (``window`` rows): a window
-    is closed when the next segment would not fit, and when its recording ends."""
-    from annotator.models.asr import (
-        PROBE_S,
-        WINDOW_SAMPLES,
-        language_probe,
-        needs_language_probe,
-        window_samples,
-    )
-    from annotator.models.profiles import resolve_model
+    is closed when the next segment would not fit, and when its recording ends. ``probing``:
+    whether windows carry a language probe (None: :func:`language_probing` decides)."""
+    from annotator.models.asr import PROBE_S, WINDOW_SAMPLES, language_probe, window_samples
 
-    asr = config.models.asr
-    probing = needs_language_probe(asr, resolve_model(asr.model, config.models.home))
+    if probing is None:
+        probing = language_probing(config)
     probes: dict[str, bytes] = {}  # recording_id → its language probe, once it has PROBE_S s
     heard: dict[str, list[np.ndarray]] = {}  # recording_id → its first speech, until then
 

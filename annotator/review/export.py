@@ -13,6 +13,7 @@ exported (the member would need extracting first); they are counted.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import wave
@@ -73,7 +74,7 @@ def choose(
 
 def export_for_review(
     output: str,
-    dest: Path,
+    dest: Path | str,
     labels: Sequence[str],
     budget: int = 200,
     per_label: int = 50,
@@ -81,16 +82,17 @@ def export_for_review(
     s3: S3Config | None = None,
     audio_prefix: str = "",
 ) -> dict[str, Any]:
-    """Write the review folder (see the module docstring); returns what was written.
+    """Write the review folder (see the module docstring) to ``dest``, a directory or an
+    ``s3://`` prefix (Label Studio's S3 storage reads it there); returns what was written.
     ``audio_prefix`` goes before ``audio/<id>.wav`` in each task (the URL Label Studio serves the
     folder at, e.g. ``/data/local-files/?d=review/``)."""
     from annotator.audio.decode import decode_source
+    from annotator.storage import exists, join, write_bytes, write_text
 
-    dest = Path(dest)
-    if (dest / "tasks.json").exists():
+    dest = str(dest)
+    if exists(join(dest, "tasks.json"), s3):
         raise ReviewError(f"{dest} already holds an export; choose a new folder")
     chosen, in_archives = choose(output, budget, per_label, below, s3)
-    (dest / "audio").mkdir(parents=True, exist_ok=True)
     tasks = []
     by_source = sorted(
         chosen, key=lambda r: (r["source_uri"], r["channel"] is not None, r["channel"] or 0)
@@ -102,7 +104,7 @@ def export_for_review(
         if row["source_uri"] != last_uri:
             last_uri, channels = row["source_uri"], decode_source(row["source_uri"], s3)
         clip = _cut(channels, row["channel"], row["start_s"], row["end_s"])
-        _write_wav(dest / "audio" / f"{row['segment_id']}.wav", clip)
+        write_bytes(join(dest, "audio", f"{row['segment_id']}.wav"), _wav(clip), s3)
     for row in chosen:  # tasks least confident first, as chosen
         data = {
             "audio": f"{audio_prefix}audio/{row['segment_id']}.wav",
@@ -118,12 +120,12 @@ def export_for_review(
         tasks.append(
             task(data, row["predicted"], float(row["emotion_confidence"]), row["bundle_version"])
         )
-    (dest / "tasks.json").write_text(json.dumps(tasks, indent=1))
-    (dest / "label_config.xml").write_text(label_config(labels))
+    write_text(join(dest, "label_config.xml"), label_config(labels), s3)
+    write_text(join(dest, "tasks.json"), json.dumps(tasks, indent=1), s3)  # last: complete
     per = {}
     for row in chosen:
         per[row["predicted"]] = per.get(row["predicted"], 0) + 1
-    return {"tasks": len(tasks), "per_label": per, "in_archives": in_archives, "dest": str(dest)}
+    return {"tasks": len(tasks), "per_label": per, "in_archives": in_archives, "dest": dest}
 
 
 def _cut(channels: np.ndarray, channel: int | None, start_s: float, end_s: float) -> np.ndarray:
@@ -131,10 +133,13 @@ def _cut(channels: np.ndarray, channel: int | None, start_s: float, end_s: float
     return audio[round(start_s * SAMPLE_RATE) : round(end_s * SAMPLE_RATE)]
 
 
-def _write_wav(path: Path, audio: np.ndarray) -> None:
+def _wav(audio: np.ndarray) -> bytes:
+    """16-bit mono WAV bytes of a clip (clips are seconds long: built in memory)."""
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as handle:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as handle:
         handle.setnchannels(1)
         handle.setsampwidth(2)
         handle.setframerate(SAMPLE_RATE)
         handle.writeframes(pcm.tobytes())
+    return buffer.getvalue()

@@ -72,11 +72,14 @@ class Reviewed:
     unknown: dict[str, int]  # labels outside the label set → how many tasks had them
 
 
-def read_export(path: Path, labels: Sequence[str]) -> Reviewed:
-    """The reviewed label of every task in Label Studio's JSON export of these tasks."""
+def read_export(path: Path | str, labels: Sequence[str], s3=None) -> Reviewed:
+    """The reviewed label of every task in Label Studio's JSON export of these tasks (a file or
+    an ``s3://`` object)."""
+    from annotator.storage import StorageError, read_text
+
     try:
-        tasks = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        tasks = json.loads(read_text(path, s3))
+    except (OSError, StorageError, json.JSONDecodeError) as exc:
         raise ReviewError(f"{path}: not a Label Studio JSON export ({exc})") from None
     if not isinstance(tasks, list):
         raise ReviewError(f"{path}: a Label Studio JSON export is a list of tasks")
