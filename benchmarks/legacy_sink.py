@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from annotator.audio.sources import filesystem
 from annotator.config import S3Config
 from annotator.schema import ERRORS, SEGMENTS
+from annotator.storage import filesystem
 
 OLD_SEGMENTS = pa.schema([f for f in SEGMENTS if f.name != "commit_id"])
 OLD_ERRORS = pa.schema([f for f in ERRORS if f.name not in ("call_id", "commit_id")])

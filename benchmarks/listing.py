@@ -67,8 +67,9 @@ def peak_rss_mib() -> float:
 
 def child(mode: str, endpoint: str, count: int) -> None:
     """Runs in a fresh process; prints its figures as JSON."""
-    from annotator.audio.sources import filesystem, iter_sources, recording_id
+    from annotator.audio.sources import iter_sources, recording_id
     from annotator.config import AudioConfig, S3Config, load_config
+    from annotator.storage import filesystem
 
     s3 = S3Config(endpoint_url=endpoint, key="testing", secret="testing", region="us-east-1")
     uri = f"s3://{BUCKET}/night"

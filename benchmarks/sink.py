@@ -77,7 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, moto_server() as endpoint:
         s3 = S3Config(endpoint_url=endpoint, key="testing", secret="testing", region="us-east-1")
         make_bucket(s3, "sink-bench")
-        from annotator.audio.sources import filesystem
+        from annotator.storage import filesystem
 
         fs, _ = filesystem("s3://sink-bench", s3)
         for kind in ("legacy", "delta"):

@@ -430,7 +430,7 @@ def _storage_fs(storage: str, config: AnnotatorConfig) -> dict[str, Any]:
         return {}
     import pyarrow.fs
 
-    from annotator.audio.sources import filesystem
+    from annotator.storage import filesystem
 
     fs, _ = filesystem(storage, config.s3)
     return {"storage_filesystem": pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))}

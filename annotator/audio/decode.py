@@ -114,8 +114,8 @@ def decode_bytes(data: bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 def decode_source(uri: str, s3=None) -> np.ndarray:
     """(channels, samples) float32 at 16 kHz of one whole source file (local or ``s3://``): for
     training examples and review clips, cut from it afterwards."""
-    from annotator.audio.sources import filesystem
     from annotator.config import S3Config
+    from annotator.storage import filesystem
 
     fs, path = filesystem(uri, s3 or S3Config())
     with fs.open(path, "rb") as handle:

@@ -11,8 +11,9 @@ import numpy as np
 
 from annotator.audio.decode import AudioError, iter_decoded
 from annotator.audio.segment import SAMPLE_RATE, StreamingSegmenter
-from annotator.audio.sources import filesystem, is_archive, iter_members, recording_id
+from annotator.audio.sources import is_archive, iter_members, recording_id
 from annotator.config import AudioConfig, S3Config
+from annotator.storage import filesystem
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ import tarfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 from annotator.audio.decode import AudioError
 from annotator.config import AudioConfig, S3Config
+from annotator.storage import filesystem
 
 ARCHIVE_ENDINGS = (".tar", ".tar.gz", ".tgz", ".zip")
 GLOB_CHARS = set("*?[")
@@ -35,26 +36,6 @@ def recording_id(source_uri: str, member: str = "", channel: int | None = None) 
     """Stable id of one recording: the same URI, member and channel give the same id everywhere."""
     key = f"{source_uri}\0{member}\0{'mix' if channel is None else channel}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def storage_options(uri: str, s3: S3Config) -> dict[str, Any]:
-    if not uri.startswith("s3://"):
-        return {}
-    options: dict[str, Any] = {}
-    if s3.endpoint_url:
-        options["client_kwargs"] = {"endpoint_url": s3.endpoint_url}
-    if s3.region:
-        options.setdefault("client_kwargs", {})["region_name"] = s3.region
-    if s3.key is not None:
-        options["key"], options["secret"] = s3.key, s3.secret
-    return options
-
-
-def filesystem(uri: str, s3: S3Config):
-    """(fsspec filesystem, path within it) for a local path or ``s3://`` URI."""
-    from fsspec.core import url_to_fs
-
-    return url_to_fs(uri, **storage_options(uri, s3))
 
 
 def _full_uri(fs, path: str) -> str:

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from annotator.audio.sources import filesystem
 from annotator.config import S3Config
 from annotator.output.tables import LEGACY_MARKERS, OutputTables
 from annotator.schema import ERRORS, FILES, RUNS, SEGMENTS
+from annotator.storage import filesystem
 
 log = logging.getLogger("annotator.output")
 

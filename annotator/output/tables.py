@@ -78,7 +78,7 @@ class OutputTables:
 
     def is_legacy(self) -> bool:
         """True when the output still has annotator 0.1's per-file markers (not converted)."""
-        from annotator.audio.sources import filesystem
+        from annotator.storage import filesystem
 
         fs, root = filesystem(self.uri, self.s3)
         return fs.exists(posixpath.join(root.rstrip("/"), LEGACY_MARKERS))

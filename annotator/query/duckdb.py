@@ -97,7 +97,7 @@ class Annotations:
         self.sql_dir = sql_dir
         self.con = duckdb.connect(":memory:")
         if self.output.startswith("s3://"):
-            from annotator.audio.sources import filesystem
+            from annotator.storage import filesystem
 
             fs, _ = filesystem(self.output, s3 or S3Config())
             self.con.register_filesystem(fs)
