@@ -2,7 +2,8 @@
 
 Each node (the head too) is a ``ray start`` in a mount namespace of its own (``unshare --mount``,
 as root), with a fresh tmpfs mounted over every directory this test session writes to (pytest's
-base temp directory, ``ANNOTATOR_HOME`` with the built small profile): a process on any node
+base temp directory, ``ANNOTATOR_HOME`` with the built small profile, and the node's own
+``TMPDIR``): a process on any node
 that opens a path of the driver's — a model directory, a manifest, a bundle, a corpus — finds
 nothing, as on KubeRay pods that share only object storage. The repository and its virtual
 environment stay visible (what a node's image holds), and so do ``/tmp/ray`` (each raylet's
@@ -20,9 +21,11 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +77,11 @@ class BlindCluster:
         # Token authentication, as every real cluster here runs (cluster/README.md): nodes,
         # drivers and the job client share the machine's token (tests/conftest.py).
         self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": machine_token()}
+        # Each node's own temporary directory (TMPDIR: tempfile, Ray Train's staging), hidden
+        # from the others like the rest; Ray's session directory stays /tmp/ray.
+        self.scratch = Path(tempfile.mkdtemp(prefix="annotator-blind-scratch-"))
+        self.hidden = [*self.hidden, self.scratch]
+        self.env = {**self.env, "TMPDIR": str(self.scratch), "RAY_TMPDIR": "/tmp"}
 
     @property
     def address(self) -> str:
@@ -163,7 +171,8 @@ class BlindCluster:
         deadline = time.monotonic() + timeout_s
         probe = (
             f"import json, ray; ray.init(address={self.address!r}, log_to_driver=False); "
-            "print(json.dumps([[n['NodeID'], n['Resources']] for n in ray.nodes() if n['Alive']]))"
+            "print('NODES', json.dumps([[n['NodeID'], n['Resources']] for n in ray.nodes() "
+            "if n['Alive']]))"
         )
         while time.monotonic() < deadline:
             if node.process.poll() is not None:
@@ -175,8 +184,9 @@ class BlindCluster:
                 text=True,
                 timeout=120,
             )
-            if done.returncode == 0:
-                for node_id, resources in json.loads(done.stdout.strip().splitlines()[-1]):
+            found = [line for line in done.stdout.splitlines() if line.startswith("NODES ")]
+            if done.returncode == 0 and found:
+                for node_id, resources in json.loads(found[-1].removeprefix("NODES ")):
                     if node.name in resources:
                         node.node_id = node_id
                         return
@@ -214,6 +224,25 @@ class BlindCluster:
         finally:
             ray.shutdown()
 
+    def submit(self, *entrypoint: str, timeout_s: float = 900) -> str:
+        """``ray job submit`` (the real client, with the cluster's token) of ``entrypoint``;
+        the job runs on the head, blind like the rest. Returns the job's log; fails unless the
+        job SUCCEEDED."""
+        import re
+
+        command = [str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--"]
+        done = subprocess.run(
+            [*command, *entrypoint],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        # The client follows the job's log and exits non-zero unless the job SUCCEEDED.
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+        assert re.search(r"Job '(raysubmit_\w+)' succeeded", done.stdout), done.stdout[-3000:]
+        return done.stdout
+
     def shutdown(self) -> None:
         for node in reversed(list(self.nodes)):
             self.kill(node)
@@ -222,3 +251,4 @@ class BlindCluster:
         current = Path("/tmp/ray/ray_current_cluster")
         if current.is_file() and current.read_text().strip() == self.address:
             current.unlink()
+        shutil.rmtree(self.scratch, ignore_errors=True)

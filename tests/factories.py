@@ -138,14 +138,16 @@ def moto_server():
 
 
 def make_bucket(s3_config, name: str) -> None:
-    """Create a bucket on the test S3 server (us-east-1: no location constraint)."""
-    s3_filesystem(s3_config).mkdir(name)
+    """Create a bucket on the test S3 server (us-east-1: no location constraint), if it is not
+    there yet."""
+    with contextlib.suppress(FileExistsError):
+        s3_filesystem(s3_config).mkdir(name)
 
 
 def upload_dir(s3_config, local: Path, dest: str) -> None:
     """Copy a local directory tree to ``dest`` (``bucket/prefix``) on the test S3 server."""
     fs = s3_filesystem(s3_config)
-    fs.mkdir(dest.split("/")[0])
+    make_bucket(s3_config, dest.split("/")[0])
     fs.put(str(local) + "/", dest.rstrip("/") + "/", recursive=True)
 
 
