@@ -144,7 +144,17 @@ class BlindCluster:
         ]
         head = self._start("head", args, None)
         self._wait_for(head)
+        self._forget_current_cluster()
         return head
+
+    def _forget_current_cluster(self) -> None:
+        """`ray start --head` names itself the machine's current cluster (by the machine's
+        address, not 127.0.0.1), which any later plain ``ray.init()`` of another process (a
+        subprocess ``annotator annotate``) would join instead of starting its own."""
+        current = Path("/tmp/ray/ray_current_cluster")
+        with contextlib.suppress(FileNotFoundError):
+            if current.read_text().strip().endswith(f":{self.gcs_port}"):
+                current.unlink()
 
     def add_worker(
         self,
@@ -231,6 +241,7 @@ class BlindCluster:
         import re
 
         command = [str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--"]
+        t0 = time.perf_counter()
         done = subprocess.run(
             [*command, *entrypoint],
             env=self._env(),
@@ -241,14 +252,11 @@ class BlindCluster:
         # The client follows the job's log and exits non-zero unless the job SUCCEEDED.
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
         assert re.search(r"Job '(raysubmit_\w+)' succeeded", done.stdout), done.stdout[-3000:]
+        print(f"job {' '.join(entrypoint[2:5])}: {time.perf_counter() - t0:.0f} s")
         return done.stdout
 
     def shutdown(self) -> None:
         for node in reversed(list(self.nodes)):
             self.kill(node)
-        # `ray start --head` names itself the machine's current cluster, which a later plain
-        # ray.init() would try to join.
-        current = Path("/tmp/ray/ray_current_cluster")
-        if current.is_file() and current.read_text().strip() == self.address:
-            current.unlink()
+        self._forget_current_cluster()
         shutil.rmtree(self.scratch, ignore_errors=True)

@@ -64,6 +64,9 @@ def configmap(s3_server, s3_models):
     config = {
         "s3": s3_server.model_dump(),
         "audio": {"channels": "mix"},
+        # One vLLM engine for the cluster: each engine's start costs ~20 CPU-s of this 2-core
+        # machine, and spreading the label stage is test_blind_annotate.py's concern.
+        "stages": {"label": {"max_actors": 1}, "features": {"max_actors": 1}},
         "models": {"store": s3_models, "registry": "s3://bundles", "bundle": "registry:current"},
         "train": {
             "storage": "s3://checkpoints",
