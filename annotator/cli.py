@@ -198,19 +198,29 @@ def _print_profile(root: Path) -> None:
     is_flag=True,
     help="Reprocess files the output already holds; their new rows supersede the old.",
 )
+@click.option(
+    "--retry-errors",
+    is_flag=True,
+    help="Reprocess the files committed with errors (quarantined); the others stay done.",
+)
 @CONFIG_OPTION
 def annotate_command(
     sources: tuple[str, ...],
     output: str | None,
     address: str | None,
     force: bool,
+    retry_errors: bool,
     config_path: Path | None,
 ) -> None:
     """Transcribe and label the emotions of SOURCES (files, directories, globs, tar/zip, s3://).
 
     Each file is committed once: rerunning the same command after a crash skips what is done and
-    finishes the rest. Exit status 0 when every input was annotated or quarantined in the errors
-    table. Finished files are committed together every `commit.every_s` seconds (default 30).
+    finishes the rest. Whatever one file raises quarantines that file in the errors table and
+    the run goes on; a file a transient error (throttling, network, credentials) kept from being
+    done is done by the next run. Exit status 0 when every input was annotated, quarantined or
+    left for the next run; non-zero, before any work, for a missing source, an unwritable output
+    or a model that is not there, and when no work arrives for `run.stall_timeout_s`. Finished
+    files are committed together every `commit.every_s` seconds (default 30).
 
     \b
       annotator annotate calls/ podcasts.tar --out out/
@@ -225,7 +235,9 @@ def annotate_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     progress = Progress()
     try:
-        summary = annotate(config, sources, force=force, on_progress=progress)
+        summary = annotate(
+            config, sources, force=force, on_progress=progress, retry_errors=retry_errors
+        )
     except RunError as exc:
         progress.close()
         raise click.ClickException(str(exc)) from None

@@ -169,6 +169,28 @@ class CommitConfig(_Strict):
     max_files: int = Field(2000, ge=1)
 
 
+class RunConfig(_Strict):
+    """How a run meets failures (docs/failures.md).
+
+    Attributes:
+        retries: attempts at opening a source when the failure may pass (throttling, network,
+            credentials); between them ``retry_backoff_s``, doubled each time. A source still
+            failing is recorded as a transient error and left not done: the next run retries it.
+        retry_backoff_s: the first wait between those attempts (seconds).
+        max_failures_in_a_row: a stage actor whose files fail this many times in a row with no
+            success between stops the run: the fault is the stage's (a dead engine, GPU memory),
+            not the files'.
+        stall_timeout_s: the run stops, naming the resource its stages wait for, when no file
+            finishes for this long while work is pending; training and evaluation are bounded
+            by the same figure without progress. 0: never.
+    """
+
+    retries: int = Field(3, ge=1)
+    retry_backoff_s: float = Field(2.0, ge=0)
+    max_failures_in_a_row: int = Field(25, ge=1)
+    stall_timeout_s: float = Field(1800.0, ge=0)
+
+
 class S3Config(_Strict):
     """Where ``s3://`` URIs go. Credentials may also come from the usual AWS variables.
 
@@ -397,6 +419,7 @@ class AnnotatorConfig(BaseSettings):
     stages: StagesConfig = Field(default_factory=StagesConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     commit: CommitConfig = Field(default_factory=CommitConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @field_validator("output")

@@ -88,12 +88,17 @@ ERRORS = pa.schema(
         ("at", TIMESTAMP),
         ("call_id", pa.string()),
         ("commit_id", pa.string()),
+        # transient (storage throttling, network, credentials: the file is left not done and the
+        # next run retries it) or permanent (the file's own fault: quarantined until a run is
+        # told --retry-errors). annotator/pipeline/failures.py decides.
+        ("error_class", pa.string()),
     ]
 )
 
 # The ledger: one row per committed input file (the unit of commit). A file is committed when its
 # row is; its segment and error rows carry the same commit_id. When one file has several rows (a
-# --force rerun, or two runs that did it at once), the latest committed_at wins.
+# --force rerun, or two runs that did it at once), the latest committed_at wins. ``status`` is
+# ``done``, or ``retry`` for a file a transient error kept from being done: the next run does it.
 FILES = pa.schema(
     [
         ("call_id", pa.string()),
@@ -106,6 +111,7 @@ FILES = pa.schema(
         ("run_id", pa.string()),
         ("commit_id", pa.string()),
         ("committed_at", TIMESTAMP),
+        ("status", pa.string()),
     ]
 )
 
@@ -126,6 +132,10 @@ RUNS = pa.schema(
         ("audio_hours", pa.float64()),
         ("wall_s", pa.float64()),
         ("rtfx", pa.float64()),
+        # finished, failed (the run stopped on an error: reason says which) or stopped (by the
+        # user or the stall watchdog); the counts are what it committed before.
+        ("status", pa.string()),
+        ("reason", pa.string()),
     ]
 )
 
@@ -144,5 +154,7 @@ ADDED_COLUMNS: dict[str, dict[str, str | None]] = {
         "bundle_kind": "emoq",  # every bundle was EmoQ before bundle kinds
         "expert_weights": None,  # no bundle had experts before MiSTER-E
     },
-    "runs": {"bundle_kind": "emoq"},
+    "runs": {"bundle_kind": "emoq", "status": "finished", "reason": None},
+    "errors": {"error_class": "permanent"},  # every error was quarantined for good before
+    "files": {"status": "done"},
 }

@@ -1,5 +1,7 @@
 """``sources → decode → segment`` for one input URI: a stream of segments, recording summaries and
-typed errors. Bad input never raises out of here; it becomes an :class:`IngestError`."""
+typed errors. Nothing a file raises gets out of here: bad input, and any exception its decoding
+raises, becomes an :class:`IngestError`, transient or permanent (annotator/pipeline/failures.py).
+Opening a source is tried again while it fails transiently (throttling, network, credentials)."""
 
 from __future__ import annotations
 
@@ -73,20 +75,37 @@ class IngestError:
     stage: str
     error_type: str
     message: str
+    error_class: str = "permanent"
+
+    @classmethod
+    def of(cls, uri: str, member: str, stage: str, exc: BaseException) -> IngestError:
+        """For an exception nobody expected: its type and message, sorted transient or not."""
+        from annotator.pipeline.failures import describe, error_class
+
+        return cls(uri, member, stage, type(exc).__name__, describe(exc), error_class(exc))
 
 
 Item = Segment | RecordingDone | IngestError | FileDone
 
 
 def ingest(
-    uri: str, audio: AudioConfig, s3: S3Config, skip: Callable[[str], bool] | None = None
+    uri: str,
+    audio: AudioConfig,
+    s3: S3Config,
+    skip: Callable[[str], bool] | None = None,
+    tries: int = 1,
+    backoff_s: float = 0.0,
 ) -> Iterator[Item]:
     """Everything one input URI holds, as segments, per-recording summaries and errors.
 
     Every file (or archive member) ends with a :class:`FileDone`. ``skip(call_id)`` true means the
     file is already done: it is not decoded, and its FileDone says ``skipped``. Errors about the
     source or archive as a whole (``member == ""``) come last, followed by their own FileDone.
+    Opening the source is tried ``tries`` times while it fails transiently, ``backoff_s`` × 2^k
+    apart.
     """
+    from annotator.output import failpoints
+    from annotator.pipeline.failures import describe, with_retries
 
     def done(member: str, skipped: bool = False) -> FileDone:
         return FileDone(uri, member, recording_id(uri, member, None), skipped)
@@ -97,26 +116,54 @@ def ingest(
     try:
         fs, path = filesystem(uri, s3)
         archive = is_archive(path)
-        if not archive and skipped(""):
-            yield done("", skipped=True)
-            return
-        if not fs.exists(path):
-            yield IngestError(uri, "", "source", "not_found", "no such file or object")
-            yield done("")
-            return
-        size = fs.size(path)
-        handle_cm = fs.open(path, "rb")
-    except Exception as exc:  # a source that cannot even be opened: credentials, network, perms
-        yield IngestError(uri, "", "source", "unreadable", f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # a URI no filesystem takes
+        yield IngestError.of(uri, "", "source", exc)
         yield done("")
         return
+    if not archive and skipped(""):
+        yield done("", skipped=True)
+        return
+
+    def open_source():
+        failpoints.poison("source", [uri])
+        if not fs.exists(path):
+            return None
+        return fs.size(path), fs.open(path, "rb")
+
+    opened, exc, attempts = with_retries(open_source, tries, backoff_s, f"opening {uri}")
+    if exc is not None:  # a source that cannot even be opened: credentials, network, perms
+        yield IngestError(
+            uri,
+            "",
+            "source",
+            "unreadable",
+            describe(exc) + (f" (after {attempts} tries)" if attempts > 1 else ""),
+            IngestError.of(uri, "", "source", exc).error_class,
+        )
+        yield done("")
+        return
+    if opened is None:
+        yield IngestError(uri, "", "source", "not_found", "no such file or object")
+        yield done("")
+        return
+    size, handle_cm = opened
     with handle_cm as handle:
         if size == 0:
             yield IngestError(uri, "", "decode", "empty_file", "zero bytes")
             yield done("")
         elif archive:
             archive_errors: list[IngestError] = []
-            for member in iter_members(handle, uri, audio):
+            members = iter_members(handle, uri, audio)
+            while True:
+                # The archive itself breaking mid-way: the members after it are not reached (not
+                # committed: a later run tries them again).
+                try:
+                    member = next(members, None)
+                except Exception as exc:
+                    archive_errors.append(IngestError.of(uri, "", "source", exc))
+                    break
+                if member is None:
+                    break
                 if isinstance(member, AudioError):
                     archive_errors.append(
                         IngestError(uri, "", member.stage, member.error_type, member.message)
@@ -156,6 +203,8 @@ def _recordings(uri: str, member: str, handle: IO[bytes], audio: AudioConfig) ->
             yield Segment(recordings[i], counts[i], begin / SAMPLE_RATE, end / SAMPLE_RATE, samples)
             counts[i] += 1
 
+    from annotator.output import failpoints
+
     name = f"{uri}!{member}" if member else uri
     try:
         for block in iter_decoded(handle, audio.sample_rate, name=name):
@@ -164,10 +213,14 @@ def _recordings(uri: str, member: str, handle: IO[bytes], audio: AudioConfig) ->
             channels = [block.mean(axis=0)] if audio.channels == "mix" else list(block)
             for i, samples in enumerate(channels):
                 yield from emit(i, segmenters[i].feed(samples))
+        failpoints.poison("decode", [name])  # the file decoded, its last segments not yet out
         for i, segmenter in enumerate(segmenters):
             yield from emit(i, segmenter.finish())
-    except AudioError as exc:
-        yield IngestError(uri, member, exc.stage, exc.error_type, exc.message)
+    except Exception as exc:  # AudioError is expected; anything else is the file's too
+        if isinstance(exc, AudioError):
+            yield IngestError(uri, member, exc.stage, exc.error_type, exc.message)
+        else:
+            yield IngestError.of(uri, member, "decode", exc)
         for rec, seg in zip(recordings, segmenters, strict=True):
             yield RecordingDone(rec, 0, seg.total / SAMPLE_RATE, ok=False)
         return

@@ -5,7 +5,7 @@ Each table is compacted by delta-rs (``optimize.compact``), which commits a new 
 replaces the small files with the merged ones, row for row. A writer appending at the same time
 does not conflict with it (appends touch none of the files compaction removes); a kill before the
 compaction's commit leaves the old version in place, and its half-written files are unreferenced
-until a vacuum removes them. Vacuum removes only files unreferenced for longer than
+until a vacuum removes them (a full vacuum: files no commit ever named too). Vacuum removes only files unreferenced for longer than
 ``retain_hours``, so a concurrent writer's files, written just before its commit, are never taken;
 time travel (``annotator query --as-of``) reaches back as far as the files are retained.
 """
@@ -54,6 +54,9 @@ def compact(
             retention_hours=int(retain_hours),
             dry_run=False,
             enforce_retention_duration=False,
+            # Also the files no commit ever referenced (a writer killed between writing its
+            # Parquet file and its commit), once they are older than the retention.
+            full=True,
         )
         failpoints.point(f"vacuum:{name}")
         dt.cleanup_metadata()  # log entries older than the log retention (30 days)

@@ -159,15 +159,35 @@ class OutputTables:
         dt = self.table(name)
         return [] if dt is None else dt.file_uris()
 
-    def committed_ids(self) -> list[str]:
-        """call_ids of every committed input file (the ledger)."""
+    def committed_ids(self, retry_errors: bool = False) -> list[str]:
+        """call_ids of every input file the ledger has as done: its latest row's ``status`` is
+        not ``retry`` (a transient error kept it from being done), and, with ``retry_errors``,
+        that row has no errors (a quarantined file is done again)."""
         dt = self.table("files")
         if dt is None:
             return []
         import pyarrow.compute as pc
 
-        ids = dt.to_pyarrow_table(columns=["call_id"])["call_id"]
-        return pc.unique(ids).to_pylist()
+        present = set(dt.schema().to_arrow().names)
+        columns = ["call_id", "committed_at", "commit_id", "errors"]
+        columns += ["status"] if "status" in present else []
+        ledger = dt.to_pyarrow_table(columns=columns)
+        if "status" not in present and not retry_errors:  # written before status: all done
+            return pc.unique(ledger["call_id"]).to_pylist()
+        latest = ledger.sort_by(
+            [("call_id", "ascending"), ("committed_at", "descending"), ("commit_id", "descending")]
+        )
+        ids = latest["call_id"].combine_chunks()
+        if not len(ids):
+            return []
+        previous = pa.concat_arrays([pa.nulls(1, ids.type), ids.slice(0, len(ids) - 1)])
+        keep = pc.fill_null(pc.not_equal(ids, previous), True)  # each call_id's latest row
+        if "status" in present:
+            keep = pc.and_(keep, pc.fill_null(pc.not_equal(latest["status"], "retry"), True))
+        rows = latest.filter(keep)
+        if retry_errors:
+            rows = rows.filter(pc.equal(rows["errors"], 0))
+        return rows["call_id"].to_pylist()
 
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """A whole table as Arrow (small tables: runs, tests). Empty with its schema if absent."""

@@ -2,6 +2,10 @@
 
 Each task takes rows of :data:`annotator.pipeline.inputs.INPUT` (a file still to do, or the count
 of files an earlier run committed) and yields the rows of :mod:`annotator.pipeline.rows`.
+
+Decoding turns what a file raises into its error rows (audio/ingest.py); should anything escape
+that, the files it had started end here with an error row and the segments already sent, and the
+task goes on with its next input: never a failed task for one file.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def decode(
     done: DoneSet = resolve_done(done_ref)
     rows: list[dict[str, Any]] = []
     for uri, skipped in zip(batch["uri"].to_pylist(), batch["skipped"].to_pylist(), strict=True):
-        files = [_skipped_row(skipped)] if skipped else ingest_rows(uri, config, done, probing)
+        files = [_skipped_row(skipped)] if skipped else _guarded(uri, config, done, probing)
         for row in files:
             rows.append(row)
             if len(rows) >= ROWS_PER_BLOCK:
@@ -42,3 +46,48 @@ def decode(
                 rows = []
     if rows:
         yield pa.Table.from_pylist(rows, schema=ROW)
+
+
+def _guarded(
+    uri: str, config: AnnotatorConfig, done: DoneSet, probing: bool | None
+) -> Iterator[dict[str, Any]]:
+    """:func:`ingest_rows`, with the files open when something escapes it closed (module doc)."""
+    from annotator.pipeline.failures import error_row_fields
+
+    started: dict[str, dict[str, Any]] = {}  # call_id → its source, members and counts so far
+    try:
+        for row in ingest_rows(uri, config, done, probing):
+            kind, call_id = row["kind"], row["call_id"]
+            if kind == "file_done":
+                started.pop(call_id, None)
+            elif kind in ("window", "error"):
+                seen = started.setdefault(
+                    call_id,
+                    {"source_uri": row["source_uri"], "member": row["member"], "n": 0, "e": 0},
+                )
+                seen["n" if kind == "window" else "e"] += (
+                    len(row["spans"]) if kind == "window" else 1
+                )
+            yield row
+    except Exception as exc:
+        from annotator.audio.sources import recording_id
+
+        if not started:
+            started[recording_id(uri, "", None)] = {"source_uri": uri, "member": "", "n": 0, "e": 0}
+        for call_id, seen in started.items():
+            error = blank_row()
+            error.update(
+                kind="error",
+                **error_row_fields(call_id, seen["source_uri"], seen["member"], "decode", exc),
+            )
+            end = blank_row()
+            end.update(
+                kind="file_done",
+                call_id=call_id,
+                source_uri=seen["source_uri"],
+                member=seen["member"],
+                n_segments=seen["n"],
+                n_errors=seen["e"] + 1,
+            )
+            yield error
+            yield end

@@ -57,22 +57,60 @@ def resolve_done(done: Any) -> DoneSet:
     return ray.get(done)
 
 
-def listing_blocks(uri: str, audio: AudioConfig, s3: S3Config, done: DoneSet) -> Iterator[pa.Table]:
-    """The files one input URI names, as :data:`INPUT` rows (see the module doc).
+def claims():
+    """An actor that hands each file to one listing only, for a run whose inputs overlap (one
+    object named by two URIs, a ``**`` glob and a prefix over it): the listings ask it before
+    handing files on. It keeps a 64-bit id per file (call_id), on the driver's node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0, max_restarts=-1)
+    class Claims:
+        def __init__(self) -> None:
+            self.seen: set[int] = set()
+
+        def claim(self, uris: list[str]) -> list[str]:
+            new = []
+            for uri in uris:
+                key = int(recording_id(uri, "", None), 16)
+                if key not in self.seen:
+                    self.seen.add(key)
+                    new.append(uri)
+            return new
+
+    here = ray.get_runtime_context().get_node_id()
+    return Claims.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)
+    ).remote()
+
+
+def listing_blocks(
+    uri: str, audio: AudioConfig, s3: S3Config, done: DoneSet, claims: Any = None
+) -> Iterator[pa.Table]:
+    """The files one input URI names, as :data:`INPUT` rows (see the module doc); with
+    ``claims`` (:func:`claims`), only those no other listing of the run handed on.
 
     Archives always go on to be opened: which of their members are done is known only inside."""
     todo: list[str] = []
     skipped = 0
+
+    def block() -> pa.Table:
+        if claims is not None and todo:
+            import ray
+
+            return _block(ray.get(claims.claim.remote(todo)), skipped)
+        return _block(todo, skipped)
+
     for source in iter_sources([uri], audio, s3):
         if not is_archive(source) and recording_id(source, "", None) in done:
             skipped += 1
         else:
             todo.append(source)
         if len(todo) >= ROWS_PER_BLOCK or skipped >= SKIPPED_PER_ROW:
-            yield _block(todo, skipped)
+            yield block()
             todo, skipped = [], 0
     if todo or skipped:
-        yield _block(todo, skipped)
+        yield block()
 
 
 def _block(todo: list[str], skipped: int) -> pa.Table:
@@ -83,7 +121,8 @@ def _block(todo: list[str], skipped: int) -> pa.Table:
 
 
 def source_listing(inputs: list[str], audio: AudioConfig, s3: S3Config, done_ref: Any = None):
-    """A Ray Data datasource over ``inputs``: one listing task per URI the user gave."""
+    """A Ray Data datasource over ``inputs``: one listing task per URI the user gave; each file
+    handed on once when they are several (:func:`claims`)."""
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
@@ -93,7 +132,7 @@ def source_listing(inputs: list[str], audio: AudioConfig, s3: S3Config, done_ref
 
         def get_read_tasks(self, parallelism: int, **_: Any) -> list[ReadTask]:
             def read(uri: str):
-                return lambda: listing_blocks(uri, audio, s3, resolve_done(done_ref))
+                return lambda: listing_blocks(uri, audio, s3, resolve_done(done_ref), owner)
 
             meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
             return [ReadTask(read(uri), meta, schema=INPUT) for uri in inputs]
@@ -101,4 +140,5 @@ def source_listing(inputs: list[str], audio: AudioConfig, s3: S3Config, done_ref
         def get_name(self) -> str:
             return "ListSources"
 
+    owner = claims() if len(inputs) > 1 else None
     return SourceListing()

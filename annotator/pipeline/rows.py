@@ -6,7 +6,9 @@ Four kinds of row share one stream (column ``kind``):
   ``annotator/pipeline/windows.py``): ``audio`` holds them end to end, ``spans`` where each one
   is. The ASR stage turns each window into its segment rows.
 * ``segment``: one speech segment; the model stages fill in its transcript and emotion.
-* ``error``: an input that could not be used; passes through the model stages untouched.
+* ``error``: an input that could not be used; passes through the model stages untouched. An
+  error row a model stage put in place of a file's work (``replaces`` > 0: that many segments,
+  annotator/pipeline/failures.py) quarantines the file: the sink commits it without segments.
 * ``file_done``: the end of one file or archive member (the unit of commit), with how many
   segment and error rows it produced, so the sink knows when it has them all. A ``file_done``
   row with ``skipped`` > 0 stands for that many files an earlier run committed (counted for the
@@ -46,6 +48,8 @@ ROW = pa.schema(
         ("stage", pa.string()),
         ("error_type", pa.string()),
         ("message", pa.string()),
+        ("error_class", pa.string()),  # kind error: transient or permanent (failures.py)
+        ("replaces", pa.int64()),  # kind error from a model stage: the segments it stands for
         ("n_segments", pa.int64()),
         ("n_errors", pa.int64()),
         ("duration_s", pa.float64()),
@@ -91,6 +95,8 @@ def blank_row() -> dict[str, Any]:
         "stage": "",
         "error_type": "",
         "message": "",
+        "error_class": "",
+        "replaces": 0,
         "n_segments": 0,
         "n_errors": 0,
         "duration_s": 0.0,

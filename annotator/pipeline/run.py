@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 from annotator.config import AnnotatorConfig
 from annotator.output.tables import OutputError, OutputTables
 from annotator.pipeline import preflight
+from annotator.pipeline.failures import StageBroken, chain
 from annotator.pipeline.runs import RunSummary, bundles_of_runs, new_run_id, store_run
 from annotator.pipeline.sink import Counts, RunInfo, Sink
+from annotator.pipeline.watchdog import Watchdog
 
 log = logging.getLogger("annotator.annotate")
 
@@ -31,13 +33,16 @@ def annotate(
     inputs: Sequence[str],
     force: bool = False,
     on_progress: Callable[[Counts], None] | None = None,
+    retry_errors: bool = False,
 ) -> RunSummary:
     """Annotate ``inputs`` into ``config.output``; returns the summary (also stored in the runs
     table).
 
-    ``force`` reprocesses files the output already holds (their new rows supersede the old).
-    Raises :class:`RunError` when the run cannot finish; what finished is committed first,
-    committed files stay committed and a rerun resumes.
+    ``force`` reprocesses files the output already holds (their new rows supersede the old);
+    ``retry_errors`` only those committed with errors. Files a transient error kept from being
+    done are always done again. Raises :class:`RunError` when the run cannot finish (and stops
+    when no work arrives for ``run.stall_timeout_s``); what finished is committed first, the
+    runs table records the run as failed or stopped, and a rerun resumes.
     """
     import ray
 
@@ -77,7 +82,7 @@ def annotate(
         asr_model=config.models.asr.model,
         llm_model=config.models.llm if "label" in served.stages else "",  # qieemo has none
     )
-    done = DoneSet() if force else DoneSet(output.committed_ids())
+    done = DoneSet() if force else DoneSet(output.committed_ids(retry_errors))
     other_bundles = tuple(sorted(bundles_of_runs(output) - {bundle.version})) if done else ()
     if other_bundles:
         log.warning(
@@ -116,36 +121,61 @@ def annotate(
         dataset = build(config, inputs, ray.put(done) if len(done) else None, served)
     except PoolError as exc:
         raise RunError(str(exc)) from None
-    try:
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            sink.add(batch)
-            if on_progress is not None:
-                on_progress(sink.counts)
-        sink.close()
-    except Exception as exc:
-        try:  # what finished before the failure is committed, so the rerun need not redo it
+
+    def summary(status: str = "finished", reason: str | None = None) -> RunSummary:
+        return RunSummary(
+            run_id=info.run_id,
+            output=output.uri,
+            counts=sink.counts,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            wall_s=time.perf_counter() - t0,
+            bundle_version=bundle.version,
+            earlier_bundles=other_bundles if sink.counts.skipped else (),
+            status=status,
+            reason=reason,
+        )
+
+    def stop(status: str, reason: str) -> None:
+        """What finished is committed, so the rerun need not redo it; the run is recorded."""
+        try:
             sink.close()
         except Exception:
             log.exception("could not commit the files finished before the failure")
+        try:
+            store_run(output, config, info, summary(status, reason))
+        except Exception:
+            log.exception("could not record the run in the runs table")
+
+    watchdog = Watchdog(config.run.stall_timeout_s, "no work reached the sink")
+    try:
+        with watchdog:
+            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                watchdog.progress()
+                sink.add(batch)
+                if on_progress is not None:
+                    on_progress(sink.counts)
+        sink.close()
+    except KeyboardInterrupt:
+        if not watchdog.fired:
+            stop("stopped", "interrupted")
+            raise
+        stop("stopped", watchdog.reason)
         raise RunError(
-            f"the run failed after committing {sink.counts.files} files: "
-            f"{type(exc).__name__}: {exc}. Rerun the same command to resume."
+            f"the run stopped after committing {sink.counts.files} files: {watchdog.reason}"
+        ) from None
+    except Exception as exc:
+        broken = next((e for e in chain(exc) if isinstance(e, StageBroken)), None)
+        reason = str(broken).splitlines()[0] if broken else f"{type(exc).__name__}: {exc}"
+        stop("failed", reason)
+        raise RunError(
+            f"the run failed after committing {sink.counts.files} files: {reason}. "
+            "Rerun the same command to resume."
         ) from exc
     if sink.unfinished():
-        raise RunError(
-            f"{len(sink.unfinished())} files never completed (first: {sink.unfinished()[0]}); "
-            "rerun to resume"
-        )
-    finished = datetime.now(UTC)
-    summary = RunSummary(
-        run_id=info.run_id,
-        output=output.uri,
-        counts=sink.counts,
-        started_at=started,
-        finished_at=finished,
-        wall_s=time.perf_counter() - t0,
-        bundle_version=bundle.version,
-        earlier_bundles=other_bundles if sink.counts.skipped else (),
-    )
-    store_run(output, config, info, summary)
-    return summary
+        reason = f"{len(sink.unfinished())} files never completed (first: {sink.unfinished()[0]})"
+        store_run(output, config, info, summary("failed", reason))
+        raise RunError(f"{reason}; rerun to resume")
+    done_run = summary()
+    store_run(output, config, info, done_run)
+    return done_run

@@ -27,6 +27,8 @@ class RunSummary:
     # Bundles of earlier runs into this output (from the runs table) other than this run's, when files
     # were skipped: those files keep the labels they were committed with.
     earlier_bundles: tuple[str, ...] = ()
+    status: str = "finished"  # or failed, stopped (schema.RUNS)
+    reason: str | None = None
 
     @property
     def audio_hours(self) -> float:
@@ -40,7 +42,8 @@ class RunSummary:
         c = self.counts
         out = [
             f"run {self.run_id} → {self.output}",
-            f"  files committed {c.files} in {c.commits} commits · already done {c.skipped}",
+            f"  files committed {c.files} in {c.commits} commits · already done {c.skipped}"
+            + (f" · left for the next run {c.retry} (transient errors)" if c.retry else ""),
             f"  recordings {c.recordings} · segments {c.segments} · errors {c.errors}",
             f"  audio {self.audio_hours:.3f} h · wall {self.wall_s:.1f} s · {self.rtfx:.1f}× real time",
         ]
@@ -101,5 +104,7 @@ def store_run(output: OutputTables, config: AnnotatorConfig, info: RunInfo, s: R
         "audio_hours": s.audio_hours,
         "wall_s": s.wall_s,
         "rtfx": s.rtfx,
+        "status": s.status,
+        "reason": s.reason,
     }
     output.append("runs", pa.Table.from_pylist([row], schema=RUNS), f"annotator-run-{s.run_id}", 0)

@@ -10,7 +10,11 @@ out as one commit (``annotator/output/tables.py``):
 2. one row per file appended to ``files`` (the ledger): this append is the commit.
 
 A crash before 2 leaves rows no ``files`` row names: the views never show them and the rerun
-redoes those files. Rows stay Arrow tables from the stream to the table (no Python dict per row);
+redoes those files.
+
+A file a stage quarantined (an error row with ``replaces`` > 0, annotator/pipeline/failures.py)
+is committed with its error rows and none of its segments; a file with a transient error is
+committed the same way with ``status = 'retry'``: recorded, not done, and the next run does it. Rows stay Arrow tables from the stream to the table (no Python dict per row);
 the commit runs on a thread of its own while the driver goes on gathering the next one. For a
 context bundle (MiSTER-E) that thread first labels each file's segments together
 (annotator/pipeline/context.py).
@@ -18,6 +22,7 @@ context bundle (MiSTER-E) that thread first labels each file's segments together
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +40,8 @@ from annotator.output import failpoints
 from annotator.output.tables import OutputTables
 from annotator.pipeline.context import CONTEXT_COLUMNS, ContextLabeller
 from annotator.schema import ERRORS, FILES, SEGMENTS
+
+log = logging.getLogger("annotator.annotate")
 
 # The model stages whose rows say where they ran (``<stage>_at``): ASR and every kind's own.
 PLACED_STAGES = ("asr", *dict.fromkeys(s for k in KINDS.values() for s in k.stages))
@@ -73,6 +80,7 @@ class Counts:
     errors: int = 0
     audio_s: float = 0.0
     commits: int = 0
+    retry: int = 0  # committed not done (a transient error): the next run does them
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (uri, member, message)
     # stage → "<node id>/<actor id>" → segments it processed (the model stages' ``<stage>_at``)
     placement: dict[str, Counter[str]] = field(default_factory=dict)
@@ -136,6 +144,8 @@ class Sink:
         self._expected: dict[str, dict[str, Any]] = {}  # call_id → its file_done row
         self._ready: dict[str, dict[str, Any]] = {}  # finished, not yet committed
         self._ready_since: float | None = None
+        self._quarantined: set[str] = set()  # call_ids a stage put an error row in place of
+        self._transient: set[str] = set()  # call_ids with a transient error: not done
         self._seq = 0
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="annotator-commit")
         self._inflight: Future | None = None
@@ -154,6 +164,8 @@ class Sink:
             if not rows.num_rows:
                 continue
             parts.append(_columns(rows, schema, self._keep if name == "segment" else ()))
+            if name == "error":
+                rows = self._stand_ins(rows, touched)
             counted = pc.value_counts(rows.column("call_id")).to_pylist()
             for item in counted:
                 self._arrived[(item["values"], name)] += item["counts"]
@@ -183,6 +195,22 @@ class Sink:
         ):
             self.flush()
 
+    def _stand_ins(self, errors: pa.Table, touched: set[str]) -> pa.Table:
+        """Note the files a stage quarantined (their error rows stand for ``replaces`` segments,
+        counted as arrived) and those with a transient error; returns the error rows their
+        file_done row counted (the others)."""
+        if "error_class" in errors.column_names:
+            transient = errors.filter(pc.equal(errors.column("error_class"), "transient"))
+            self._transient.update(transient.column("call_id").to_pylist())
+        if "replaces" not in errors.column_names:
+            return errors
+        stand_in = pc.greater(pc.fill_null(errors.column("replaces"), 0), 0)
+        for row in errors.filter(stand_in).select(["call_id", "replaces"]).to_pylist():
+            self._quarantined.add(row["call_id"])
+            self._arrived[(row["call_id"], "segment")] += row["replaces"]
+            touched.add(row["call_id"])
+        return errors.filter(pc.invert(stand_in))
+
     def _place(self, rows: pa.Table) -> None:
         for stage in PLACED_STAGES:
             column = f"{stage}_at"
@@ -201,6 +229,10 @@ class Sink:
             return  # an archive's own unit: its members are the files; nothing to commit
         if not self._ready:
             self._ready_since = time.monotonic()
+        row["status"] = "retry" if call_id in self._transient else "done"
+        row["without_segments"] = call_id in self._quarantined or call_id in self._transient
+        self._quarantined.discard(call_id)
+        self._transient.discard(call_id)
         self._ready[call_id] = row
         self.counts.finished += 1
 
@@ -212,6 +244,7 @@ class Sink:
             return
         ready, self._ready = self._ready, {}
         ids = pa.array(list(ready), pa.string())
+        dropped = pa.array([c for c, r in ready.items() if r["without_segments"]], pa.string())
         split = []
         for parts in (self._segments, self._errors):
             table = _concat(parts)
@@ -224,6 +257,8 @@ class Sink:
             if rest.num_rows:
                 parts.append(rest)
             taken = table.filter(mine)
+            if parts is self._segments and len(dropped):  # quarantined: no segments committed
+                taken = taken.filter(pc.invert(pc.is_in(taken.column("call_id"), dropped)))
             split.append(taken if taken.num_rows else None)
         self._seq += 1
         work = _Commit(self._seq, list(ready.values()), split[0], split[1])
@@ -250,7 +285,7 @@ class Sink:
         failpoints.point("commit:start")
         labelled = work.segments
         if labelled is not None and self.context is not None:
-            labelled = self.context.label(labelled)
+            labelled, work = self._label_in_context(labelled, work)
         segments = self._segment_rows(labelled, commit_id, now)
         if segments is not None:
             self.tables.append("segments", segments, app_id + "/segments", work.seq)
@@ -270,6 +305,10 @@ class Sink:
                 pairs["call_id"].to_pylist(), pairs["recording_id"].to_pylist(), strict=True
             ):
                 recordings.setdefault(call_id, []).append(recording)
+        per_file = {
+            name: Counter(table.column("call_id").to_pylist()) if table is not None else Counter()
+            for name, table in (("segments", work.segments), ("errors", work.errors))
+        }
         files = pa.Table.from_pylist(
             [
                 {
@@ -277,12 +316,13 @@ class Sink:
                     "source_uri": f["source_uri"],
                     "member": f["member"],
                     "recordings": sorted(recordings.get(f["call_id"], [])),
-                    "segments": f["n_segments"],
-                    "errors": f["n_errors"],
+                    "segments": per_file["segments"][f["call_id"]],
+                    "errors": per_file["errors"][f["call_id"]],
                     "duration_s": f["duration_s"],
                     "run_id": self.info.run_id,
                     "commit_id": commit_id,
                     "committed_at": now,
+                    "status": f["status"],
                 }
                 for f in work.files
             ],
@@ -293,6 +333,7 @@ class Sink:
         c = self.counts
         c.commits += 1
         c.files += len(work.files)
+        c.retry += sum(f["status"] == "retry" for f in work.files)
         c.recordings += sum(len(v) for v in recordings.values())
         c.segments += 0 if work.segments is None else work.segments.num_rows
         c.audio_s += sum(f["duration_s"] for f in work.files)
@@ -302,6 +343,43 @@ class Sink:
                 (r["source_uri"], r["member"], r["message"])
                 for r in work.errors.select(["source_uri", "member", "message"]).to_pylist()
             ]
+
+    def _label_in_context(self, segments: pa.Table, work: _Commit) -> tuple[pa.Table, _Commit]:
+        """The context bundle's labels on the commit's segments; when that raises, file by file:
+        a file that still raises is quarantined (stage ``context``), its segments not written."""
+        from annotator.pipeline.failures import describe, error_row_fields, names_of
+
+        def label(rows: pa.Table) -> pa.Table:
+            failpoints.poison("context", names_of(rows))
+            return self.context.label(rows)
+
+        try:
+            return label(segments), work
+        except Exception as exc:
+            first = exc
+        ids = segments.column("call_id")
+        kept, errors, failed = [], [], set()
+        for call_id in dict.fromkeys(ids.to_pylist()):
+            rows = segments.filter(pc.equal(ids, call_id))
+            try:
+                kept.append(label(rows))
+            except Exception as exc:
+                log.warning("context labelling quarantines %s: %s", call_id, describe(exc))
+                source, member = rows["source_uri"][0].as_py(), rows["member"][0].as_py()
+                errors.append(error_row_fields(call_id, source, member, "context", exc))
+                failed.add(call_id)
+        if not kept and len(failed) > 1:
+            raise first  # no file could be labelled: the context model's fault, not theirs
+        added = _columns(pa.Table.from_pylist(errors), ERRORS)
+        work = _Commit(
+            work.seq,
+            work.files,
+            work.segments.filter(pc.invert(pc.is_in(ids, pa.array(sorted(failed))))),
+            added
+            if work.errors is None
+            else pa.concat_tables([work.errors, added.cast(work.errors.schema)]),
+        )
+        return (pa.concat_tables(kept) if kept else None), work
 
     def _segment_rows(
         self, rows: pa.Table | None, commit_id: str, now: datetime

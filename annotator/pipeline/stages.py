@@ -1,5 +1,6 @@
 """The model stages of the annotate graph: actor classes that load their model once in
-``__init__`` and take a batch of rows (:mod:`annotator.pipeline.rows`) in ``__call__``.
+``__init__`` and take a batch of rows (:mod:`annotator.pipeline.rows`) in ``process``, which
+:class:`Stage` guards: a file that fails is quarantined, the batch goes on (pipeline/failures.py).
 
 HuBERT, the EmoQ-Former and the projector share one actor so HuBERT's frames never leave it.
 """
@@ -17,6 +18,7 @@ import pyarrow as pa
 from annotator.config import AnnotatorConfig
 from annotator.models.prompt import channel_speaker
 from annotator.output import failpoints
+from annotator.pipeline.failures import Streak, guarded
 from annotator.pipeline.rows import ASR_COLUMNS, LABEL_COLUMNS, ROW
 from annotator.schema import UNSURE
 
@@ -73,9 +75,27 @@ def _served_bundle(config: AnnotatorConfig, stage: str):
     return bundle, device, features_dtype(config.models.features_dtype, device)
 
 
-class ASRStage:
+class Stage:
+    """A model stage of the graph: Ray Data calls it with a batch; :meth:`process` does the work,
+    guarded so one file's failure is that file's alone (annotator/pipeline/failures.py)."""
+
+    stage = ""
+
+    def _guard(self, config: AnnotatorConfig) -> None:
+        self.streak = Streak(self.stage, config.run.max_failures_in_a_row)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return guarded(self.stage, self.process, batch, self.streak)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+
+class ASRStage(Stage):
     """faster-whisper on the window rows: each comes out as its segment rows, with text,
     language, confidences and word timestamps."""
+
+    stage = "asr"
 
     def __init__(self, config: AnnotatorConfig, work_arrived: Any = None) -> None:
         from annotator.models.asr import Transcriber
@@ -86,6 +106,7 @@ class ASRStage:
             batch_size=config.stages.asr.batch_size,
         )
         self.where = where_am_i()
+        self._guard(config)
         self.work_arrived = work_arrived  # raised with the first window (pipeline/warmup.py)
         # recording_id → (language, probability), detected once from its probe; bounded, as an
         # actor sees an archive's recordings go by.
@@ -110,7 +131,7 @@ class ASRStage:
                 self.languages.popitem(last=False)
         return [self.languages[row["recording_id"]] for row in windows]
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def process(self, batch: pa.Table) -> pa.Table:
         """Window rows out as their segment rows, transcribed; other rows pass through."""
         rows = batch.to_pylist()
         windows = [row for row in rows if row["kind"] == "window"]
@@ -186,10 +207,12 @@ def _with_soft(batch: pa.Table, rows: list[int], tokens) -> pa.Table:
     return batch.append_column("soft", _vector_column(batch.num_rows, rows, vectors))
 
 
-class FeaturesStage:
+class FeaturesStage(Stage):
     """HuBERT + EmoQ-Former + projector: audio and transcript → one soft token per segment.
 
     The audio column leaves the stream here; only the soft token (``soft``) goes on."""
+
+    stage = "features"
 
     def __init__(self, config: AnnotatorConfig) -> None:
         from annotator.models.embedder import EmotionEmbedder
@@ -203,8 +226,9 @@ class FeaturesStage:
             dtype=dtype,
         )
         self.where = where_am_i()
+        self._guard(config)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def process(self, batch: pa.Table) -> pa.Table:
         rows = _segment_rows(batch)
         tokens = None
         if rows:
@@ -213,10 +237,12 @@ class FeaturesStage:
         return placed(_with_soft(batch, rows, tokens), "features", self.where)
 
 
-class EmoSLLMStage:
+class EmoSLLMStage(Stage):
     """An EmoSLLM bundle's features (annotator/models/emosllm.py): the frozen audio encoder and
     the query-pooling mapper, audio → the bundle's ``soft_tokens`` soft tokens per segment,
     flattened into ``soft`` for the label stage. The audio column leaves the stream here."""
+
+    stage = "emosllm"
 
     def __init__(self, config: AnnotatorConfig) -> None:
         from annotator.models.emosllm import EmoSLLMEmbedder
@@ -226,19 +252,22 @@ class EmoSLLMStage:
             bundle, _model_path(bundle.base["audio_encoder"], config), device=device, dtype=dtype
         )
         self.where = where_am_i()
+        self._guard(config)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def process(self, batch: pa.Table) -> pa.Table:
         rows = _segment_rows(batch)
         tokens = self.embedder(_waveforms(batch, rows)) if rows else None
         return placed(_with_soft(batch, rows, tokens), "emosllm", self.where)
 
 
-class UtterancesStage:
+class UtterancesStage(Stage):
     """A MiSTER-E bundle's first stage (annotator/models/mister_e_utterances.py): each segment's
     speech embedding (from its audio) and text embedding (from its transcript), as columns
     ``utterance_speech`` and ``utterance_text``. No label here: the sink labels a finished
     file's segments together with the bundle's context model (annotator/pipeline/context.py).
     The audio column leaves the stream here."""
+
+    stage = "utterances"
 
     def __init__(self, config: AnnotatorConfig) -> None:
         from annotator.models.mister_e_utterances import UtteranceEncoder
@@ -252,8 +281,9 @@ class UtterancesStage:
             dtype=dtype,
         )
         self.where = where_am_i()
+        self._guard(config)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def process(self, batch: pa.Table) -> pa.Table:
         rows = _segment_rows(batch)
         speech = text = None
         if rows:
@@ -266,9 +296,11 @@ class UtterancesStage:
         return placed(batch, "utterances", self.where)
 
 
-class LabelStage:
+class LabelStage(Stage):
     """The prompt with the soft token(s) (``soft``: EmoQ's one, EmoSLLM's several, flattened),
     served by vLLM with the bundle's LoRA: the emotion."""
+
+    stage = "label"
 
     def __init__(self, config: AnnotatorConfig, work_arrived: Any = None) -> None:
         from transformers import AutoTokenizer
@@ -279,6 +311,7 @@ class LabelStage:
 
         self.config = config
         self.where = where_am_i()
+        self._guard(config)
         self.llm = local_model_dir(_model_path(config.models.llm, config))
         self.bundle = Bundle.load(_model_path(config.models.bundle, config))
         self.bundle.check_llm_tokenizer(AutoTokenizer.from_pretrained(self.llm))
@@ -312,7 +345,7 @@ class LabelStage:
                 )
         return self.labeler
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def process(self, batch: pa.Table) -> pa.Table:
         import torch
 
         rows = _segment_rows(batch)
@@ -373,10 +406,12 @@ def with_emotions(
     return batch
 
 
-class QieemoStage:
+class QieemoStage(Stage):
     """A Qieemo bundle's one stage (annotator/models/qieemo.py): the CTC encoder's layers and
     posteriors → the emotion, from the audio alone (``audio_only`` is true on every row). The
     audio column leaves the stream here."""
+
+    stage = "qieemo"
 
     def __init__(self, config: AnnotatorConfig) -> None:
         from annotator.models.qieemo import CTCEncoder, Qieemo
@@ -389,8 +424,9 @@ class QieemoStage:
         below = config.models.unsure_below
         self.unsure_below = self.bundle.unsure_below if below is None else below
         self.where = where_am_i()
+        self._guard(config)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def process(self, batch: pa.Table) -> pa.Table:
         from annotator.models.qieemo import posteriors
 
         rows = _segment_rows(batch)

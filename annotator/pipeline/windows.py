@@ -84,7 +84,15 @@ def ingest_rows(
     errors: dict[str, int] = {}
     durations: dict[str, float] = {}
     open_windows: dict[str, list[Segment]] = {}  # recording_id → segments not yet handed on
-    for item in ingest(uri, config.audio, config.s3, skip=done.__contains__):
+    retries = config.run
+    for item in ingest(
+        uri,
+        config.audio,
+        config.s3,
+        skip=done.__contains__,
+        tries=retries.retries,
+        backoff_s=retries.retry_backoff_s,
+    ):
         row = blank_row()
         if isinstance(item, Segment):
             rec = item.recording
@@ -112,6 +120,7 @@ def ingest_rows(
                 stage=item.stage,
                 error_type=item.error_type,
                 message=item.message,
+                error_class=item.error_class,
             )
         elif isinstance(item, RecordingDone):
             call_id = item.recording.call_id
