@@ -104,9 +104,11 @@ def test_a_worker_node_lost_while_it_holds_a_file_costs_only_time(
         placed = _actor_nodes()
     assert lost, "no ASR call was held, so no node was lost"
     assert lost[0] not in alive
-    # Every actor ran on a blind worker (the head has no CPU), ASR on more than one of them.
+    # Every actor ran on a blind worker (the head has no CPU); ASR on more than one of them: the
+    # lost node's (its actor held the windows) and another's (the state API may no longer list
+    # the actors of a node that is gone).
     assert set().union(*placed.values()) <= workers, placed
-    assert len(placed["asr"]) >= 2, placed
+    assert len(placed["asr"] | {lost[0]}) >= 2, placed
     assert_same_rows(
         rows_of(table_of(out, "segments", s3_server)[1], source),
         rows_of(table_of(baseline[0], "segments")[1], local_root),
