@@ -39,7 +39,12 @@ def recording_id(source_uri: str, member: str = "", channel: int | None = None) 
 
 
 def _full_uri(fs, path: str) -> str:
-    return fs.unstrip_protocol(path) if fs.protocol not in ("file", ("file", "local")) else path
+    """The one name of the object at ``path``: its URI (``s3://bucket/key``), or for a local file
+    the normalised absolute path (``a/./b`` and ``a//b`` are ``a/b``): a file named two ways in
+    one run is one file (pipeline/inputs.py)."""
+    if fs.protocol not in ("file", ("file", "local")):
+        return fs.unstrip_protocol(path)
+    return posixpath.normpath(path)
 
 
 def iter_sources(uris: Iterable[str], audio: AudioConfig, s3: S3Config) -> Iterator[str]:

@@ -266,3 +266,17 @@ def test_a_stage_that_cannot_be_placed_stops_the_run_naming_the_resource(
     assert "GPU 1" in lines[0], lines[0]
     (run,) = OutputTables(str(out)).read("runs").to_pylist()
     assert run["status"] == "stopped" and "GPU 1" in run["reason"]
+
+
+def test_overlapping_inputs_are_annotated_once(corpus, small_home, ray_local, tmp_path):
+    """A directory, a glob over it and one file in it, named by a path with a `./` in it: each
+    file is listed, annotated and committed once."""
+    root, _ = corpus
+    out = tmp_path / "out"
+    config = load_config(None, output=str(out), models={"home": str(small_home)})
+    inputs = [str(root / "loose"), str(root / "loose" / "*.wav"), f"{root}/./loose/ep2.mp3"]
+    summary = annotate(config, inputs)
+    files = OutputTables(str(out)).read("files", ["call_id", "source_uri"]).to_pylist()
+    names = sorted(f["source_uri"].rsplit("/", 1)[-1] for f in files)
+    assert names == ["broken.wav", "ep1.wav", "ep2.mp3", "ep3.flac"]
+    assert summary.counts.files == 4
