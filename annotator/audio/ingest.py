@@ -105,7 +105,7 @@ def ingest(
     apart.
     """
     from annotator.output import failpoints
-    from annotator.pipeline.failures import describe, with_retries
+    from annotator.pipeline.failures import describe, error_class, with_retries
 
     def done(member: str, skipped: bool = False) -> FileDone:
         return FileDone(uri, member, recording_id(uri, member, None), skipped)
@@ -138,7 +138,7 @@ def ingest(
             "source",
             "unreadable",
             describe(exc) + (f" (after {attempts} tries)" if attempts > 1 else ""),
-            IngestError.of(uri, "", "source", exc).error_class,
+            error_class(exc),
         )
         yield done("")
         return

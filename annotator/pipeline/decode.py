@@ -65,9 +65,10 @@ def _guarded(
                     call_id,
                     {"source_uri": row["source_uri"], "member": row["member"], "n": 0, "e": 0},
                 )
-                seen["n" if kind == "window" else "e"] += (
-                    len(row["spans"]) if kind == "window" else 1
-                )
+                if kind == "window":
+                    seen["n"] += len(row["spans"])
+                else:
+                    seen["e"] += 1
             yield row
     except Exception as exc:
         from annotator.audio.sources import recording_id

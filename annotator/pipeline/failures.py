@@ -172,11 +172,8 @@ def quarantine_rows(rows: pa.Table, stage: str, exc: BaseException) -> pa.Table:
         elif pa.types.is_list(field.type):
             error[name] = []
     error.update(
+        error_row_fields(error["call_id"], error["source_uri"], error["member"], stage, exc),
         kind="error",
-        stage=stage,
-        error_type=type(exc).__name__,
-        message=describe(exc),
-        error_class=error_class(exc),
         replaces=replaces,
     )
     kept = [r for r in listed if r["kind"] not in WORK]
@@ -223,8 +220,7 @@ def guarded(
 
 
 def _name(rows: pa.Table) -> str:
-    uri, member = rows["source_uri"][0].as_py(), rows["member"][0].as_py()
-    return f"{uri}!{member}" if member else uri
+    return names_of(rows.slice(0, 1))[0]
 
 
 def names_of(rows: pa.Table) -> list[str]:

@@ -57,7 +57,7 @@ def resolve_done(done: Any) -> DoneSet:
     return ray.get(done)
 
 
-def claims():
+def claims_actor():
     """An actor that hands each file to one listing only, for a run whose inputs overlap (one
     object named by two URIs, a ``**`` glob and a prefix over it): the listings ask it before
     handing files on. It keeps a 64-bit id per file (call_id), on the driver's node."""
@@ -88,7 +88,7 @@ def listing_blocks(
     uri: str, audio: AudioConfig, s3: S3Config, done: DoneSet, claims: Any = None
 ) -> Iterator[pa.Table]:
     """The files one input URI names, as :data:`INPUT` rows (see the module doc); with
-    ``claims`` (:func:`claims`), only those no other listing of the run handed on.
+    ``claims`` (:func:`claims_actor`), only those no other listing of the run handed on.
 
     Archives always go on to be opened: which of their members are done is known only inside."""
     todo: list[str] = []
@@ -122,7 +122,7 @@ def _block(todo: list[str], skipped: int) -> pa.Table:
 
 def source_listing(inputs: list[str], audio: AudioConfig, s3: S3Config, done_ref: Any = None):
     """A Ray Data datasource over ``inputs``: one listing task per URI the user gave; each file
-    handed on once when they are several (:func:`claims`)."""
+    handed on once when they are several (:func:`claims_actor`)."""
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
@@ -140,5 +140,5 @@ def source_listing(inputs: list[str], audio: AudioConfig, s3: S3Config, done_ref
         def get_name(self) -> str:
             return "ListSources"
 
-    owner = claims() if len(inputs) > 1 else None
+    owner = claims_actor() if len(inputs) > 1 else None
     return SourceListing()

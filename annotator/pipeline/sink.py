@@ -14,10 +14,11 @@ redoes those files.
 
 A file a stage quarantined (an error row with ``replaces`` > 0, annotator/pipeline/failures.py)
 is committed with its error rows and none of its segments; a file with a transient error is
-committed the same way with ``status = 'retry'``: recorded, not done, and the next run does it. Rows stay Arrow tables from the stream to the table (no Python dict per row);
-the commit runs on a thread of its own while the driver goes on gathering the next one. For a
-context bundle (MiSTER-E) that thread first labels each file's segments together
-(annotator/pipeline/context.py).
+committed the same way with ``status = 'retry'``: recorded, not done, and the next run does it.
+
+Rows stay Arrow tables from the stream to the table (no Python dict per row); the commit runs on
+a thread of its own while the driver goes on gathering the next one. For a context bundle
+(MiSTER-E) that thread first labels each file's segments together (annotator/pipeline/context.py).
 """
 
 from __future__ import annotations
