@@ -1,3 +1,3 @@
-"""annotator: label large audio archives with transcripts and emotions (EmoQ) on Ray Data."""
+"""annotator: label large audio archives with transcripts and emotions on Ray Data."""
 
 __version__ = "0.1.0"

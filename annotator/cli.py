@@ -48,7 +48,7 @@ def models() -> None:
     default="text_encoder,hubert,whisper,llm,bundle",
     show_default=True,
     help="paper-random only: which parts to build (comma-separated); `bundle` is an untrained "
-    "EmoQ bundle over text_encoder, hubert and llm.",
+    "bundle of the default kind over text_encoder, hubert and llm.",
 )
 @CONFIG_OPTION
 def models_init(
@@ -549,6 +549,21 @@ def show_config(config_path: Path | None) -> None:
     click.echo(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False), nl=False)
 
 
+@models.group("import")
+def models_import() -> None:
+    """Write a bundle from a published checkpoint of a kind that needs no training."""
+
+
+def _add_kind_imports() -> None:
+    from annotator.kinds import KINDS
+
+    for declared in KINDS.values():
+        if declared.has_part("cli"):
+            for command in getattr(declared.part("cli"), "IMPORT_COMMANDS", ()):
+                models_import.add_command(command)
+
+
+_add_kind_imports()
 main.add_command(train)
 main.add_command(review)
 main.add_command(bundles)

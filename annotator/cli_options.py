@@ -43,8 +43,8 @@ def user_errors() -> tuple[type[Exception], ...]:
     """The errors that name something the user gave (a path, a URI, a config field, a bundle, a
     manifest): shown as one line, exit status 1. Anything else is a bug and keeps its traceback."""
     from annotator.audio.decode import AudioError
+    from annotator.kinds import UnknownKind
     from annotator.models.bundle import BundleError
-    from annotator.models.kinds import UnknownKind
     from annotator.models.profiles import ProfileError
     from annotator.models.prompt import PromptError
     from annotator.output.tables import OutputError
@@ -54,7 +54,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from annotator.review.labelstudio import ReviewError
     from annotator.storage import StorageError
     from training.data import ManifestError
-    from training.export import ExportError
+    from training.llm import ExportError
 
     return (
         AudioError,
@@ -86,3 +86,42 @@ class Group(click.Group):
             if isinstance(exc, user_errors()):
                 raise click.ClickException(str(exc)) from None
             raise
+
+
+def kind_trainer(command: str, display: str):
+    """An ``annotator train <command>`` for one bundle kind (its ``cli.TRAIN_COMMANDS``):
+    --manifest, --from (the kind's untrained small-profile bundle by default), --out, --name,
+    --push/--promote and --config."""
+
+    def decorate(func):
+        from annotator.cli_bundles import PUSH_OPTIONS
+
+        for option in reversed(
+            [
+                click.command(command),
+                MANIFEST_OPTION,
+                click.option(
+                    "--from",
+                    "start",
+                    default=f"small:{command}-bundle",
+                    show_default=True,
+                    help=f"The {display} bundle to start from (untrained from `models init`, or "
+                    "one to fine-tune; a directory, s3:// URI or registry:NAME).",
+                ),
+                click.option(
+                    "--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path)
+                ),
+                click.option(
+                    "--name",
+                    default=command,
+                    show_default=True,
+                    help="Run name under train.storage.",
+                ),
+                *PUSH_OPTIONS,
+                CONFIG_OPTION,
+            ]
+        ):
+            func = option(func)
+        return func
+
+    return decorate

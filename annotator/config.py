@@ -103,29 +103,47 @@ class StageResources(TaskResources):
 
 
 class StagesConfig(_Strict):
-    """Per-stage resources; the names follow the data flow in docs/architecture."""
+    """Per-stage resources; the names follow the data flow in docs/architecture.
+
+    ``decode`` and ``asr`` are the core's; every other section is a stage of a bundle kind,
+    declared with its defaults by the kind (annotator/kinds/plugin.py, ``StageSpec``): its fields
+    are a :class:`StageResources`, and a section that no registered kind runs is an error.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    __pydantic_extra__: dict[str, StageResources] = Field(init=False)
 
     # Defaults fit the small profile on 2-CPU nodes: on each node one actor of every model stage
     # reserves 1.5 CPUs, leaving room for a decode task. Ray counts these as logical CPUs;
     # threads are set apart. Memory: what each one was measured to use (benchmarks/stages.py).
     decode: TaskResources = TaskResources(batch_size=1, num_cpus=0.5, memory_gb=0.5)
     asr: StageResources = StageResources(batch_size=8, num_cpus=1, memory_gb=0.6)
-    features: StageResources = StageResources(batch_size=8, num_cpus=0.25, memory_gb=1.0)
-    label: StageResources = StageResources(batch_size=64, num_cpus=0.25, memory_gb=2.0)
-    # A Qieemo bundle's one stage (CTC encoder + fusion + classifier) in place of features and
-    # label (annotator/models/kinds.py). Not yet measured; sized like features.
-    qieemo: StageResources = StageResources(batch_size=8, num_cpus=0.25, memory_gb=1.0)
-    # An EmoSLLM bundle's audio encoder + query-pooling mapper, before label. Not yet measured;
-    # sized like features.
-    emosllm: StageResources = StageResources(batch_size=8, num_cpus=0.25, memory_gb=1.0)
-    # A MiSTER-E bundle's speech and text encoders + utterance heads (its context model runs in
-    # the sink: annotator/pipeline/context.py). Not yet measured; sized like features.
-    utterances: StageResources = StageResources(batch_size=8, num_cpus=0.25, memory_gb=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_stages(cls, data: Any) -> Any:
+        """Each kind's stage sections, its own defaults under what is given."""
+        from annotator.kinds import stage_specs
+
+        if not isinstance(data, dict):
+            return data
+        specs = stage_specs()
+        unknown = sorted(set(data) - set(cls.model_fields) - set(specs))
+        if unknown:
+            raise ValueError(
+                f"no bundle kind has a stage {', '.join(unknown)} (the stages: "
+                f"{', '.join([*cls.model_fields, *specs])})"
+            )
+        data = dict(data)
+        for name, spec in specs.items():
+            given = data.get(name, {})
+            data[name] = {**spec.small, **given} if isinstance(given, dict) else given
+        return data
 
     @model_validator(mode="after")
     def _gpu_shares_fit_one_gpu(self) -> StagesConfig:
-        # The stages that run together: ASR and one bundle kind's (annotator/models/kinds.py).
-        from annotator.models.kinds import KINDS
+        # The stages that run together: ASR and one bundle kind's (annotator/kinds/__init__.py).
+        from annotator.kinds import KINDS
 
         for kind in KINDS.values():
             models = {name: getattr(self, name) for name in ("asr", *kind.stages)}
@@ -304,10 +322,10 @@ class ModelsConfig(_Strict):
         features_dtype: dtype of HuBERT, the EmoQ-Former and the projector in the features stage
             and in evaluation; ``auto`` is float16 on a GPU (what cluster/paper.yaml's memory
             arithmetic assumes) and float32 on CPU.
-        context_window / context_overlap: a context bundle (MiSTER-E) reads a recording's
+        context_window / context_overlap: a context bundle reads a recording's
             utterances in windows of ``context_window``, each utterance labelled with at least
             ``context_overlap`` utterances of context on either side
-            (annotator/models/conversation_windows.py).
+            (annotator/kinds/mister_e/windows.py).
     """
 
     home: Path = Field(default_factory=default_home)
@@ -355,7 +373,7 @@ class TrainConfig(_Strict):
         transcripts: ``corpus`` (the manifest's text) or ``asr`` (our Whisper) for training/eval.
         seed: everything random is seeded from it.
 
-    The paper's ablations are settings of these (named in ``training/ablations.py``, chosen with
+    The paper's ablations are settings of these (named in ``annotator/kinds/emoq/ablations.py``, chosen with
     ``--ablation`` on the train commands):
     ``inputs`` ``audio`` / ``text`` (Table 4: the other input taken away in training and, as the
     bundle records it, in serving), ``stage1_loss`` ``supcon`` / ``focal`` (Table 5: one term of
@@ -442,6 +460,12 @@ class AnnotatorConfig(BaseSettings):
         return env_settings, init_settings
 
 
+def _kind_stages(profile: str) -> dict[str, dict[str, Any]]:
+    from annotator.kinds import stage_specs
+
+    return {name: dict(getattr(spec, profile)) for name, spec in stage_specs().items()}
+
+
 # Defaults that differ per profile, applied under the YAML file.
 PROFILES: dict[str, dict[str, Any]] = {
     "small": {},
@@ -470,13 +494,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "per_gpu": 2,
                 "memory_gb": 8,
             },
-            "features": {"batch_size": 32, "num_cpus": 2, "num_gpus": 0.1, "memory_gb": 6},
-            "label": {"batch_size": 256, "num_cpus": 4, "num_gpus": 0.35, "memory_gb": 24},
-            # The other kinds' own stages in place of features (EmoSLLM: WavLM-Large + mapper;
-            # Qieemo: HuBERT-large CTC + its head): sized like features, not yet measured.
-            "emosllm": {"batch_size": 32, "num_cpus": 2, "num_gpus": 0.1, "memory_gb": 6},
-            "qieemo": {"batch_size": 32, "num_cpus": 2, "num_gpus": 0.1, "memory_gb": 6},
-            "utterances": {"batch_size": 32, "num_cpus": 2, "num_gpus": 0.1, "memory_gb": 6},
+            # Each kind's stages: their paper-profile sections, from the kinds.
+            **_kind_stages("paper"),
         },
     },
 }

@@ -129,10 +129,10 @@ def make_corpus(root: Path) -> Path:
 
 def trained_bundle(home: Path, config: AnnotatorConfig, say: Callable[[str], None]) -> Bundle:
     """The demo bundle: reused when present and built by this recipe, else trained (minutes)."""
+    from annotator.kinds.emoq.export import export_bundle
+    from annotator.kinds.emoq.stage1 import train_stage1
+    from annotator.kinds.emoq.stage2 import train_stage2
     from annotator.models.bundle import Bundle, BundleError
-    from training.export import export_bundle
-    from training.stage1 import train_stage1
-    from training.stage2 import train_stage2
     from training.synthetic_corpora import synthetic_corpus
 
     root = home / "demo" / "bundle"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from annotator.kinds import DEFAULT_KIND
+
 # Each label is also the word the LLM is asked to say after "Emotion:"; its first token must differ
 # from every other label's first token (checked when a bundle is built or loaded).
 LABEL_SETS: dict[str, tuple[str, ...]] = {
@@ -64,10 +66,10 @@ SEGMENTS = pa.schema(
         ("emotion", pa.string()),
         ("emotion_probs", pa.list_(LABEL_PROB)),  # every label of the bundle, in its order
         ("emotion_confidence", pa.float32()),  # probability of the chosen emotion
-        # A context bundle's (MiSTER-E) gate over its experts (speech, text, cross): which one
+        # A context bundle's gate over its experts (speech, text, cross): which one
         # decided the emotion; null for kinds without experts.
         ("expert_weights", pa.list_(EXPERT_WEIGHT)),
-        ("bundle_kind", pa.string()),  # annotator/models/kinds.py: which model labelled the row
+        ("bundle_kind", pa.string()),  # annotator/kinds/__init__.py: which model labelled the row
         ("bundle_version", pa.string()),
         ("asr_model", pa.string()),
         ("llm_model", pa.string()),
@@ -151,10 +153,10 @@ TABLES: dict[str, pa.Schema] = {
 # Writers add the column to an existing Delta table on their next commit (schema evolution).
 ADDED_COLUMNS: dict[str, dict[str, str | None]] = {
     "segments": {
-        "bundle_kind": "emoq",  # every bundle was EmoQ before bundle kinds
-        "expert_weights": None,  # no bundle had experts before MiSTER-E
+        "bundle_kind": DEFAULT_KIND,  # every bundle was of the default kind before kinds
+        "expert_weights": None,  # no bundle had experts before context kinds
     },
-    "runs": {"bundle_kind": "emoq", "status": "finished", "reason": None},
+    "runs": {"bundle_kind": DEFAULT_KIND, "status": "finished", "reason": None},
     "errors": {"error_class": "permanent"},  # every error was quarantined for good before
     "files": {"status": "done"},
 }

@@ -46,18 +46,18 @@ MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536"}  # glibc: no dynamic threshold, big
 
 def profiles() -> dict[str, dict]:
     """MisterEConfig keyword arguments per model size."""
-    from annotator.models.mister_e_utterances import UtteranceHeadsConfig
-    from annotator.models.profiles import SmallSizes
+    from annotator.kinds.mister_e import untrained
+    from annotator.kinds.mister_e.utterances import UtteranceHeadsConfig
 
     dim = {f.name: f.default for f in fields(UtteranceHeadsConfig)}["dim"]
-    small, layers = SmallSizes(), SmallSizes().mister_e_layers
+    layers = untrained.LAYERS
     return {
         "paper": {"speech_dim": dim, "text_dim": dim},  # MisterEConfig's defaults otherwise
         "paper-1024": {"speech_dim": 1024, "text_dim": 1024},
-        "small": dict(  # as annotator/models/profiles.py builds the small MiSTER-E bundle
-            speech_dim=small.mister_e_dim,
-            text_dim=small.mister_e_dim,
-            hidden=small.mister_e_hidden,
+        "small": dict(  # as annotator/kinds/mister_e/untrained.py builds the small bundle
+            speech_dim=untrained.DIM,
+            text_dim=untrained.DIM,
+            hidden=untrained.HIDDEN,
             gru_layers=layers,
             coattention_layers=layers,
             heads=4,
@@ -100,8 +100,8 @@ def child(spec: dict) -> None:
 
     import torch
 
-    from annotator.models.conversation_windows import run_in_windows, windows
-    from annotator.models.mister_e import MisterE, MisterEConfig
+    from annotator.kinds.mister_e.model import MisterE, MisterEConfig
+    from annotator.kinds.mister_e.windows import run_in_windows, windows
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -110,7 +110,7 @@ def child(spec: dict) -> None:
     dim = model.config.speech_dim
     with tempfile.TemporaryDirectory() as tmp:
         if mode == "sink":
-            from annotator.pipeline.context import ContextLabeller
+            from annotator.kinds.mister_e.context import ContextLabeller
 
             model.save(Path(tmp))
             bundle = SimpleNamespace(root=Path(tmp), labels=LABELS, temperature=1.0)
@@ -208,7 +208,7 @@ def main() -> None:
         child(json.loads(args.child))
         return
     from annotator.config import ModelsConfig
-    from annotator.models.mister_e import MisterE, MisterEConfig
+    from annotator.kinds.mister_e.model import MisterE, MisterEConfig
 
     window, overlap = ModelsConfig().context_window, ModelsConfig().context_overlap
     sizes, runs, load = profiles(), {}, os.getloadavg()[0]

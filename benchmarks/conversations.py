@@ -13,7 +13,7 @@ out near UA 0.75 (a neutral-sounding tail cannot be told from a neutral call).
   benchmarks/kinds.py).
 * MiSTER-E: ``annotator train mister-e``'s two stages (10 + 20 epochs), scored with context (the
   context model over each call, both channels in time order, in serving's windows) and without
-  (its own stage-1 heads on each turn alone): ``training.mister_e.score``.
+  (its own stage-1 heads on each turn alone): ``annotator.kinds.mister_e.train.score``.
 
 Both on Ray Train with 2 CPU workers, global batch 8. Writes results/conversations.json.
 """
@@ -37,12 +37,12 @@ def main() -> None:
     import ray
 
     from annotator.config import load_config
+    from annotator.kinds.emoq.export import export_bundle
+    from annotator.kinds.emoq.stage1 import train_stage1
+    from annotator.kinds.emoq.stage2 import train_stage2
+    from annotator.kinds.mister_e.train import score, train_mister_e
     from annotator.models.profiles import resolve_model
     from training.data import read_manifest
-    from training.export import export_bundle
-    from training.mister_e import score, train_mister_e
-    from training.stage1 import train_stage1
-    from training.stage2 import train_stage2
     from training.synthetic_corpora import synthetic_conversations
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

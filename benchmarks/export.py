@@ -1,5 +1,5 @@
 """Peak RSS of exporting one stage-2 checkpoint: the whole-model export (base LLM built, the way
-export worked before) against the export from the checkpoint's tensors (training/export.py).
+export worked before) against the export from the checkpoint's tensors (annotator/kinds/emoq/export.py).
 
     python -m benchmarks.export
 
@@ -52,9 +52,9 @@ GB = 1e9
 def measure(path: str, checkpoint: str, out: str, home: str) -> None:
     """Child process: one export (or the imports alone); prints seconds and peak RSS."""
     from annotator.config import load_config
+    from annotator.kinds.emoq.export import export_bundle
     from benchmarks.common import peak_rss_mib
     from tests.factories import export_bundle_by_model
-    from training.export import export_bundle
 
     config = load_config(None, models={"home": home})
     stage1 = Path(home) / "small" / "bundle"
@@ -73,9 +73,9 @@ def paper_arithmetic(rank: int, num_queries: int) -> dict[str, float]:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from annotator.models.emoq_former import EmoQFormer, EmoQFormerConfig
-    from annotator.models.projector import Projector
-    from training.export import lora_shapes
+    from annotator.kinds.emoq.emoq_former import EmoQFormer, EmoQFormerConfig
+    from annotator.kinds.emoq.projector import Projector
+    from training.llm import lora_shapes
 
     llm_config = Qwen2Config(**QWEN25_7B)
     with torch.device("meta"):

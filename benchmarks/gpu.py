@@ -67,18 +67,19 @@ from typing import Any
 
 import torch
 
-from annotator.models.emoq_former import EmoQFormer, EmoQFormerConfig
+from annotator.kinds.emoq.emoq_former import EmoQFormer, EmoQFormerConfig
+from annotator.kinds.emoq.projector import Projector
+from annotator.kinds.emoq.train_models import Stage1Model, Stage2Model
 from annotator.models.paper_shapes import (
     model_class,
     paper_configs,
 )
 from annotator.models.profiles import SmallSizes
-from annotator.models.projector import Projector
 from annotator.models.prompt import Prompt
 from annotator.models.tokenizer_layouts import QWEN_BASE_VOCAB, WHISPER_EOT
 from benchmarks.common import peak_rss_mib, write_result
 from training import losses
-from training.models import Stage1Model, Stage2Model, batch_loss, pad_answers
+from training.llm import batch_loss, pad_answers
 
 STAGES = ("asr", "features", "label", "train1", "train2")
 SAMPLE_RATE = 16_000
@@ -463,7 +464,7 @@ def stage_features(configs, device: str, work: Workload, half: torch.dtype) -> d
 def _lora(llm):
     from peft import get_peft_model
 
-    from annotator.models.bundle import lora_config
+    from annotator.models.lora import lora_config
 
     return get_peft_model(
         llm, lora_config(LORA_RANK, dropout=LORA_DROPOUT), autocast_adapter_dtype=True
@@ -591,7 +592,7 @@ def stage_train1(configs, device: str, work: Workload) -> dict[str, Any]:
 
 
 def _answer_batch(device: str, work: Workload, generator) -> dict[str, torch.Tensor]:
-    """``training.stage2.sequences`` without a tokenizer: prompt, one emotion-word token and
+    """``annotator.kinds.emoq.stage2.sequences`` without a tokenizer: prompt, one emotion-word token and
     <|im_end|>, right-padded, with the Eq. 7 weights and each soft slot's position."""
     rows, weights, positions = [], [], []
     for k, prompt in enumerate(random_prompts(work.train_batch, work.prompt_tokens, generator)):

@@ -66,14 +66,14 @@ def main() -> None:
     import ray
 
     from annotator.config import load_config
+    from annotator.kinds.emoq.export import export_bundle
+    from annotator.kinds.emoq.stage1 import train_stage1
+    from annotator.kinds.emoq.stage2 import train_stage2
+    from annotator.kinds.emosllm.train import train_emosllm
+    from annotator.kinds.qieemo.train import train_qieemo
     from annotator.models.kind_parameters import paper_parameters, small_parameters
     from annotator.models.profiles import resolve_model
     from training.data import read_manifest
-    from training.emosllm import train_emosllm
-    from training.export import export_bundle
-    from training.qieemo import train_qieemo
-    from training.stage1 import train_stage1
-    from training.stage2 import train_stage2
     from training.synthetic_corpora import synthetic_corpus
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

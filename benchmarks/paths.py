@@ -23,13 +23,13 @@ def main() -> None:
     import ray
 
     from annotator.config import load_config
+    from annotator.kinds.emoq.export import export_bundle
+    from annotator.kinds.emoq.stage1 import train_stage1
+    from annotator.kinds.emoq.stage2 import train_stage2
     from annotator.models.labeler.vllm import VLLMLabeler
     from training import common
     from training.data import read_manifest
     from training.evaluate import evaluate
-    from training.export import export_bundle
-    from training.stage1 import train_stage1
-    from training.stage2 import train_stage2
     from training.synthetic_corpora import synthetic_corpus
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

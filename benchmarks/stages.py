@@ -68,8 +68,10 @@ def stages(corpus: Path, audio_s: float) -> dict:
     import pyarrow as pa
 
     from annotator.config import load_config
+    from annotator.kinds.emoq.stage import FeaturesStage
+    from annotator.pipeline.label import LabelStage
     from annotator.pipeline.rows import ROW
-    from annotator.pipeline.stages import ASRStage, FeaturesStage, LabelStage
+    from annotator.pipeline.stages import ASRStage
     from annotator.pipeline.windows import ingest_rows
 
     config = load_config()

@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from annotator.cli_bundles import publish
+    from annotator.kinds.emoq.export import export_bundle
+    from annotator.kinds.emoq.stage1 import train_stage1
+    from annotator.kinds.emoq.stage2 import train_stage2
     from training.data import read_manifest
     from training.evaluate import evaluate_on_ray
-    from training.export import export_bundle
-    from training.stage1 import train_stage1
-    from training.stage2 import train_stage2
 
     config = load_config(args.config)
     stage1 = train_stage1(

@@ -21,7 +21,8 @@ def bundle_with_random_lora(small_dir: Path, dst: Path, seed: int) -> Path:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from annotator.models.bundle import META, Bundle, content_version, lora_config, save_lora
+    from annotator.models.bundle import META, Bundle, content_version
+    from annotator.models.lora import lora_config, save_lora
 
     src = Bundle.load(small_dir / "bundle")
     root = dst / "bundle"
@@ -49,9 +50,9 @@ def stage2_checkpoint(config, stage1_dir: Path, dst: Path, seed: int) -> Path:
     import torch
     from safetensors.torch import save_file
 
+    from annotator.kinds.emoq.stage2 import build
     from annotator.schema import label_set
     from training.common import trainable_state
-    from training.stage2 import build
 
     torch.manual_seed(seed)
     model, _, _ = build(config, stage1_dir, list(label_set(config.train.label_set)))
@@ -66,16 +67,16 @@ def stage2_checkpoint(config, stage1_dir: Path, dst: Path, seed: int) -> Path:
 
 
 def export_bundle_by_model(config, stage1_dir: Path, checkpoint_dir: str, out: Path, extra=None):
-    """The export as it was before ``training.export`` read tensors: build the whole stage-2 model
+    """The export as it was before ``annotator.kinds.emoq.export`` read tensors: build the whole stage-2 model
     (base LLM included), load the checkpoint into it, and ``write_bundle`` it. The reference the
     tensor-based export is tested and benchmarked against."""
     from transformers import AutoTokenizer
 
-    from annotator.models.bundle import write_bundle
+    from annotator.kinds.emoq.bundle import write_bundle
+    from annotator.kinds.emoq.stage2 import build
     from annotator.schema import label_set
     from training import common
-    from training.export import training_record
-    from training.stage2 import build
+    from training.llm import training_record
 
     labels = list(label_set(config.train.label_set))
     model, text_tok, _ = build(config, stage1_dir, labels)

@@ -44,7 +44,7 @@ def featurize(
     encoder: str | None = None,
 ) -> list[Item]:
     """Decode each example and run the frozen HuBERT once (or ``encoder``, another
-    wav2vec2-family model by name, its last layer: an EmoSLLM bundle's); transcripts from the
+    wav2vec2-family model by name, its last layer, as some kinds' bundles name); transcripts from the
     corpus or ASR; only the inputs ``train.inputs`` keeps."""
     from annotator.models.bundle import heard
     from annotator.models.hubert import HubertFeatures

@@ -1,7 +1,6 @@
-"""Evaluate a bundle the way it is served, whatever its kind: EmoQ (HuBERT + EmoQ-Former +
-projector) or EmoSLLM (audio encoder + query-pooling mapper), then vLLM with the bundle's LoRA; or
-Qieemo (CTC encoder + its model, no LLM). The posterior is scaled by the bundle's calibration
-temperature. WA, UA, WF1, the confusion matrix (JSON + PNG), ECE, NLL and the reliability bins
+"""Evaluate a bundle the way it is served, whatever its kind: the kind scores the manifest
+(annotator/kinds/plugin.py, ``scoring``); a kind that ends in the LLM does it through
+:func:`llm_posteriors`. The posterior is scaled by the bundle's calibration temperature. WA, UA, WF1, the confusion matrix (JSON + PNG), ECE, NLL and the reliability bins
 (JSON + PNG), every posterior."""
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from annotator.config import AnnotatorConfig
+from annotator.kinds import DEFAULT_KIND
 from annotator.models.calibration import ece, nll, reliability, reliability_png, scaled
 from training import common
 from training.data import Example, load_audios
@@ -30,28 +30,26 @@ def posteriors(
     ablate: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """(n, labels) posteriors of ``examples`` as served (the bundle's calibration temperature
-    applied) and the transcripts used. ``labeler``: a running VLLMLabeler serving this bundle
-    (else one is started and stopped here). ``ablate``: take one input path away from the trained
-    model: ``audio`` (every waveform replaced by silence of its length) or ``text`` (every
-    transcript blank, in the EmoQ-Former and the prompt)."""
-    import torch
-
+    applied) and the transcripts used, scored by the bundle's kind (its ``scoring`` module,
+    annotator/kinds/plugin.py). ``labeler``: a running VLLMLabeler serving this bundle, for a kind
+    that ends in the LLM (else one is started and stopped here). ``ablate``: take one input path
+    away from the trained model: ``audio`` (every waveform replaced by silence of its length) or
+    ``text`` (every transcript blank); a kind that does not hear one refuses it."""
+    from annotator.kinds import kind
     from annotator.models.bundle import Bundle
-    from annotator.models.embedder import EmotionEmbedder, features_dtype
-    from annotator.models.labeler.vllm import VLLMLabeler
-    from annotator.models.prompt import PromptEmbedder
 
+    if ablate not in (None, *ABLATIONS):
+        raise ValueError(f"ablate must be one of {ABLATIONS}, not {ablate!r}")
     bundle = Bundle.load(bundle_dir)
-    if bundle.kind == "qieemo":
-        return qieemo_posteriors(config, bundle, examples, ablate)
-    if bundle.kind == "mister_e":
-        from training import mister_e
+    scoring = kind(bundle.kind).part("scoring")
+    return scoring.posteriors(config, bundle, examples, labeler=labeler, ablate=ablate)
 
-        if ablate is not None:
-            raise ValueError("ablations are not built for MiSTER-E bundles")
-        probs = mister_e.posteriors(config, bundle, list(examples))["context"]
-        return scaled(probs, bundle.temperature), [ex.transcript for ex in examples]
-    llm = common.model_path(config.models.llm, config)
+
+def heard_inputs(
+    config: AnnotatorConfig, examples: Sequence[Example], ablate: str | None
+) -> tuple[list[np.ndarray], list[str]]:
+    """The examples' audio and the transcripts a kind that hears both is served (ASR's when
+    ``train.transcripts`` is ``asr``), with ``ablate``'s input taken away."""
     audios = load_audios(examples, config.s3)
     texts = [ex.transcript for ex in examples]
     if config.train.transcripts == "asr":
@@ -59,36 +57,40 @@ def posteriors(
 
         asr = Transcriber(common.model_path(config.models.asr.model, config), config.models.asr)
         texts = [t.text for t in asr(audios)]
-    if ablate not in (None, *ABLATIONS):
-        raise ValueError(f"ablate must be one of {ABLATIONS}, not {ablate!r}")
     if ablate == "audio":
         audios = [np.zeros_like(a) for a in audios]
     elif ablate == "text":
         texts = ["" for _ in texts]
-    # On the GPU the evaluation actor asked for, if it has one; in the features stage's dtype.
+    return audios, texts
+
+
+def scoring_device(config: AnnotatorConfig):
+    """(device, dtype) a kind's encoders score on: the GPU the evaluation actor asked for, if it
+    has one, in the features stages' dtype (``models.features_dtype``), as serving does."""
+    import torch
+
+    from annotator.models.hubert import features_dtype
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = features_dtype(config.models.features_dtype, device)
-    if bundle.kind == "emosllm":
-        from annotator.models.emosllm import EmoSLLMEmbedder
+    return device, features_dtype(config.models.features_dtype, device)
 
-        mapper = EmoSLLMEmbedder(
-            bundle, common.model_path(bundle.base["audio_encoder"], config), device, dtype
-        )
 
-        def soft_tokens(waveforms, _texts):
-            return mapper(waveforms)
-    else:
-        embedder = EmotionEmbedder(
-            bundle,
-            common.model_path(config.models.hubert, config),
-            config.models.hubert_layer,
-            device=device,
-            dtype=dtype,
-        )
+def llm_posteriors(
+    config: AnnotatorConfig,
+    bundle,
+    examples: Sequence[Example],
+    soft_tokens,
+    labeler=None,
+    ablate: str | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """``posteriors`` of a kind that ends in the LLM: ``soft_tokens(waveforms, texts)`` gives a
+    batch's soft tokens (the kind's own encoders), the prompt is built around them as the label
+    stage builds it, and vLLM with the bundle's LoRA gives the posterior."""
+    from annotator.models.labeler.vllm import VLLMLabeler
+    from annotator.models.prompt import PromptEmbedder
 
-        def soft_tokens(waveforms, texts):
-            return embedder(waveforms, texts)[1]
-
+    llm = common.model_path(config.models.llm, config)
+    audios, texts = heard_inputs(config, examples, ablate)
     prompts = PromptEmbedder.for_bundle(llm, bundle)
     embeds = []
     for start in range(0, len(audios), 16):
@@ -107,33 +109,6 @@ def posteriors(
         if own:
             labeler.close()
     return scaled(probs, bundle.temperature), texts
-
-
-def qieemo_posteriors(
-    config: AnnotatorConfig, bundle, examples: Sequence[Example], ablate: str | None = None
-) -> tuple[np.ndarray, list[str]]:
-    """``posteriors`` of a Qieemo bundle: the CTC encoder and the model, as ``QieemoStage``
-    serves them (no transcript: the texts returned are empty). ``ablate="audio"`` gives it
-    silence; there is no text to take away."""
-    import torch
-
-    from annotator.models.embedder import features_dtype
-    from annotator.models.qieemo import CTCEncoder, Qieemo
-    from annotator.models.qieemo import posteriors as qieemo_probs
-
-    if ablate not in (None, "audio"):
-        raise ValueError(f"a Qieemo bundle hears no transcript: ablate {ablate!r} means nothing")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = features_dtype(config.models.features_dtype, device)
-    encoder = CTCEncoder(
-        common.model_path(bundle.base["ctc_encoder"], config), device=device, dtype=dtype
-    )
-    model = Qieemo.load(bundle.root).to(device, dtype)
-    audios = load_audios(examples, config.s3)
-    if ablate == "audio":
-        audios = [np.zeros_like(a) for a in audios]
-    probs = qieemo_probs(encoder, model, audios)
-    return scaled(probs, bundle.temperature), ["" for _ in examples]
 
 
 def evaluate(
@@ -194,11 +169,13 @@ def write_evaluation(result: dict[str, Any], out: Path) -> None:
 # -- on the cluster ----------------------------------------------------------------------------
 
 
-def evaluation_resources(config: AnnotatorConfig, bundle_kind: str = "emoq") -> dict[str, Any]:
+def evaluation_resources(
+    config: AnnotatorConfig, bundle_kind: str = DEFAULT_KIND
+) -> dict[str, Any]:
     """What the evaluation actor asks Ray for: the CPUs and memory of the bundle kind's stages
-    (it does their work: for EmoQ HuBERT, EmoQ-Former, projector, vLLM; ASR's too with ``asr``
+    (it does their work: the kind's encoders and, for an LLM kind, vLLM; ASR's too with ``asr``
     transcripts), and their GPU share, or a whole GPU where ``train.use_gpu`` says so."""
-    from annotator.models.kinds import kind
+    from annotator.kinds import kind
 
     stages = [getattr(config.stages, name) for name in kind(bundle_kind).stages]
     if config.train.transcripts == "asr":
@@ -218,15 +195,15 @@ class Evaluator:
     config asks for one), so the job driver on the head node holds no model."""
 
     def __init__(self, config: dict[str, Any], bundle_dir: str, num_gpus: float) -> None:
+        from annotator.kinds import kind
         from annotator.models.bundle import Bundle
-        from annotator.models.kinds import kind
         from annotator.models.labeler.vllm import VLLMLabeler
 
         self.config = AnnotatorConfig.model_validate(config)
         self.bundle = Bundle.load(common.model_path(bundle_dir, self.config))
         self.labeler = None
         if "label" not in kind(self.bundle.kind).stages:
-            return  # no LLM to serve (qieemo): posteriors() loads its models
+            return  # a kind without the LLM: its scoring loads its models
         self.labeler = VLLMLabeler(
             common.model_path(self.config.models.llm, self.config),
             self.bundle.emotion_token_ids,

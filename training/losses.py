@@ -137,39 +137,3 @@ def weighted_lm_loss(
     weight = weights[:, 1:].reshape(-1).float()
     ce = F.cross_entropy(shifted, target.clamp(min=0), reduction="none")
     return (ce * weight).sum() / weight.sum().clamp(min=1e-12)
-
-
-def mister_e_loss(
-    out: dict[str, torch.Tensor],
-    labels: torch.Tensor,
-    mask: torch.Tensor,
-    gamma: float = 3.0,
-    supcon_weight: float = 2.0,
-    temperature: float = 1.0,
-    kl_weight: float = 0.1,
-) -> torch.Tensor:
-    """MiSTER-E's stage-2 loss (annotator/models/mister_e.py) over the real utterances only
-    (``mask``; ``labels`` (batch, U)): focal (γ 3) on the gated mixture and on each expert,
-    + 2 × SupCon (τ 1) between the paired speech and text representations (an utterance's two
-    views share its label), + 0.1 × the symmetric KL between every two experts' predictions."""
-    real = mask.bool()
-    y = labels[real]
-    experts = out["experts"][real]  # (n, 3, labels)
-    loss = focal(out["logits"][real], y, gamma)
-    for k in range(experts.shape[1]):
-        loss = loss + focal(experts[:, k], y, gamma)
-    views = torch.cat(
-        [
-            F.normalize(out["speech_states"][real], dim=-1),
-            F.normalize(out["text_states"][real], dim=-1),
-        ]
-    )
-    loss = loss + supcon_weight * supervised_contrastive(views, torch.cat([y, y]), temperature)
-    log_p = F.log_softmax(experts, dim=-1)
-    kl, pairs = experts.new_zeros(()), 0
-    for i in range(experts.shape[1]):
-        for j in range(i + 1, experts.shape[1]):
-            kl = kl + F.kl_div(log_p[:, i], log_p[:, j], log_target=True, reduction="batchmean")
-            kl = kl + F.kl_div(log_p[:, j], log_p[:, i], log_target=True, reduction="batchmean")
-            pairs += 1
-    return loss + kl_weight * kl / max(pairs, 1)

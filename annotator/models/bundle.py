@@ -1,12 +1,8 @@
 """The bundle: everything the annotator serves, in one directory, with a content hash as version.
 
-Layout::
-
-    bundle.json               kind, label set, emotion-token ids, base-model names, version
-    emoq_former.json/.safetensors
-    projector.json/.safetensors
-    text-tokenizer/           the EmoQ-Former's tokenizer (BERT family)
-    lora/                     PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors)
+Every bundle holds ``bundle.json`` (kind, label set, base-model names, version and, for a kind
+that serves an LLM, its emotion-token ids and a ``lora/`` PEFT adapter); the kind says which other
+files it must hold (``Kind.required``, annotator/kinds/) and writes them.
 
 The version is a hash of every file's bytes plus ``bundle.json`` without its version field; it is
 written on every output row, so a row always says which weights labelled it.
@@ -23,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from annotator.models.kinds import DEFAULT_KIND, UnknownKind
-from annotator.models.kinds import kind as kind_of
+from annotator.kinds import DEFAULT_KIND, UnknownKind
+from annotator.kinds import kind as kind_of
 
 BUNDLE_FORMAT = 1
 META = "bundle.json"
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 class BundleError(RuntimeError):
@@ -80,8 +75,8 @@ class Bundle:
     version: str
     lora_rank: int
     extra: dict[str, Any] = field(default_factory=dict)
-    kind: str = DEFAULT_KIND  # annotator/models/kinds.py: which model, which stages serve it
-    soft_tokens: int = 1  # prompt rows the audio takes (EmoQ one, EmoSLLM its queries)
+    kind: str = DEFAULT_KIND  # annotator/kinds/__init__.py: which model, which stages serve it
+    soft_tokens: int = 1  # prompt rows the audio takes in an LLM kind's prompt
 
     @property
     def inputs(self) -> str:
@@ -107,24 +102,16 @@ class Bundle:
 
     @property
     def text_tokenizer_dir(self) -> Path | None:
-        """The EmoQ-Former's tokenizer, which cuts transcripts; None for a kind without one."""
+        """The tokenizer that cuts transcripts for the bundle's own text encoder; None for a kind
+        without one."""
         path = self.root / "text-tokenizer"
         return path if path.is_dir() else None
 
     @property
     def audio_first(self) -> bool:
-        """Whether the prompt puts the audio before the transcript (EmoSLLM) or after (EmoQ)."""
-        return self.kind == "emosllm"
-
-    def load_emoq_former(self):
-        from annotator.models.emoq_former import EmoQFormer
-
-        return EmoQFormer.load(self.root)
-
-    def load_projector(self):
-        from annotator.models.projector import Projector
-
-        return Projector.load(self.root)
+        """Whether the prompt puts the audio before the transcript (the kind says:
+        ``Kind.audio_first``) or after it."""
+        return kind_of(self.kind).audio_first
 
     @classmethod
     def load(cls, root: str | Path, verify: bool = True) -> Bundle:
@@ -165,7 +152,7 @@ class Bundle:
         return cls(
             root=root,
             labels=list(meta["labels"]),
-            # A kind without an LLM (qieemo) has no emotion tokens and no LoRA.
+            # A kind without an LLM has no emotion tokens and no LoRA.
             emotion_token_ids=list(meta.get("emotion_token_ids", [])),
             base=dict(meta["base"]),
             version=meta["version"],
@@ -201,210 +188,13 @@ def _checked_meta(where: str, meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def save_lora(peft_model, directory: Path, base_name: str) -> None:
-    """Save a PEFT adapter so vLLM can load it, naming the base by its config name, not a path."""
-    peft_model.save_pretrained(directory, safe_serialization=True)
-    _tidy_adapter_config(directory, base_name)
-
-
-def save_lora_tensors(tensors: dict[str, Any], directory: Path, config, base_name: str) -> None:
-    """Write a LoRA adapter in PEFT's on-disk format from its tensors alone, without the base
-    model: what ``save_lora`` writes for a PEFT model holding these weights.
-
-    Args:
-        tensors: PEFT's saved key names (``base_model.model.<module>.lora_A.weight``, no adapter
-            name), contiguous tensors.
-        config: the ``LoraConfig`` the adapter was trained with (see ``lora_config``).
-        base_name: the base LLM's config name, written as ``base_model_name_or_path``.
-    """
-    import copy
-
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    # As PeftModel.save_pretrained: the safetensors carry {"format": "pt"}, the config is saved
-    # for inference.
-    save_file(tensors, directory / "adapter_model.safetensors", metadata={"format": "pt"})
-    config = copy.deepcopy(config)
-    config.inference_mode = True
-    config.save_pretrained(str(directory))
-    _tidy_adapter_config(directory, base_name)
-
-
-def _tidy_adapter_config(directory: Path, base_name: str) -> None:
-    config_path = directory / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = base_name
-    # PEFT writes target_modules from a set (order varies by hash seed) and a README with paths:
-    # both would make the same weights hash differently.
-    if isinstance(config.get("target_modules"), list):
-        config["target_modules"] = sorted(config["target_modules"])
-    (directory / "README.md").unlink(missing_ok=True)
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
-
-
-def write_bundle(
-    root: Path,
-    emoq_former,
-    projector,
-    text_tokenizer,
-    lora_model,
-    labels: Sequence[str],
-    llm_tokenizer,
-    base: dict[str, str],
-    lora_rank: int,
-    extra: dict[str, Any] | None = None,
-) -> Bundle:
-    """Write all parts, then ``bundle.json`` with the content hash last (its presence = complete)."""
-    root.mkdir(parents=True, exist_ok=True)
-    save_lora(lora_model, root / "lora", base["llm"])
-    return _write_rest(
-        root, emoq_former, projector, text_tokenizer, labels, llm_tokenizer, base, lora_rank, extra
-    )
-
-
-def write_bundle_from_tensors(
-    root: Path,
-    emoq_former,
-    projector,
-    text_tokenizer,
-    lora_tensors: dict[str, Any],
-    lora_dropout: float,
-    labels: Sequence[str],
-    llm_tokenizer,
-    base: dict[str, str],
-    lora_rank: int,
-    extra: dict[str, Any] | None = None,
-) -> Bundle:
-    """``write_bundle`` with the LoRA given as PEFT-named tensors (``save_lora_tensors``), so no
-    base LLM needs to be in memory: the same files as ``write_bundle`` for the same weights."""
-    root.mkdir(parents=True, exist_ok=True)
-    save_lora_tensors(
-        lora_tensors, root / "lora", lora_config(lora_rank, dropout=lora_dropout), base["llm"]
-    )
-    return _write_rest(
-        root, emoq_former, projector, text_tokenizer, labels, llm_tokenizer, base, lora_rank, extra
-    )
-
-
-def _write_meta(root: Path, meta: dict[str, Any]) -> Bundle:
+def write_meta(root: Path, meta: dict[str, Any]) -> Bundle:
     """Write ``bundle.json`` with the content hash of every other file as version: last, so a
     bundle with its ``bundle.json`` is complete."""
     meta = {"format": BUNDLE_FORMAT, **meta}
     meta["version"] = content_version(root, meta)
     (root / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return Bundle.load(root)
-
-
-def _write_rest(
-    root: Path,
-    emoq_former,
-    projector,
-    text_tokenizer,
-    labels: Sequence[str],
-    llm_tokenizer,
-    base: dict[str, str],
-    lora_rank: int,
-    extra: dict[str, Any] | None,
-) -> Bundle:
-    """Everything but the adapter, then ``bundle.json`` with the content hash last."""
-    from annotator.models.prompt import emotion_token_ids
-
-    emoq_former.save(root)
-    projector.save(root)
-    text_tokenizer.save_pretrained(root / "text-tokenizer")
-    meta = {
-        "kind": "emoq",
-        "labels": list(labels),
-        "emotion_token_ids": emotion_token_ids(llm_tokenizer, labels),
-        "base": dict(base),
-        "lora_rank": lora_rank,
-        "extra": extra or {},
-    }
-    return _write_meta(root, meta)
-
-
-def write_qieemo_bundle(
-    root: Path,
-    model,
-    labels: Sequence[str],
-    base: dict[str, str],
-    extra: dict[str, Any] | None = None,
-) -> Bundle:
-    """A Qieemo bundle (annotator/models/qieemo.py): its fusion/attention/classifier weights and
-    ``bundle.json`` naming the CTC encoder it runs over (``base["ctc_encoder"]``)."""
-    if "ctc_encoder" not in base:
-        raise BundleError("a Qieemo bundle names its CTC encoder: base['ctc_encoder']")
-    root.mkdir(parents=True, exist_ok=True)
-    model.save(root)
-    meta = {
-        "kind": "qieemo",
-        "labels": list(labels),
-        "base": dict(base),
-        "extra": extra or {},
-    }
-    return _write_meta(root, meta)
-
-
-def write_mister_e_bundle(
-    root: Path,
-    heads,
-    context,
-    labels: Sequence[str],
-    base: dict[str, str],
-    extra: dict[str, Any] | None = None,
-) -> Bundle:
-    """A MiSTER-E bundle (annotator/models/mister_e.py, mister_e_utterances.py): the utterance
-    heads, the context model and ``bundle.json`` naming the two encoders the heads pool
-    (``base["speech_encoder"]``, ``base["text_encoder"]``)."""
-    missing = {"speech_encoder", "text_encoder"} - set(base)
-    if missing:
-        raise BundleError(f"a MiSTER-E bundle names its encoders: base{sorted(missing)}")
-    root.mkdir(parents=True, exist_ok=True)
-    heads.save(root)
-    context.save(root)
-    meta = {"kind": "mister_e", "labels": list(labels), "base": dict(base), "extra": extra or {}}
-    return _write_meta(root, meta)
-
-
-def write_emosllm_bundle(
-    root: Path,
-    mapper,
-    lora,
-    labels: Sequence[str],
-    llm_tokenizer,
-    base: dict[str, str],
-    lora_rank: int,
-    extra: dict[str, Any] | None = None,
-    lora_dropout: float = 0.1,
-) -> Bundle:
-    """An EmoSLLM bundle (annotator/models/emosllm.py): the query-pooling mapper, the LoRA (a
-    PEFT model, or PEFT-named tensors as ``save_lora_tensors`` takes them) and ``bundle.json``
-    naming the audio encoder (``base["audio_encoder"]``) and the LLM (``base["llm"]``)."""
-    from annotator.models.prompt import emotion_token_ids
-
-    if not {"audio_encoder", "llm"} <= base.keys():
-        raise BundleError(
-            "an EmoSLLM bundle names its base models: base['audio_encoder'], base['llm']"
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    if isinstance(lora, dict):
-        save_lora_tensors(
-            lora, root / "lora", lora_config(lora_rank, dropout=lora_dropout), base["llm"]
-        )
-    else:
-        save_lora(lora, root / "lora", base["llm"])
-    mapper.save(root)
-    meta = {
-        "kind": "emosllm",
-        "labels": list(labels),
-        "emotion_token_ids": emotion_token_ids(llm_tokenizer, labels),
-        "soft_tokens": mapper.config.num_queries,
-        "base": dict(base),
-        "lora_rank": lora_rank,
-        "extra": extra or {},
-    }
-    return _write_meta(root, meta)
 
 
 def with_calibration(bundle: Bundle, out: Path, calibration: dict[str, Any]) -> Bundle:
@@ -427,18 +217,3 @@ def with_calibration(bundle: Bundle, out: Path, calibration: dict[str, Any]) -> 
     (partial / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
     partial.rename(out)
     return Bundle.load(out)
-
-
-def lora_config(rank: int, dropout: float = 0.1, init: bool | str = True):
-    """The LoRA the paper trains: attention projections, dropout 0.1, no ``modules_to_save``
-    (vLLM cannot serve adapters that carry full modules)."""
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=rank,
-        lora_alpha=2 * rank,
-        lora_dropout=dropout,
-        target_modules=list(LORA_TARGETS),
-        init_lora_weights=init,
-        task_type="CAUSAL_LM",
-    )

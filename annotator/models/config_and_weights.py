@@ -1,5 +1,5 @@
 """A model stored as its configuration (a dataclass, as JSON) beside its weights (safetensors):
-what a bundle kind's own model (EmoSLLM's mapper, Qieemo, MiSTER-E) writes into the bundle.
+what a bundle kind's own model writes into the bundle.
 Loading reads JSON and safetensors only, so nothing in a bundle can run code."""
 
 from __future__ import annotations

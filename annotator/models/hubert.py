@@ -1,5 +1,5 @@
 """Frozen HuBERT frame features, batched with padding and a frame-level mask (any wav2vec2-family
-encoder loads the same way: WavLM for an EmoSLLM bundle)."""
+encoder loads the same way, WavLM for one)."""
 
 from __future__ import annotations
 
@@ -62,3 +62,10 @@ class HubertFeatures:
         hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
         frame_mask = self.model._get_feature_vector_attention_mask(hidden.shape[1], sample_mask)
         return hidden, frame_mask.bool()
+
+
+def features_dtype(name: str, device: str) -> torch.dtype:
+    """``models.features_dtype`` as a torch dtype: ``auto`` is float16 on a GPU, else float32."""
+    if name == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, name)

@@ -383,7 +383,7 @@ def build_random_bundle(target: Path, dst: Path, seed: int = 0) -> None:
     EmoQ-Former initialised from the random RoBERTa-base over HuBERT-large's 1,024-d frames, a
     projector to Qwen2.5-7B's 3,584 dimensions and a zero LoRA made from the LLM's config (the
     7B model is never loaded)."""
-    from annotator.models.untrained import build_untrained_bundle
+    from annotator.kinds.emoq.untrained import build_untrained_bundle
 
     folders = {part: part_folder(part) for part in ("text_encoder", "hubert", "llm")}
     missing = [part for part, folder in folders.items() if not (target / folder).is_dir()]

@@ -10,12 +10,8 @@
   byte-level BPE tokenizer (Whisper's GPT-2 vocabulary) whose added tokens, special tokens and
   chat template are shaped like Qwen2.5-Instruct's: ChatML, no ``<AUDIO>`` (the soft token is
   placed by position, see ``annotator/models/prompt.py``);
-* bundle: an untrained EmoQ bundle, so the pipeline runs before any training;
-* ctc + qieemo-bundle: a random HuBERT CTC encoder and an untrained Qieemo bundle over it;
-* wavlm + emosllm-bundle: a random WavLM and an untrained EmoSLLM bundle (4 soft tokens) over it
-  and the Qwen2;
-* mister-e-bundle: an untrained MiSTER-E bundle (utterance heads over the HuBERT and the text
-  encoder, a tiny context model).
+* then each kind's parts (annotator/kinds/<name>/untrained.py): its untrained bundle, so the
+  pipeline runs before any training, and any encoder only it uses.
 
 Same seed → the same bytes, checked by ``profile.json`` which lists every file's SHA-256.
 """
@@ -34,11 +30,9 @@ from annotator.models.tokenizer_layouts import build_small_llm_tokenizer
 
 # Bump when the build recipe changes, so that existing builds are rebuilt rather than trusted.
 # 3: the LLM tokenizer lost <AUDIO> and gained the rest of Qwen2.5-Instruct's added tokens.
-# 4: the untrained bundle's bundle.json names its kind (emoq).
-# 5: a CTC encoder (ctc) and an untrained Qieemo bundle (qieemo-bundle).
-# 6: a WavLM (wavlm) and an untrained EmoSLLM bundle (emosllm-bundle); the Qieemo bundle
-#    standardises its encoder features (feature_mean, feature_inv_std).
-# 7: an untrained MiSTER-E bundle (mister-e-bundle) over the HuBERT and the text encoder.
+# 4: the untrained bundle's bundle.json names its kind.
+# 5-7: more kinds' parts (ctc + qieemo-bundle; wavlm + emosllm-bundle, the ctc kind's bundle
+#    standardising its features; mister-e-bundle): each kind's untrained.py builds them now.
 BUILD_RECIPE = 7
 SMALL_PREFIX = "small:"
 PAPER_RANDOM = "paper-random"
@@ -68,16 +62,6 @@ class SmallSizes:
     hubert_layers: int = 2
     hubert_heads: int = 4
     hubert_conv: int = 64
-    ctc_layers: int = 4  # the Qieemo bundle's CTC encoder: blocks 3 and 4 fused
-    # The EmoSLLM bundle's query pooling (the paper's: 32 queries, 768 wide, 2 layers, 8 heads).
-    emosllm_queries: int = 4
-    emosllm_width: int = 64
-    emosllm_heads: int = 4
-    # The MiSTER-E bundle's embeddings and context model (the published code's: 3-layer BiGRU of
-    # 512 units, 4 co-attention layers).
-    mister_e_dim: int = 48
-    mister_e_hidden: int = 32
-    mister_e_layers: int = 2
 
 
 def small_dir(home: Path) -> Path:
@@ -163,7 +147,7 @@ def _build_text_encoder(dst: Path) -> None:
     )
 
 
-def _encoder_shape(sizes: SmallSizes, layers: int) -> dict:
+def encoder_shape(sizes: SmallSizes, layers: int) -> dict:
     """The small wav2vec2-family encoders' shape (HuBERT's conv strides: 50 frames a second)."""
     return {
         "hidden_size": sizes.hubert_hidden,
@@ -178,7 +162,7 @@ def _encoder_shape(sizes: SmallSizes, layers: int) -> dict:
     }
 
 
-def _save_feature_extractor(dst: Path) -> None:
+def save_feature_extractor(dst: Path) -> None:
     from transformers import Wav2Vec2FeatureExtractor
 
     Wav2Vec2FeatureExtractor(
@@ -190,31 +174,16 @@ def _save_feature_extractor(dst: Path) -> None:
     ).save_pretrained(dst)
 
 
-def _build_hubert(dst: Path, seed: int, sizes: SmallSizes, ctc: bool = False) -> None:
-    """A random HuBERT (``sizes.hubert_layers``); with ``ctc`` the one a Qieemo bundle reads: a
-    CTC head over 32 characters on ``sizes.ctc_layers`` (at paper size a real CTC checkpoint such
-    as facebook/hubert-large-ls960-ft)."""
+def _build_hubert(dst: Path, seed: int, sizes: SmallSizes) -> None:
+    """A random HuBERT of ``sizes.hubert_layers`` (the EmoQ features' and MiSTER-E's speech
+    encoder; at paper size facebook/hubert-large-ll60k)."""
     import torch
-    from transformers import HubertConfig, HubertForCTC, HubertModel
+    from transformers import HubertConfig, HubertModel
 
-    layers = sizes.ctc_layers if ctc else sizes.hubert_layers
-    config = HubertConfig(**_encoder_shape(sizes, layers), vocab_size=32)
-    torch.manual_seed(seed + 1 if ctc else seed)
-    model = HubertForCTC(config) if ctc else HubertModel(config)
-    model.eval().save_pretrained(dst, safe_serialization=True)
-    _save_feature_extractor(dst)
-
-
-def _build_wavlm(dst: Path, seed: int, sizes: SmallSizes) -> None:
-    """A random WavLM shaped like the HuBERT (an EmoSLLM bundle's audio encoder; at paper size
-    microsoft/wavlm-large)."""
-    import torch
-    from transformers import WavLMConfig, WavLMModel
-
-    config = WavLMConfig(**_encoder_shape(sizes, sizes.hubert_layers))
-    torch.manual_seed(seed + 2)
-    WavLMModel(config).eval().save_pretrained(dst, safe_serialization=True)
-    _save_feature_extractor(dst)
+    config = HubertConfig(**encoder_shape(sizes, sizes.hubert_layers), vocab_size=32)
+    torch.manual_seed(seed)
+    HubertModel(config).eval().save_pretrained(dst, safe_serialization=True)
+    save_feature_extractor(dst)
 
 
 def _build_llm(dst: Path, seed: int, sizes: SmallSizes, whisper_dir: Path) -> None:
@@ -279,60 +248,10 @@ def build_small_profile(
         _build_hubert(staging / "hubert", seed, sizes)
         on_step("random Qwen2 + tokenizer")
         _build_llm(staging / "llm", seed, sizes, staging / "whisper")
-        on_step("untrained EmoQ bundle")
-        from annotator.models.untrained import build_untrained_bundle
+        from annotator.kinds import KINDS
 
-        build_untrained_bundle(
-            staging / "bundle",
-            text_encoder=staging / "text-encoder",
-            hubert=staging / "hubert",
-            llm=staging / "llm",
-            base_names={
-                "hubert": SMALL_PREFIX + "hubert",
-                "text_encoder": SMALL_PREFIX + "text-encoder",
-                "llm": SMALL_PREFIX + "llm",
-            },
-            seed=seed,
-        )
-        on_step("random HuBERT CTC + untrained Qieemo bundle")
-        from annotator.models.qieemo import build_untrained_qieemo_bundle
-
-        _build_hubert(staging / "ctc", seed, sizes, ctc=True)
-        build_untrained_qieemo_bundle(
-            staging / "qieemo-bundle", staging / "ctc", SMALL_PREFIX + "ctc", seed=seed, hidden=64
-        )
-        on_step("random WavLM + untrained EmoSLLM bundle")
-        from annotator.models.emosllm import build_untrained_emosllm_bundle
-
-        _build_wavlm(staging / "wavlm", seed, sizes)
-        build_untrained_emosllm_bundle(
-            staging / "emosllm-bundle",
-            staging / "wavlm",
-            staging / "llm",
-            {"audio_encoder": SMALL_PREFIX + "wavlm", "llm": SMALL_PREFIX + "llm"},
-            seed=seed,
-            num_queries=sizes.emosllm_queries,
-            width=sizes.emosllm_width,
-            heads=sizes.emosllm_heads,
-        )
-        on_step("untrained MiSTER-E bundle")
-        from annotator.models.mister_e_utterances import build_untrained_mister_e_bundle
-
-        build_untrained_mister_e_bundle(
-            staging / "mister-e-bundle",
-            staging / "hubert",
-            staging / "text-encoder",
-            {
-                "speech_encoder": SMALL_PREFIX + "hubert",
-                "text_encoder": SMALL_PREFIX + "text-encoder",
-            },
-            seed=seed,
-            dim=sizes.mister_e_dim,
-            hidden=sizes.mister_e_hidden,
-            gru_layers=sizes.mister_e_layers,
-            coattention_layers=sizes.mister_e_layers,
-            heads=4,
-        )
+        for declared in KINDS.values():  # each kind's own parts (its untrained.build_small)
+            declared.part("untrained").build_small(staging, seed, on_step)
         manifest = {
             "profile": "small",
             "recipe": BUILD_RECIPE,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from annotator.config import S3Config
+from annotator.kinds import DEFAULT_KIND
 from annotator.storage import (
     MANIFEST,
     StorageError,
@@ -100,7 +101,7 @@ class Registry:
         previous = self.pointer(name)
         pointer = {
             "version": version,
-            "kind": meta.get("kind", "emoq"),
+            "kind": meta.get("kind", DEFAULT_KIND),
             "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "previous": previous["version"] if previous else None,
         }
@@ -172,7 +173,7 @@ class Registry:
             out.append(
                 Version(
                     version,
-                    meta.get("kind", "emoq"),
+                    meta.get("kind", DEFAULT_KIND),
                     list(meta.get("labels", [])),
                     manifest.get("written_at", ""),
                     sorted(n for n, p in refs.items() if p["version"] == version),

@@ -16,7 +16,7 @@ most ``PAUSE_S``), so a test can take that node away while it holds work.
 no stage expects (:class:`InjectedFailure`), or at ``source`` (opening a source) a
 ``ConnectionResetError``, which may pass (annotator/pipeline/failures.py). Points: ``source``,
 ``decode`` (mid-file, after its first block), each model stage by name (``asr``, ``features``,
-``label``, ``emosllm``, ``qieemo``, ``utterances``) and ``context`` (the sink's per-file labelling
+``label`` and every kind's own stage by its name) and ``context`` (the sink's per-file labelling
 of a context bundle).
 
 Unset, as always outside tests, a point costs two environment lookups.

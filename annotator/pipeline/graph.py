@@ -4,10 +4,9 @@
     (a task per  (tasks)   (actor pools that follow the cluster: pools.py)
      input URI)
 
-For an EmoQ bundle (annotator/models/kinds.py) the kind's stages are FeaturesStage ─► LabelStage;
-for EmoSLLM EmoSLLMStage ─► LabelStage; for Qieemo QieemoStage alone; for MiSTER-E
-UtterancesStage, then the sink labels each finished file's segments together
-(annotator/pipeline/context.py).
+The served bundle's kind (annotator/kinds/) says which stages follow ASR, each an actor class with
+its resources in ``stages.<name>``; a kind with a context labeller leaves the label to the sink,
+which labels each finished file's segments together (annotator/pipeline/sink.py).
 
 Ray Data does the scheduling: actor pools that grow with the cluster, backpressure between
 stages, streaming execution, restarts of dead actors and retries of failed tasks (on another
@@ -21,18 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from annotator.config import AnnotatorConfig, StageResources
-from annotator.models.kinds import DEFAULT_KIND, KINDS, Kind
+from annotator.kinds import DEFAULT_KIND, KINDS, Kind
 from annotator.pipeline.decode import decode
 from annotator.pipeline.inputs import source_listing
 from annotator.pipeline.pools import GIB, Node, PoolSize, cluster_nodes, pool_size
-from annotator.pipeline.stages import (
-    ASRStage,
-    EmoSLLMStage,
-    FeaturesStage,
-    LabelStage,
-    QieemoStage,
-    UtterancesStage,
-)
+from annotator.pipeline.stages import ASRStage
 from annotator.pipeline.windows import language_probing
 
 log = logging.getLogger("annotator.annotate")
@@ -56,17 +48,6 @@ def _actor_stage(resources: StageResources, pool: PoolSize) -> dict[str, Any]:
         **_memory(resources.memory_gb),
         # Ray Data restarts dead actors and retries their batches (max_restarts=-1 by default).
     }
-
-
-# Each kind's stage names → the actor class (pipeline/stages.py) and its constructor's kwargs.
-STAGES = {
-    "features": FeaturesStage,
-    "label": LabelStage,
-    "qieemo": QieemoStage,
-    "emosllm": EmoSLLMStage,
-    "utterances": UtterancesStage,
-}
-_STARTS_ENGINE = {"label"}  # stages whose engine starts when the run's first window arrives
 
 
 def pools(
@@ -140,9 +121,11 @@ def build(
         **_memory(stages.decode.memory_gb),
     )
     flag = work_arrived()  # ASR raises it with its first window; label engines start then
-    for name, stage in (("asr", ASRStage), *((n, STAGES[n]) for n in kind.stages)):
+    actors = [("asr", ASRStage, True)]
+    actors += [(s.name, s.actor_class(), s.starts_engine) for s in kind.specs]
+    for name, stage, starts_engine in actors:
         kwargs = {"config": config}
-        if name == "asr" or name in _STARTS_ENGINE:
+        if starts_engine:  # its engine starts when the run's first window arrives
             kwargs["work_arrived"] = flag
         ds = ds.map_batches(
             stage,

@@ -46,8 +46,8 @@ def annotate(
     """
     import ray
 
+    from annotator.kinds import kind, load_object
     from annotator.models.bundle import Bundle
-    from annotator.models.kinds import kind
     from annotator.models.locate import local_model, locate
     from annotator.pipeline.connection import connect
     from annotator.pipeline.graph import build
@@ -80,7 +80,7 @@ def annotate(
         bundle_version=bundle.version,
         bundle_kind=bundle.kind,
         asr_model=config.models.asr.model,
-        llm_model=config.models.llm if "label" in served.stages else "",  # qieemo has none
+        llm_model=config.models.llm if "label" in served.stages else "",  # a kind without the LLM
     )
     done = DoneSet() if force else DoneSet(output.committed_ids(retry_errors))
     other_bundles = tuple(sorted(bundles_of_runs(output) - {bundle.version})) if done else ()
@@ -107,10 +107,8 @@ def annotate(
         raise RunError(str(exc)) from None
     context = None
     if served.context:
-        from annotator.pipeline.context import ContextLabeller
-
         below = config.models.unsure_below
-        context = ContextLabeller(
+        context = load_object(served.context)(
             Bundle.load(local_model(location, config)),
             config.models.context_window,
             config.models.context_overlap,

@@ -17,8 +17,8 @@ is committed with its error rows and none of its segments; a file with a transie
 committed the same way with ``status = 'retry'``: recorded, not done, and the next run does it.
 
 Rows stay Arrow tables from the stream to the table (no Python dict per row); the commit runs on
-a thread of its own while the driver goes on gathering the next one. For a context bundle
-(MiSTER-E) that thread first labels each file's segments together (annotator/pipeline/context.py).
+a thread of its own while the driver goes on gathering the next one. For a kind with a context
+labeller that thread first labels each file's segments together (its ``Kind.context``).
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ import pyarrow.compute as pc
 
 from annotator.audio.sources import is_archive
 from annotator.config import CommitConfig
-from annotator.models.kinds import KINDS
+from annotator.kinds import DEFAULT_KIND, KINDS
 from annotator.output import failpoints
 from annotator.output.tables import OutputTables
-from annotator.pipeline.context import CONTEXT_COLUMNS, ContextLabeller
 from annotator.schema import ERRORS, FILES, SEGMENTS
 
 log = logging.getLogger("annotator.annotate")
@@ -68,7 +67,7 @@ class RunInfo:
     bundle_version: str
     asr_model: str
     llm_model: str
-    bundle_kind: str = "emoq"
+    bundle_kind: str = DEFAULT_KIND
 
 
 @dataclass
@@ -129,13 +128,14 @@ class Sink:
         tables: OutputTables,
         info: RunInfo,
         commit: CommitConfig | None = None,
-        context: ContextLabeller | None = None,
+        context: Any = None,
     ) -> None:
-        """``context``: a context bundle's labeller, which labels each commit's files' segments
-        together before they are written (annotator/pipeline/context.py)."""
+        """``context``: a context bundle's labeller (``Kind.context``: ``label(segments)`` and the
+        ``columns`` its stages add for it), which labels each commit's files' segments together
+        before they are written."""
         self.tables = tables
         self.context = context
-        self._keep = CONTEXT_COLUMNS if context is not None else ()
+        self._keep = tuple(context.columns) if context is not None else ()
         self.info = info
         self.commit = commit or CommitConfig()
         self.counts = Counts()

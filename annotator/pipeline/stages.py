@@ -2,21 +2,20 @@
 ``__init__`` and take a batch of rows (:mod:`annotator.pipeline.rows`) in ``process``, which
 :class:`Stage` guards: a file that fails is quarantined, the batch goes on (pipeline/failures.py).
 
-HuBERT, the EmoQ-Former and the projector share one actor so HuBERT's frames never leave it.
+A kind's stages (annotator/kinds/) are built from the same parts: :class:`Stage`, the row helpers
+and :func:`with_emotions`, which every kind's last stage writes its labels through.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
-import threading
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from annotator.config import AnnotatorConfig
-from annotator.models.prompt import channel_speaker
 from annotator.output import failpoints
 from annotator.pipeline.failures import Streak, guarded
 from annotator.pipeline.rows import ASR_COLUMNS, LABEL_COLUMNS, ROW
@@ -39,22 +38,22 @@ def placed(batch: pa.Table, stage: str, where: str) -> pa.Table:
     return batch.append_column(f"{stage}_at", pa.array([where] * batch.num_rows, pa.string()))
 
 
-def _segment_rows(batch: pa.Table) -> list[int]:
+def segment_rows(batch: pa.Table) -> list[int]:
     return [i for i, kind in enumerate(batch["kind"].to_pylist()) if kind == "segment"]
 
 
-def _waveforms(batch: pa.Table, rows: list[int]) -> list[np.ndarray]:
+def waveforms(batch: pa.Table, rows: list[int]) -> list[np.ndarray]:
     audio = batch["audio"]
     return [np.frombuffer(audio[i].as_py(), dtype=np.float32) for i in rows]
 
 
-def _set_threads(num_cpus: float) -> None:
+def set_threads(num_cpus: float) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(num_cpus)))
 
 
-def _model_path(name: str, config: AnnotatorConfig) -> str:
+def model_path(name: str, config: AnnotatorConfig) -> str:
     """The local directory this actor's node loads ``name`` from (fetched into the node's cache
     when it is in object storage: annotator/models/locate.py)."""
     from annotator.models.locate import local_model
@@ -62,16 +61,16 @@ def _model_path(name: str, config: AnnotatorConfig) -> str:
     return local_model(name, config)
 
 
-def _served_bundle(config: AnnotatorConfig, stage: str):
+def served_bundle(config: AnnotatorConfig, stage: str):
     """What a bundle kind's features stage starts with: the actor's threads set from
     ``stages.<stage>``, and (the served bundle, the device its models run on, their dtype)."""
     from annotator.models.bundle import Bundle
-    from annotator.models.embedder import features_dtype
+    from annotator.models.hubert import features_dtype
 
     resources = getattr(config.stages, stage)
-    _set_threads(resources.num_cpus)
+    set_threads(resources.num_cpus)
     device = "cuda" if resources.num_gpus > 0 else "cpu"
-    bundle = Bundle.load(_model_path(config.models.bundle, config))
+    bundle = Bundle.load(model_path(config.models.bundle, config))
     return bundle, device, features_dtype(config.models.features_dtype, device)
 
 
@@ -101,7 +100,7 @@ class ASRStage(Stage):
         from annotator.models.asr import Transcriber
 
         self.transcriber = Transcriber(
-            _model_path(config.models.asr.model, config),
+            model_path(config.models.asr.model, config),
             config.models.asr,
             batch_size=config.stages.asr.batch_size,
         )
@@ -189,7 +188,7 @@ _NO_TRANSCRIPT = {
 }
 
 
-def _vector_column(n: int, rows: list[int], vectors: np.ndarray | None) -> pa.Array:
+def vector_column(n: int, rows: list[int], vectors: np.ndarray | None) -> pa.Array:
     """A list<float32> column of ``n`` rows: row ``rows[k]`` holds ``vectors[k]`` flattened,
     the others are empty."""
     values: list[list[float]] = [[] for _ in range(n)]
@@ -199,175 +198,12 @@ def _vector_column(n: int, rows: list[int], vectors: np.ndarray | None) -> pa.Ar
     return pa.array(values, type=pa.list_(pa.float32()))
 
 
-def _with_soft(batch: pa.Table, rows: list[int], tokens) -> pa.Table:
+def with_soft(batch: pa.Table, rows: list[int], tokens) -> pa.Table:
     """``batch`` without its audio and with ``soft``: each segment row's soft token(s) (``tokens``
     (len(rows), …, llm_dim), flattened), empty on other rows."""
     vectors = tokens.float().cpu().numpy() if rows else None
     batch = batch.drop_columns(["audio"])
-    return batch.append_column("soft", _vector_column(batch.num_rows, rows, vectors))
-
-
-class FeaturesStage(Stage):
-    """HuBERT + EmoQ-Former + projector: audio and transcript → one soft token per segment.
-
-    The audio column leaves the stream here; only the soft token (``soft``) goes on."""
-
-    stage = "features"
-
-    def __init__(self, config: AnnotatorConfig) -> None:
-        from annotator.models.embedder import EmotionEmbedder
-
-        bundle, device, dtype = _served_bundle(config, "features")
-        self.embedder = EmotionEmbedder(
-            bundle,
-            _model_path(config.models.hubert, config),
-            hubert_layer=config.models.hubert_layer,
-            device=device,
-            dtype=dtype,
-        )
-        self.where = where_am_i()
-        self._guard(config)
-
-    def process(self, batch: pa.Table) -> pa.Table:
-        rows = _segment_rows(batch)
-        tokens = None
-        if rows:
-            texts = batch["text"].to_pylist()
-            _, tokens = self.embedder(_waveforms(batch, rows), [texts[i] for i in rows])
-        return placed(_with_soft(batch, rows, tokens), "features", self.where)
-
-
-class EmoSLLMStage(Stage):
-    """An EmoSLLM bundle's features (annotator/models/emosllm.py): the frozen audio encoder and
-    the query-pooling mapper, audio → the bundle's ``soft_tokens`` soft tokens per segment,
-    flattened into ``soft`` for the label stage. The audio column leaves the stream here."""
-
-    stage = "emosllm"
-
-    def __init__(self, config: AnnotatorConfig) -> None:
-        from annotator.models.emosllm import EmoSLLMEmbedder
-
-        bundle, device, dtype = _served_bundle(config, "emosllm")
-        self.embedder = EmoSLLMEmbedder(
-            bundle, _model_path(bundle.base["audio_encoder"], config), device=device, dtype=dtype
-        )
-        self.where = where_am_i()
-        self._guard(config)
-
-    def process(self, batch: pa.Table) -> pa.Table:
-        rows = _segment_rows(batch)
-        tokens = self.embedder(_waveforms(batch, rows)) if rows else None
-        return placed(_with_soft(batch, rows, tokens), "emosllm", self.where)
-
-
-class UtterancesStage(Stage):
-    """A MiSTER-E bundle's first stage (annotator/models/mister_e_utterances.py): each segment's
-    speech embedding (from its audio) and text embedding (from its transcript), as columns
-    ``utterance_speech`` and ``utterance_text``. No label here: the sink labels a finished
-    file's segments together with the bundle's context model (annotator/pipeline/context.py).
-    The audio column leaves the stream here."""
-
-    stage = "utterances"
-
-    def __init__(self, config: AnnotatorConfig) -> None:
-        from annotator.models.mister_e_utterances import UtteranceEncoder
-
-        bundle, device, dtype = _served_bundle(config, "utterances")
-        self.encoder = UtteranceEncoder(
-            bundle,
-            _model_path(bundle.base["speech_encoder"], config),
-            _model_path(bundle.base["text_encoder"], config),
-            device=device,
-            dtype=dtype,
-        )
-        self.where = where_am_i()
-        self._guard(config)
-
-    def process(self, batch: pa.Table) -> pa.Table:
-        rows = _segment_rows(batch)
-        speech = text = None
-        if rows:
-            texts = batch["text"].to_pylist()
-            speech, text = self.encoder(_waveforms(batch, rows), [texts[i] or "" for i in rows])
-        n = batch.num_rows
-        batch = batch.drop_columns(["audio"])
-        batch = batch.append_column("utterance_speech", _vector_column(n, rows, speech))
-        batch = batch.append_column("utterance_text", _vector_column(n, rows, text))
-        return placed(batch, "utterances", self.where)
-
-
-class LabelStage(Stage):
-    """The prompt with the soft token(s) (``soft``: EmoQ's one, EmoSLLM's several, flattened),
-    served by vLLM with the bundle's LoRA: the emotion."""
-
-    stage = "label"
-
-    def __init__(self, config: AnnotatorConfig, work_arrived: Any = None) -> None:
-        from transformers import AutoTokenizer
-
-        from annotator.models.bundle import Bundle
-        from annotator.models.prompt import PromptEmbedder, local_model_dir
-        from annotator.pipeline.warmup import start_when_raised
-
-        self.config = config
-        self.where = where_am_i()
-        self._guard(config)
-        self.llm = local_model_dir(_model_path(config.models.llm, config))
-        self.bundle = Bundle.load(_model_path(config.models.bundle, config))
-        self.bundle.check_llm_tokenizer(AutoTokenizer.from_pretrained(self.llm))
-        self.prompts = PromptEmbedder.for_bundle(self.llm, self.bundle)
-        # Abstention: under this confidence the emotion is written as unsure (posterior kept).
-        below = config.models.unsure_below
-        self.unsure_below = self.bundle.unsure_below if below is None else below
-        # A split call's channel → its speaker's role, for the prompt (audio.channel_speakers).
-        self.speakers = list(config.audio.channel_speakers)
-        # The engine starts once the run has work (the ASR stage's first window), in a thread,
-        # or else with the first segment: a run of skips needs none (pipeline/warmup.py).
-        self.labeler = None
-        self._starting = threading.Lock()
-        start_when_raised(work_arrived, self._engine)
-
-    def _engine(self):
-        """The vLLM engine, started by the first caller; a second waits for the first."""
-        from annotator.models.labeler.vllm import VLLMLabeler
-
-        with self._starting:
-            if self.labeler is None:
-                resources = self.config.stages.label
-                self.labeler = VLLMLabeler(
-                    self.llm,
-                    self.bundle.emotion_token_ids,
-                    self.bundle.lora_dir,
-                    max_lora_rank=self.bundle.lora_rank,
-                    dtype=self.config.models.dtype,
-                    gpu_memory_utilization=resources.num_gpus if resources.num_gpus > 0 else 0.3,
-                    in_process=resources.num_gpus == 0,  # this actor's own process, on CPU
-                )
-        return self.labeler
-
-    def process(self, batch: pa.Table) -> pa.Table:
-        import torch
-
-        rows = _segment_rows(batch)
-        probs = None
-        if rows:
-            texts = batch["text"].to_pylist()
-            channels = batch["channel"].to_pylist()
-            soft = batch["soft"]
-            embeds = [
-                self.prompts.build(
-                    texts[i],
-                    torch.tensor(soft[i].as_py(), dtype=self.prompts.table.dtype),
-                    speaker=channel_speaker(channels[i], self.speakers),
-                )
-                for i in rows
-            ]
-            probs = self._engine().posteriors(embeds)
-            texts = [texts[i] for i in rows]
-        batch = batch.drop_columns(["soft"])
-        audio_only = [not t.strip() for t in texts] if rows else []
-        labelled = with_emotions(batch, rows, probs, self.bundle, self.unsure_below, audio_only)
-        return placed(labelled, "label", self.where)
+    return batch.append_column("soft", vector_column(batch.num_rows, rows, vectors))
 
 
 def with_emotions(
@@ -404,36 +240,3 @@ def with_emotions(
     for field in LABEL_COLUMNS:
         batch = batch.append_column(field, pa.array(values[field.name], type=field.type))
     return batch
-
-
-class QieemoStage(Stage):
-    """A Qieemo bundle's one stage (annotator/models/qieemo.py): the CTC encoder's layers and
-    posteriors → the emotion, from the audio alone (``audio_only`` is true on every row). The
-    audio column leaves the stream here."""
-
-    stage = "qieemo"
-
-    def __init__(self, config: AnnotatorConfig) -> None:
-        from annotator.models.qieemo import CTCEncoder, Qieemo
-
-        self.bundle, device, dtype = _served_bundle(config, "qieemo")
-        self.encoder = CTCEncoder(
-            _model_path(self.bundle.base["ctc_encoder"], config), device=device, dtype=dtype
-        )
-        self.model = Qieemo.load(self.bundle.root).to(device, dtype)
-        below = config.models.unsure_below
-        self.unsure_below = self.bundle.unsure_below if below is None else below
-        self.where = where_am_i()
-        self._guard(config)
-
-    def process(self, batch: pa.Table) -> pa.Table:
-        from annotator.models.qieemo import posteriors
-
-        rows = _segment_rows(batch)
-        waveforms = _waveforms(batch, rows)
-        probs = posteriors(self.encoder, self.model, waveforms, len(rows)) if rows else None
-        batch = batch.drop_columns(["audio"])
-        labelled = with_emotions(
-            batch, rows, probs, self.bundle, self.unsure_below, [True] * len(rows)
-        )
-        return placed(labelled, "qieemo", self.where)

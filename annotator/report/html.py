@@ -147,7 +147,7 @@ def _share_bars(shares, key: str, title: str, palette: dict[str, str], div_id: s
 
 
 def _experts_section(rows, where: str) -> list[str]:
-    """A context bundle's (MiSTER-E) gate: per expert, the segments it decided (largest weight)
+    """A context bundle's gate: per expert, the segments it decided (largest weight)
     and its mean weight; nothing when no row has expert weights."""
     has = "AND" if where else "WHERE"
     decided = rows(

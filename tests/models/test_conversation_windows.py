@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from annotator.models.conversation_windows import run_in_windows, windows
-from annotator.models.mister_e import MisterE, MisterEConfig
+from annotator.kinds.mister_e.model import MisterE, MisterEConfig
+from annotator.kinds.mister_e.windows import run_in_windows, windows
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 64, 65, 100, 1000, 7203])

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from annotator.kinds.emoq.emoq_former import EmoQFormer
 from annotator.models.bundle import Bundle
-from annotator.models.emoq_former import EmoQFormer
 
 TOL = 1e-5  # float32; batching reorders reductions, nothing more
 
 
 @pytest.fixture(scope="module")
 def former(small_dir):
-    return Bundle.load(small_dir / "bundle").load_emoq_former().eval()
+    return EmoQFormer.load(small_dir / "bundle").eval()
 
 
 def _inputs(former, b=3, frames=40, tokens=12, seed=0):
@@ -87,7 +87,7 @@ def test_starts_from_the_pretrained_encoder(small_dir):
 
 def test_embedder_batch_equals_single_items(small_dir):
     """HuBERT + EmoQ-Former + projector: waveforms of different lengths in one batch."""
-    from annotator.models.embedder import EmotionEmbedder
+    from annotator.kinds.emoq.embedder import EmotionEmbedder
 
     bundle = Bundle.load(small_dir / "bundle")
     embedder = EmotionEmbedder(bundle, str(small_dir / "hubert"))
@@ -105,7 +105,8 @@ def test_embedder_batch_equals_single_items(small_dir):
 def test_embedder_in_half_precision_gives_the_float32_soft_tokens(small_dir):
     """The features stage runs in float16 on GPUs (features_dtype auto); bfloat16 takes the same
     path on this CPU: every weight and activation in half precision, the same soft tokens."""
-    from annotator.models.embedder import EmotionEmbedder, features_dtype
+    from annotator.kinds.emoq.embedder import EmotionEmbedder
+    from annotator.models.hubert import features_dtype
 
     assert features_dtype("auto", "cuda:0") == torch.float16
     assert features_dtype("auto", "cpu") == torch.float32
@@ -129,7 +130,7 @@ def test_e_moves_when_only_the_transcript_or_only_the_audio_changes(small_dir):
     """Both inputs reach e through the real path (waveform → HuBERT, transcript → the
     EmoQ-Former's tokenizer): one changed while the other is held fixed moves e well beyond
     float noise, and holding both fixed does not move it. A disconnected path fails here."""
-    from annotator.models.embedder import EmotionEmbedder
+    from annotator.kinds.emoq.embedder import EmotionEmbedder
 
     embedder = EmotionEmbedder(Bundle.load(small_dir / "bundle"), str(small_dir / "hubert"))
     rng = np.random.default_rng(1)

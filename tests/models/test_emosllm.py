@@ -1,4 +1,4 @@
-"""EmoSLLM (annotator/models/emosllm.py) over the small profile's random WavLM: the audio reaches
+"""EmoSLLM (annotator/kinds/emosllm/model.py) over the small profile's random WavLM: the audio reaches
 every soft token, a batch gives each item what it gets alone, and training puts the soft tokens
 in the prompt rows serving builds (audio first, several slots)."""
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from annotator.kinds.emosllm.model import EmoSLLMEmbedder
 from annotator.models.bundle import Bundle
-from annotator.models.emosllm import EmoSLLMEmbedder
 from annotator.models.prompt import PromptEmbedder
-from training.models import with_soft_tokens
+from training.llm import with_soft_tokens
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Bundle kinds (annotator/models/kinds.py): a bundle names its kind, the kind decides what the
+"""Bundle kinds (annotator/kinds/__init__.py): a bundle names its kind, the kind decides what the
 bundle must hold and which stages the annotate graph runs after ASR."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import shutil
 import pytest
 
 from annotator.config import load_config
+from annotator.kinds import DEFAULT_KIND, KINDS, kind, stage_specs
 from annotator.models.bundle import META, Bundle, BundleError, content_version
-from annotator.models.kinds import DEFAULT_KIND, KINDS, kind
-from annotator.pipeline.graph import STAGES, pools
+from annotator.pipeline.graph import pools
 from annotator.pipeline.pools import Node
+from annotator.pipeline.stages import Stage
 
 
 def _rewrite(root, **changes):
@@ -65,4 +66,5 @@ def test_every_kind_has_its_stages_and_their_resources(name):
     sizes = pools(config, [node], kind(name))
     assert list(sizes) == ["asr", *KINDS[name].stages]
     for stage in KINDS[name].stages:
-        assert stage in STAGES and hasattr(config.stages, stage)
+        assert stage in stage_specs() and hasattr(config.stages, stage)
+        assert issubclass(stage_specs()[stage].actor_class(), Stage)

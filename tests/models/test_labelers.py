@@ -93,7 +93,7 @@ def test_vllm_labeler_inside_a_ray_actor(ray_local, small_dir, bundle, prompts, 
 
 
 def test_vllm_equals_reference_with_several_soft_tokens(small_dir, bundle, vllm_labeler):
-    """EmoSLLM's prompts (annotator/models/emosllm.py): four soft tokens before the transcript,
+    """EmoSLLM's prompts (annotator/kinds/emosllm/model.py): four soft tokens before the transcript,
     served by the same engine and adapter; each of the four moves the posterior."""
     pe = PromptEmbedder.from_llm(small_dir / "llm", bundle.labels, audio_slots=4, audio_first=True)
     g = torch.Generator().manual_seed(5)

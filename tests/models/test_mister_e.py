@@ -1,4 +1,4 @@
-"""MiSTER-E's conversation model (annotator/models/mister_e.py) and loss: padding is masked
+"""MiSTER-E's conversation model (annotator/kinds/mister_e/model.py) and loss: padding is masked
 everywhere (the published code's defect is not copied), context reaches every utterance, each
 expert hears its own stream, the gate mixes the experts' logits, and a few steps fit a
 conversation whose labels only context can tell apart."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from annotator.models.mister_e import EXPERTS, MisterE, MisterEConfig
-from training.losses import mister_e_loss
+from annotator.kinds.mister_e.model import EXPERTS, MisterE, MisterEConfig
+from annotator.kinds.mister_e.train import mister_e_loss
 
 SPEECH, TEXT, LABELS = 12, 10, 4
 

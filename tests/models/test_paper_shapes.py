@@ -128,8 +128,9 @@ def test_lora_from_the_llm_config_is_the_adapter_peft_makes(small_dir, tmp_path)
     from peft import PeftModel, get_peft_model, get_peft_model_state_dict
     from transformers import AutoModelForCausalLM
 
-    from annotator.models.bundle import Bundle, lora_config
-    from annotator.models.untrained import build_untrained_bundle, untrained_lora_tensors
+    from annotator.kinds.emoq.untrained import build_untrained_bundle
+    from annotator.models.bundle import Bundle
+    from annotator.models.lora import lora_config, untrained_lora_tensors
 
     llm = small_dir / "llm"
     tensors = untrained_lora_tensors(llm, rank=8, seed=3)
@@ -161,8 +162,8 @@ def test_lora_from_the_llm_config_is_the_adapter_peft_makes(small_dir, tmp_path)
 def test_lora_from_the_paper_llm_config_has_gqa_shapes(tmp_path):
     """Qwen2.5-7B's config alone (no weights): 28 layers × q/k/v/o, k and v 512 wide (4 KV
     heads × 128), q and o 3,584."""
+    from annotator.models.lora import untrained_lora_tensors
     from annotator.models.paper_shapes import paper_configs
-    from annotator.models.untrained import untrained_lora_tensors
 
     paper_configs()["llm"].save_pretrained(tmp_path)
     tensors = untrained_lora_tensors(tmp_path, rank=8)

@@ -1,4 +1,4 @@
-"""Qieemo (annotator/models/qieemo.py) over the small profile's random HuBERT CTC encoder: every
+"""Qieemo (annotator/kinds/qieemo/model.py) over the small profile's random HuBERT CTC encoder: every
 path of the model is wired, padding never reaches a segment's posterior, and a bundle round-trips."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from annotator.audio.synth import speak
+from annotator.kinds.qieemo.model import CTCEncoder, Qieemo, upper_blocks
 from annotator.models.bundle import Bundle
-from annotator.models.qieemo import CTCEncoder, Qieemo, upper_blocks
 
 
 @pytest.fixture(scope="module")

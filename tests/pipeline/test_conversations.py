@@ -80,7 +80,7 @@ def test_context_beats_each_turn_alone_on_held_out_voices(trained, calls, small_
     bundle's per-utterance classifiers (its stage 1), on voices it never heard. The per-turn
     figure is capped near 0.75 (a neutral-sounding tail cannot be told from a neutral call); the
     context model must read the turns before to get there."""
-    from training.mister_e import score
+    from annotator.kinds.mister_e.train import score
 
     work, _ = trained
     config = load_config(None, models={"home": str(small_home)})
@@ -103,8 +103,8 @@ def test_the_tail_is_labelled_from_the_turns_before(trained, calls, small_home):
     """Disconnect the context and the label goes: the neutral-sounding last turns of the held-out
     non-neutral calls are labelled with their call's emotion inside their call, and as neutral
     when the context model reads them without the turns before."""
-    from annotator.models.mister_e import MisterE
-    from training.mister_e import collate_utterances, conversations, encode, heads_from
+    from annotator.kinds.mister_e.model import MisterE
+    from annotator.kinds.mister_e.train import collate_utterances, conversations, encode, heads_from
 
     _, bundle = trained
     config = load_config(None, models={"home": str(small_home)})

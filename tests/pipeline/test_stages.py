@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from annotator.config import load_config
+from annotator.pipeline.label import LabelStage
 from annotator.pipeline.rows import ROW, blank_row
-from annotator.pipeline.stages import LabelStage
 
 pytestmark = pytest.mark.vllm
 

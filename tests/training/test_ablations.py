@@ -1,4 +1,4 @@
-"""The paper's ablations as settings of the same commands (training/ablations.py): what each
+"""The paper's ablations as settings of the same commands (annotator/kinds/emoq/ablations.py): what each
 changes in training, and that a bundle trained on one input is served hearing only that one."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from annotator.config import ConfigError, load_config
+from annotator.kinds.emoq.ablations import ABLATIONS, ablated
 from annotator.models.bundle import Bundle, heard
 from training import losses
-from training.ablations import ABLATIONS, ablated
 
 
 def test_each_ablation_is_a_train_setting_and_unknown_ones_are_refused():
@@ -58,7 +58,7 @@ def test_heard_takes_the_other_input_away():
 
 @pytest.fixture(scope="module")
 def embedder_for(small_dir):
-    from annotator.models.embedder import EmotionEmbedder
+    from annotator.kinds.emoq.embedder import EmotionEmbedder
 
     bundle = Bundle.load(small_dir / "bundle")
 
@@ -98,8 +98,8 @@ def test_no_stage1_writes_the_initialised_emoq_former(small_home, tmp_path):
     initialisation, the same each time."""
     from safetensors.torch import load_file
 
-    from annotator.models.emoq_former import EmoQFormer
-    from training.stage1 import train_stage1
+    from annotator.kinds.emoq.emoq_former import EmoQFormer
+    from annotator.kinds.emoq.stage1 import train_stage1
 
     config = ablated(load_config(None, models={"home": str(small_home)}), "no-stage1")
     first = train_stage1(config, tmp_path / "none.jsonl", tmp_path / "a")

@@ -39,7 +39,7 @@ def trained(synth_manifest, small_home, ray_local, tmp_path_factory):
 def test_training_runs_equal_full_steps_and_exports_mapper_and_adapter(trained, small_home):
     from safetensors.torch import load_file
 
-    from annotator.models.emosllm import WEIGHTS
+    from annotator.kinds.emosllm.model import WEIGHTS
     from training.common import checkpoint_state, latest_checkpoint
 
     work, _, bundle = trained

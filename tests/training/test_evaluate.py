@@ -47,7 +47,7 @@ def test_asr_transcripts_add_the_asr_stage():
 
 @pytest.mark.parametrize("kind", ["emosllm", "qieemo"])
 def test_another_kind_asks_for_its_own_stages(kind):
-    from annotator.models.kinds import KINDS
+    from annotator.kinds import KINDS
 
     config = load_config(None, stages={"emosllm": {"num_cpus": 0.75}, "qieemo": {"num_cpus": 1.5}})
     stages = [getattr(config.stages, name) for name in KINDS[kind].stages]

@@ -37,7 +37,7 @@ def reference(config, small_dir, checkpoint, tmp_path_factory):
 def test_export_from_tensors_writes_the_bundle_the_model_export_wrote(
     config, small_dir, checkpoint, reference, tmp_path
 ):
-    from training.export import export_bundle
+    from annotator.kinds.emoq.export import export_bundle
 
     bundle = export_bundle(config, small_dir / "bundle", str(checkpoint), tmp_path / "bundle")
     assert_same_bundle(bundle.root, reference.root)
@@ -60,7 +60,7 @@ def test_export_never_builds_the_base_llm(
     import transformers
     from transformers.models.qwen2 import modeling_qwen2
 
-    from training.export import export_bundle
+    from annotator.kinds.emoq.export import export_bundle
 
     def refuse(*args, **kwargs):
         raise AssertionError("the export built the base LLM")
@@ -104,7 +104,8 @@ def _edited(checkpoint: Path, dst: Path, drop=(), add=None) -> str:
 def test_export_refuses_a_checkpoint_whose_keys_do_not_fit(
     config, small_dir, checkpoint, tmp_path, drop, add, says
 ):
-    from training.export import ExportError, export_bundle
+    from annotator.kinds.emoq.export import export_bundle
+    from training.llm import ExportError
 
     edited = _edited(checkpoint, tmp_path / "edited", drop, add)
     with pytest.raises(ExportError, match=says):
@@ -113,7 +114,8 @@ def test_export_refuses_a_checkpoint_whose_keys_do_not_fit(
 
 
 def test_export_refuses_a_checkpoint_of_another_lora_rank(config, small_dir, checkpoint, tmp_path):
-    from training.export import ExportError, export_bundle
+    from annotator.kinds.emoq.export import export_bundle
+    from training.llm import ExportError
 
     other = config.model_copy(update={"train": config.train.model_copy(update={"lora_rank": 4})})
     with pytest.raises(ExportError, match="LoRA rank 4 needs"):
@@ -121,7 +123,8 @@ def test_export_refuses_a_checkpoint_of_another_lora_rank(config, small_dir, che
 
 
 def test_export_refuses_a_projector_of_another_width(config, small_dir, checkpoint, tmp_path):
-    from training.export import ExportError, export_bundle
+    from annotator.kinds.emoq.export import export_bundle
+    from training.llm import ExportError
 
     state = load_file(checkpoint / "state.safetensors")
     wider = {"projector.net.0.weight": torch.zeros(7, state["projector.net.0.weight"].shape[1])}

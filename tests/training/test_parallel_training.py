@@ -13,8 +13,8 @@ from training.data import read_manifest, write_manifest
 def test_three_workers_on_thirteen_examples_take_equal_full_steps(
     synth_manifest, small_home, ray_local, tmp_path
 ):
+    from annotator.kinds.emoq.stage1 import train_stage1
     from training.common import latest_checkpoint
-    from training.stage1 import train_stage1
 
     # 13 examples over 3 workers is 5, 4, 4 each when dealt out one by one: at 2 per worker that
     # would be 3 steps on one rank and 2 on the others, and DDP's all-reduce would wait forever.

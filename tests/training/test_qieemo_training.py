@@ -40,7 +40,7 @@ def trained(synth_manifest, small_home, ray_local, tmp_path_factory):
 def test_training_runs_equal_full_steps_and_exports_the_trained_weights(trained, small_home):
     from safetensors.torch import load_file
 
-    from annotator.models.qieemo import WEIGHTS
+    from annotator.kinds.qieemo.model import WEIGHTS
     from training.common import checkpoint_state, latest_checkpoint
 
     work, _, bundle = trained
@@ -67,7 +67,7 @@ def test_training_runs_equal_full_steps_and_exports_the_trained_weights(trained,
 
 def test_eval_scores_it_in_an_actor_as_serving_does(trained, synth_manifest):
     from annotator.config import load_config
-    from training.evaluate import qieemo_posteriors
+    from annotator.kinds.qieemo.scoring import posteriors as qieemo_posteriors
 
     work, config, bundle = trained
     out = work / "eval"
@@ -88,9 +88,9 @@ def test_a_manifest_without_a_train_split_is_refused_before_any_worker_starts(
     kind, small_home, synth_manifest, tmp_path
 ):
     from annotator.config import load_config
+    from annotator.kinds.emosllm.train import train_emosllm
+    from annotator.kinds.qieemo.train import train_qieemo
     from training.data import ManifestError, write_manifest
-    from training.emosllm import train_emosllm
-    from training.qieemo import train_qieemo
 
     held_out = tmp_path / "test-only.jsonl"
     write_manifest([e for e in read_manifest(synth_manifest) if e.split == "test"], held_out)

@@ -31,9 +31,9 @@ def _config(small_home, storage, **train):
 
 @pytest.fixture(scope="session")
 def trained(wording_manifest, small_home, ray_local, tmp_path_factory):
-    from training.export import export_bundle
-    from training.stage1 import train_stage1
-    from training.stage2 import train_stage2
+    from annotator.kinds.emoq.export import export_bundle
+    from annotator.kinds.emoq.stage1 import train_stage1
+    from annotator.kinds.emoq.stage2 import train_stage2
 
     work = tmp_path_factory.mktemp("retrain")
     config = _config(small_home, work / "checkpoints")
@@ -202,8 +202,8 @@ def test_stopped_stage2_resumes_from_its_s3_checkpoint(
     downloaded to one fixed place per run name, not to a fresh temp directory."""
     import shutil
 
+    from annotator.kinds.emoq.stage2 import train_stage2
     from tests.factories import make_bucket, one_per_voice_and_label, s3_filesystem
-    from training.stage2 import train_stage2
 
     make_bucket(s3_server, "train-ckpt")
     config = _config(

@@ -11,8 +11,9 @@ from annotator.config import load_config
 def test_stage2_bf16_base_with_fp32_trainables_takes_a_step(small_home, tmp_path):
     from transformers import AutoConfig
 
+    from annotator.kinds.emoq import stage1, stage2
     from annotator.schema import label_set
-    from training import common, stage1, stage2
+    from training import common
 
     config = load_config(None, models={"home": str(small_home), "dtype": "bfloat16"})
     labels = list(label_set(config.train.label_set))

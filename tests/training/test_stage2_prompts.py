@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from annotator.config import load_config
+from annotator.kinds.emoq.stage2 import build
 from annotator.models.bundle import Bundle
 from annotator.models.prompt import PromptEmbedder
 from training import losses
-from training.stage2 import build, sequences
+from training.llm import sequences
 
 LONG = " ".join(["and then they put me on hold again for another forty minutes"] * 30)
 TEXTS = ["hi", "", "I can't believe you did that to me again, after everything <AUDIO>", LONG]
@@ -36,7 +37,7 @@ def test_training_and_serving_prompts_are_identical(stage2, small_dir):
     different lengths) the same embedding rows as LabelStage's PromptEmbedder gives, speaker
     included; a transcript longer than the EmoQ-Former reads is cut the same way in both, and
     the EmoQ-Former's ids are the features stage's."""
-    from annotator.models.embedder import EmotionEmbedder
+    from annotator.kinds.emoq.embedder import EmotionEmbedder
     from annotator.models.transcript import MAX_TEXT_TOKENS
 
     model, transcripts, prompts, labels = stage2

@@ -22,12 +22,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from annotator.models.bundle import Bundle, BundleError, write_meta
 from annotator.models.config_and_weights import ConfigAndWeights
+from annotator.models.lora import lora_config, save_lora, save_lora_tensors
 
 CONFIG = "emosllm.json"
 WEIGHTS = "emosllm.safetensors"
@@ -128,8 +131,7 @@ def build_untrained_emosllm_bundle(
     paper's (the small profile's are tiny)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from annotator.models.bundle import write_emosllm_bundle
-    from annotator.models.untrained import untrained_lora
+    from annotator.models.lora import untrained_lora
     from annotator.schema import DEFAULT_LABEL_SET, label_set
 
     labels = list(labels or label_set(DEFAULT_LABEL_SET))
@@ -150,3 +152,43 @@ def build_untrained_emosllm_bundle(
         lora_rank,
         extra={"trained": False},
     )
+
+
+def write_emosllm_bundle(
+    root: Path,
+    mapper,
+    lora,
+    labels: Sequence[str],
+    llm_tokenizer,
+    base: dict[str, str],
+    lora_rank: int,
+    extra: dict[str, Any] | None = None,
+    lora_dropout: float = 0.1,
+) -> Bundle:
+    """An EmoSLLM bundle (annotator/kinds/emosllm/model.py): the query-pooling mapper, the LoRA (a
+    PEFT model, or PEFT-named tensors as ``save_lora_tensors`` takes them) and ``bundle.json``
+    naming the audio encoder (``base["audio_encoder"]``) and the LLM (``base["llm"]``)."""
+    from annotator.models.prompt import emotion_token_ids
+
+    if not {"audio_encoder", "llm"} <= base.keys():
+        raise BundleError(
+            "an EmoSLLM bundle names its base models: base['audio_encoder'], base['llm']"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    if isinstance(lora, dict):
+        save_lora_tensors(
+            lora, root / "lora", lora_config(lora_rank, dropout=lora_dropout), base["llm"]
+        )
+    else:
+        save_lora(lora, root / "lora", base["llm"])
+    mapper.save(root)
+    meta = {
+        "kind": "emosllm",
+        "labels": list(labels),
+        "emotion_token_ids": emotion_token_ids(llm_tokenizer, labels),
+        "soft_tokens": mapper.config.num_queries,
+        "base": dict(base),
+        "lora_rank": lora_rank,
+        "extra": extra or {},
+    }
+    return write_meta(root, meta)

@@ -24,11 +24,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from annotator.models.bundle import Bundle, BundleError, write_meta
 from annotator.models.config_and_weights import ConfigAndWeights
 
 CONFIG = "qieemo.json"
@@ -190,7 +192,6 @@ def build_untrained_qieemo_bundle(
     gives before training."""
     from transformers import AutoConfig
 
-    from annotator.models.bundle import write_qieemo_bundle
     from annotator.schema import DEFAULT_LABEL_SET, label_set
 
     labels = list(labels or label_set(DEFAULT_LABEL_SET))
@@ -209,3 +210,25 @@ def build_untrained_qieemo_bundle(
     return write_qieemo_bundle(
         root, model, labels, {"ctc_encoder": encoder_name}, extra={"trained": False}
     )
+
+
+def write_qieemo_bundle(
+    root: Path,
+    model,
+    labels: Sequence[str],
+    base: dict[str, str],
+    extra: dict[str, Any] | None = None,
+) -> Bundle:
+    """A Qieemo bundle (annotator/kinds/qieemo/model.py): its fusion/attention/classifier weights and
+    ``bundle.json`` naming the CTC encoder it runs over (``base["ctc_encoder"]``)."""
+    if "ctc_encoder" not in base:
+        raise BundleError("a Qieemo bundle names its CTC encoder: base['ctc_encoder']")
+    root.mkdir(parents=True, exist_ok=True)
+    model.save(root)
+    meta = {
+        "kind": "qieemo",
+        "labels": list(labels),
+        "base": dict(base),
+        "extra": extra or {},
+    }
+    return write_meta(root, meta)

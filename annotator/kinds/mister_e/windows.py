@@ -1,7 +1,7 @@
 """A whole recording through a conversation model in windows of context with overlap.
 
 A ten-hour call centre recording holds thousands of utterances; the context model
-(annotator/models/mister_e.py) is bidirectional (its GRU reads the conversation backwards too, and
+(annotator/kinds/mister_e/model.py) is bidirectional (its GRU reads the conversation backwards too, and
 co-attention sees every utterance), so a streaming recurrent state cannot label an utterance before
 the recording ends, and one pass over everything grows with the recording (attention is quadratic
 in it). So the utterances are cut into windows of ``window`` with ``overlap`` on each side; each

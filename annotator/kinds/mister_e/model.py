@@ -17,18 +17,22 @@ with 512 units per direction, 4 co-attention layers, gate temperature 2; the wid
 :class:`MisterEConfig` fields (the small profile's are tiny). Unlike the published code, padded
 utterances are masked everywhere: the convolutions see zeros there, the GRU runs over each
 conversation's own length (packed sequences), attention never attends to them, and the losses
-(training/losses.py, ``mister_e_loss``) leave them out — so an utterance's label does not depend
+(annotator/kinds/mister_e/train.py, ``mister_e_loss``) leave them out — so an utterance's label does not depend
 on how much padding its batch carries. No speaker identity is used anywhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from annotator.models.bundle import Bundle, BundleError, write_meta
 from annotator.models.config_and_weights import ConfigAndWeights
 
 CONFIG = "mister_e.json"
@@ -158,3 +162,24 @@ class MisterE(ConfigAndWeights, nn.Module):
             "speech_states": speech_states,
             "text_states": text_states,
         }
+
+
+def write_mister_e_bundle(
+    root: Path,
+    heads,
+    context,
+    labels: Sequence[str],
+    base: dict[str, str],
+    extra: dict[str, Any] | None = None,
+) -> Bundle:
+    """A MiSTER-E bundle (annotator/kinds/mister_e/model.py, mister_e_utterances.py): the utterance
+    heads, the context model and ``bundle.json`` naming the two encoders the heads pool
+    (``base["speech_encoder"]``, ``base["text_encoder"]``)."""
+    missing = {"speech_encoder", "text_encoder"} - set(base)
+    if missing:
+        raise BundleError(f"a MiSTER-E bundle names its encoders: base{sorted(missing)}")
+    root.mkdir(parents=True, exist_ok=True)
+    heads.save(root)
+    context.save(root)
+    meta = {"kind": "mister_e", "labels": list(labels), "base": dict(base), "extra": extra or {}}
+    return write_meta(root, meta)

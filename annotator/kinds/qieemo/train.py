@@ -1,4 +1,4 @@
-"""Training a Qieemo bundle on Ray Train (annotator/models/qieemo.py).
+"""Training a Qieemo bundle on Ray Train (annotator/kinds/qieemo/model.py).
 
 The CTC encoder stays frozen (the paper's first stage, ASR training, is the encoder's own): each
 worker runs it once over its share of the ``train`` split, keeps the fused blocks and the CTC
@@ -33,7 +33,7 @@ class Encoded:
 
 def encode(examples, labels, config: AnnotatorConfig, bundle, batch: int = 8) -> list[Encoded]:
     """Run the bundle's frozen CTC encoder once over ``examples``."""
-    from annotator.models.qieemo import CTCEncoder, QieemoConfig
+    from annotator.kinds.qieemo.model import CTCEncoder, QieemoConfig
     from training.data import load_audios
 
     qconfig = QieemoConfig(**_config_of(bundle))
@@ -57,7 +57,7 @@ def encode(examples, labels, config: AnnotatorConfig, bundle, batch: int = 8) ->
 def _config_of(bundle) -> dict[str, Any]:
     import json
 
-    from annotator.models.qieemo import CONFIG
+    from annotator.kinds.qieemo.model import CONFIG
 
     return json.loads((Path(bundle.root) / CONFIG).read_text())
 
@@ -80,8 +80,8 @@ def loop(cfg: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    from annotator.kinds.qieemo.model import Qieemo
     from annotator.models.bundle import Bundle
-    from annotator.models.qieemo import Qieemo
     from training.data import examples_of
 
     config = AnnotatorConfig.model_validate(cfg["config"])
@@ -152,8 +152,8 @@ def train_qieemo(
     one to fine-tune) on ``manifest``'s train split; export the result to ``out``."""
     import json
 
-    from annotator.models.bundle import Bundle, write_qieemo_bundle
-    from annotator.models.qieemo import Qieemo
+    from annotator.kinds.qieemo.model import Qieemo, write_qieemo_bundle
+    from annotator.models.bundle import Bundle
 
     start = Bundle.load(common.model_path(str(start_bundle), config))
     if start.kind != "qieemo":
@@ -179,3 +179,8 @@ def train_qieemo(
         "started_from": start.version,
     }
     return write_qieemo_bundle(Path(out), model, start.labels, start.base, extra)
+
+
+def retrain(config: AnnotatorConfig, manifest, start: str, out: Path, name: str):
+    """``annotator review retrain``: :func:`train_qieemo` from the served bundle at ``start``."""
+    return train_qieemo(config, manifest, start, Path(out), name=name)

@@ -1,5 +1,5 @@
 """MiSTER-E's first stage: one speech and one text embedding per utterance, which the context
-model (annotator/models/mister_e.py) reads in time order.
+model (annotator/kinds/mister_e/model.py) reads in time order.
 
     waveform ─► frozen speech encoder (any wav2vec2-family model: annotator/models/hubert.py)
                ─► frames ─► masked attentive pooling ─► Linear ─► speech embedding (dim)
@@ -7,7 +7,7 @@ model (annotator/models/mister_e.py) reads in time order.
                ─► token states ─► masked attentive pooling ─► Linear ─► text embedding (dim)
 
 Each modality also has a classifier over its embedding, trained in stage 1 on the utterances'
-labels (training/mister_e.py) and kept in the bundle (the per-utterance prediction without
+labels (annotator/kinds/mister_e/train.py) and kept in the bundle (the per-utterance prediction without
 context, which the tests compare with the context model's).
 
 What the paper does (the project's model notes): a speech LLM and a text LLM, each fine-tuned
@@ -174,8 +174,7 @@ def build_untrained_mister_e_bundle(
     than the published code's (the small profile's are tiny)."""
     from transformers import AutoConfig
 
-    from annotator.models.bundle import write_mister_e_bundle
-    from annotator.models.mister_e import MisterE, MisterEConfig
+    from annotator.kinds.mister_e.model import MisterE, MisterEConfig, write_mister_e_bundle
     from annotator.schema import DEFAULT_LABEL_SET, label_set
 
     labels = list(labels or label_set(DEFAULT_LABEL_SET))

@@ -16,10 +16,11 @@ from typing import Any
 import torch
 
 from annotator.config import AnnotatorConfig
+from annotator.kinds.emoq.train_models import Stage2Model
 from annotator.models.transcript import TranscriptTokenizer
 from training import common
+from training.llm import answer_batch, batch_logits, batch_loss, llm_dtype, load_adapter
 from training.metrics import scores as metrics_of
-from training.models import Stage2Model, batch_logits, batch_loss, pad_answers
 
 
 def build(config: AnnotatorConfig, stage1_dir: Path, labels, from_bundle: Path | None = None):
@@ -35,9 +36,9 @@ def build(config: AnnotatorConfig, stage1_dir: Path, labels, from_bundle: Path |
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from annotator.models.bundle import lora_config
-    from annotator.models.emoq_former import EmoQFormer
-    from annotator.models.projector import Projector
+    from annotator.kinds.emoq.emoq_former import EmoQFormer
+    from annotator.kinds.emoq.projector import Projector
+    from annotator.models.lora import lora_config
     from annotator.models.prompt import PromptEmbedder
 
     llm_dir = common.model_path(config.models.llm, config)
@@ -62,68 +63,6 @@ def build(config: AnnotatorConfig, stage1_dir: Path, labels, from_bundle: Path |
         config.train.inputs,
     )
     return Stage2Model(former, projector, peft_model), transcripts, prompts
-
-
-def load_adapter(peft_model, bundle_dir: Path, llm_name: str, rank: int) -> None:
-    """Start ``peft_model``'s LoRA from a bundle's adapter (fine-tuning a served bundle)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    adapter = load_file(Path(bundle_dir) / "lora" / "adapter_model.safetensors")
-    loaded = set_peft_model_state_dict(peft_model, adapter)
-    if loaded.unexpected_keys:
-        raise ValueError(
-            f"{bundle_dir}'s LoRA does not fit {llm_name} at rank {rank}: "
-            f"{loaded.unexpected_keys[:3]}"
-        )
-
-
-def llm_dtype(config: AnnotatorConfig) -> torch.dtype:
-    """The frozen base LLM's training dtype: bf16 when ``models.dtype`` asks for a half type
-    (float16 too: bf16 has fp32's range, so no loss scaling is needed), else fp32 (the small
-    profile's default on CPU)."""
-    return torch.float32 if config.models.dtype == "float32" else torch.bfloat16
-
-
-def sequences(prompts, texts, labels, label_ids, weight: float, speakers=None):
-    """Prompt + answer token ids, right-padded, with the mask, the Eq. 7 weights and each row's
-    soft-token position (right padding leaves it where the prompt put it). ``speakers``: each
-    segment's speaker where known ("" or None: none), named in the prompt as serving does."""
-    tok = prompts.tokenizer
-    end = tok.convert_tokens_to_ids("<|im_end|>")
-    rows, weights, audio_position = [], [], []
-    speakers = speakers if speakers is not None else [None] * len(texts)
-    for text, y, speaker in zip(texts, label_ids, speakers, strict=True):
-        prompt = prompts.prompt(text, speaker or None)
-        word = tok.encode(" " + labels[y], add_special_tokens=False)
-        rows.append([*prompt.ids, *word, end])
-        weights.append([0.0] * len(prompt) + [weight] * len(word) + [1.0])
-        audio_position.append(prompt.audio_position)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else end
-    ids, mask, w = pad_answers(rows, weights, pad)
-    return ids, mask, w, torch.tensor(audio_position)
-
-
-def answer_batch(prompts, labels, weight: float, items) -> dict[str, torch.Tensor]:
-    """A list of examples → their padded audio frames, prompt + answer rows, Eq. 7 weights and
-    soft-token positions: what every LLM kind's model reads (EmoSLLM's whole batch)."""
-    frames, frame_mask = common.pad_frames(items)
-    ids, mask, weights, audio_position = sequences(
-        prompts,
-        [i.text for i in items],
-        labels,
-        [i.label for i in items],
-        weight,
-        [i.speaker for i in items],
-    )
-    return {
-        "frames": frames,
-        "frame_mask": frame_mask,
-        "prompt_ids": ids,
-        "prompt_mask": mask,
-        "weights": weights,
-        "audio_position": audio_position,
-    }
 
 
 def collate(transcripts, prompts, labels, weight: float, items) -> dict[str, torch.Tensor]:

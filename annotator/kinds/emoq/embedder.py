@@ -11,16 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from annotator.kinds.emoq.emoq_former import EmoQFormer
+from annotator.kinds.emoq.projector import Projector
 from annotator.models.bundle import Bundle, heard
 from annotator.models.hubert import HubertFeatures
 from annotator.models.transcript import TranscriptTokenizer
-
-
-def features_dtype(name: str, device: str) -> torch.dtype:
-    """``models.features_dtype`` as a torch dtype: ``auto`` is float16 on a GPU, else float32."""
-    if name == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, name)
 
 
 class EmotionEmbedder:
@@ -36,8 +31,8 @@ class EmotionEmbedder:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.hubert = HubertFeatures(hubert, layer=hubert_layer, device=device, dtype=dtype)
-        self.former = bundle.load_emoq_former().to(device, dtype)
-        self.projector = bundle.load_projector().to(device, dtype)
+        self.former = EmoQFormer.load(bundle.root).to(device, dtype)
+        self.projector = Projector.load(bundle.root).to(device, dtype)
         self.dtype = dtype
         if self.former.config.audio_dim != self.hubert.dim:
             raise ValueError(

@@ -10,16 +10,16 @@ from typing import Any
 import torch
 
 from annotator.config import AnnotatorConfig
+from annotator.kinds.emoq.train_models import Stage1Model
 from annotator.models.transcript import TranscriptTokenizer
 from training import common, losses
-from training.models import Stage1Model
 
 
 def build(config: AnnotatorConfig, labels) -> tuple[Stage1Model, TranscriptTokenizer]:
     """(model, the transcript tokenizer serving uses: the same cut, the same ids)."""
     from transformers import AutoConfig
 
-    from annotator.models.emoq_former import EmoQFormer
+    from annotator.kinds.emoq.emoq_former import EmoQFormer
 
     text_encoder = common.model_path(config.models.text_encoder, config)
     audio_dim = AutoConfig.from_pretrained(common.model_path(config.models.hubert, config))

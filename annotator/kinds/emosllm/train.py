@@ -1,4 +1,4 @@
-"""Training an EmoSLLM bundle on Ray Train (annotator/models/emosllm.py).
+"""Training an EmoSLLM bundle on Ray Train (annotator/kinds/emosllm/model.py).
 
 The audio encoder stays frozen: each worker runs it once over its share of the ``train`` split
 (``common.featurize`` with the bundle's encoder). The query-pooling mapper and the LLM's LoRA train
@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from annotator.config import AnnotatorConfig
 from training import common
+from training.llm import with_soft_tokens
 
-MAPPER = "mapper."  # the mapper's prefix in the model's state dict (training/models.py)
+MAPPER = "mapper."  # the mapper's prefix in the model's state dict (annotator/kinds/emoq/train_models.py)
 
 
 def build(config: AnnotatorConfig, start, labels):
@@ -32,11 +34,10 @@ def build(config: AnnotatorConfig, start, labels):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from annotator.models.bundle import lora_config
-    from annotator.models.emosllm import QueryPoolingMapper
+    from annotator.kinds.emosllm.model import QueryPoolingMapper
+    from annotator.models.lora import lora_config
     from annotator.models.prompt import PromptEmbedder
-    from training.models import EmoSLLMModel
-    from training.stage2 import llm_dtype, load_adapter
+    from training.llm import llm_dtype, load_adapter
 
     llm_dir = common.model_path(config.models.llm, config)
     llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=llm_dtype(config))
@@ -63,8 +64,7 @@ def loop(cfg: dict[str, Any]) -> None:
     import ray.train.torch
 
     from annotator.models.bundle import Bundle
-    from training.models import batch_loss
-    from training.stage2 import answer_batch
+    from training.llm import answer_batch, batch_loss
 
     config, labels, _, items = common.worker_setup(cfg)
     train = config.train
@@ -99,10 +99,10 @@ def train_emosllm(
 
     from transformers import AutoConfig, AutoTokenizer
 
-    from annotator.models.bundle import Bundle, write_emosllm_bundle
-    from annotator.models.emosllm import QueryPoolingMapper
+    from annotator.kinds.emosllm.model import QueryPoolingMapper, write_emosllm_bundle
+    from annotator.models.bundle import Bundle
     from annotator.schema import label_set
-    from training.export import ExportError, adapter_tensors, lora_shapes, training_record
+    from training.llm import ExportError, adapter_tensors, lora_shapes, training_record
 
     start = Bundle.load(common.model_path(str(start_bundle), config))
     if start.kind != "emosllm":
@@ -154,3 +154,24 @@ def train_emosllm(
         extra,
         lora_dropout=config.train.lora_dropout,
     )
+
+
+class EmoSLLMModel(nn.Module):
+    """EmoSLLM (annotator/kinds/emosllm/model.py): the query-pooling mapper's soft tokens in the LoRA
+    LLM's prompt; the audio encoder is frozen and runs before (its frames are the input)."""
+
+    INPUTS = ("frames", "frame_mask", "prompt_ids", "prompt_mask", "audio_position")
+
+    def __init__(self, mapper, llm) -> None:
+        super().__init__()
+        self.mapper, self.llm = mapper, llm
+
+    def forward(self, frames, frame_mask, prompt_ids, prompt_mask, audio_position):
+        soft = self.mapper(frames, frame_mask)
+        embeds = with_soft_tokens(self.llm.get_input_embeddings()(prompt_ids), audio_position, soft)
+        return self.llm(inputs_embeds=embeds, attention_mask=prompt_mask).logits
+
+
+def retrain(config: AnnotatorConfig, manifest, start: str, out: Path, name: str):
+    """``annotator review retrain``: :func:`train_emosllm` from the served bundle at ``start``."""
+    return train_emosllm(config, manifest, start, Path(out), name=name)

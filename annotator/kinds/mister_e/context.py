@@ -1,4 +1,4 @@
-"""The recording-level stage: a context bundle (MiSTER-E) labels each file's segments together.
+"""MiSTER-E's recording-level step: its context model labels each file's segments together.
 
 The kind's actor stage (``UtterancesStage``) gives every segment its speech and text embeddings;
 the segments of one file reach the sink in any order, and the sink is the one place that knows
@@ -9,7 +9,7 @@ commit thread, for the files of each commit, before their rows are appended:
   split call are one conversation of two speakers, both in one sequence; no speaker identity is
   used;
 * the model reads them in windows of ``models.context_window`` with ``models.context_overlap``
-  utterances of context on each side (annotator/models/conversation_windows.py): memory is one
+  utterances of context on each side (annotator/kinds/mister_e/windows.py): memory is one
   window's whatever the recording's length, and the cut depends only on the number of segments,
   so the labels do not depend on block order or on how many actors embedded them;
 * each segment gets the emotion, its posterior (the bundle's calibration applied) and the gate's
@@ -54,10 +54,13 @@ def _matrix(column: pa.ChunkedArray, n: int) -> np.ndarray:
 
 
 class ContextLabeller:
-    """A MiSTER-E bundle's context model, labelling whole files' segment rows."""
+    """A MiSTER-E bundle's context model, labelling whole files' segment rows (``Kind.context``;
+    the sink keeps :attr:`columns` on the rows until it has read them)."""
+
+    columns = CONTEXT_COLUMNS
 
     def __init__(self, bundle, window: int, overlap: int, unsure_below: float) -> None:
-        from annotator.models.mister_e import EXPERTS, MisterE
+        from annotator.kinds.mister_e.model import EXPERTS, MisterE
 
         self.bundle = bundle
         self.model = MisterE.load(bundle.root)
@@ -71,7 +74,7 @@ class ContextLabeller:
         embeddings."""
         import torch
 
-        from annotator.models.conversation_windows import run_in_windows
+        from annotator.kinds.mister_e.windows import run_in_windows
         from annotator.pipeline.stages import with_emotions
 
         rows = segments.sort_by(_ORDER)

@@ -15,16 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from annotator.config import AnnotatorConfig
-from annotator.models.bundle import LORA_TARGETS, Bundle, write_bundle_from_tensors
+from annotator.kinds.emoq.bundle import write_bundle_from_tensors
+from annotator.models.bundle import Bundle
 from training import common
+from training.llm import (
+    ExportError,
+    _part,
+    _with_adapter_name,
+    adapter_tensors,
+    lora_shapes,
+    training_record,
+)
 
-# Prefixes of the stage-2 model's parts in its state dict (training/stage2.py, Stage2Model).
+# Prefixes of the stage-2 model's parts in its state dict (annotator/kinds/emoq/stage2.py, Stage2Model).
 FORMER, PROJECTOR, LLM = "former.", "projector.", "llm."
-ADAPTER_NAME = "default"  # PEFT's name for the one adapter get_peft_model adds
-
-
-class ExportError(ValueError):
-    """A checkpoint whose tensors do not fit the stage-2 model this config describes."""
 
 
 def export_bundle(
@@ -40,8 +44,8 @@ def export_bundle(
     from safetensors import safe_open
     from transformers import AutoConfig, AutoTokenizer
 
-    from annotator.models.emoq_former import EmoQFormer, EmoQFormerConfig
-    from annotator.models.projector import Projector
+    from annotator.kinds.emoq.emoq_former import EmoQFormer, EmoQFormerConfig
+    from annotator.kinds.emoq.projector import Projector
     from annotator.schema import label_set
 
     labels = list(label_set(config.train.label_set))
@@ -102,64 +106,3 @@ def export_bundle(
         config.train.lora_rank,
         extra={**training_record(config), **(extra or {})},
     )
-
-
-def training_record(config: AnnotatorConfig) -> dict[str, Any]:
-    """What a trained bundle's record says of its training: what serving must take away as
-    training did (``Bundle.inputs``), and how stage 1 ran (a bundle of an ablation says which)."""
-    return {
-        "trained": True,
-        "inputs": config.train.inputs,
-        "stage1": {"loss": config.train.stage1_loss, "epochs": config.train.epochs_stage1},
-    }
-
-
-def lora_shapes(llm_config, rank: int) -> dict[str, tuple[int, int]]:
-    """PEFT's saved key → shape of every LoRA matrix ``lora_config`` puts on a Qwen2/Llama-style
-    decoder (``model.layers.<i>.self_attn.<q|k|v|o>_proj``), from the LLM's config alone."""
-    hidden = llm_config.hidden_size
-    head_dim = getattr(llm_config, "head_dim", None) or hidden // llm_config.num_attention_heads
-    heads = llm_config.num_attention_heads * head_dim
-    kv_heads = getattr(llm_config, "num_key_value_heads", None) or llm_config.num_attention_heads
-    kv = kv_heads * head_dim
-    fans = {"q_proj": (hidden, heads), "k_proj": (hidden, kv), "v_proj": (hidden, kv)}
-    fans["o_proj"] = (heads, hidden)
-    assert set(fans) == set(LORA_TARGETS), "lora_shapes must cover every LoRA target"
-    shapes = {}
-    for layer in range(llm_config.num_hidden_layers):
-        for name in LORA_TARGETS:
-            fan_in, fan_out = fans[name]
-            module = f"base_model.model.model.layers.{layer}.self_attn.{name}"
-            shapes[f"{module}.lora_A.weight"] = (rank, fan_in)
-            shapes[f"{module}.lora_B.weight"] = (fan_out, rank)
-    return shapes
-
-
-def adapter_tensors(
-    state: dict[str, Any], lora: dict[str, tuple[int, int]], where: str, llm: str, rank: int
-) -> dict[str, Any]:
-    """The LoRA matrices of a trained model's state (its LLM under ``llm.``), by PEFT's saved
-    names (``save_lora_tensors``), each checked against ``lora_shapes``."""
-    adapter = {}
-    for key, shape in lora.items():
-        name = LLM + _with_adapter_name(key)
-        if name not in state:
-            raise ExportError(f"{where} holds no {name}: not a LoRA of {llm} at rank {rank}")
-        tensor = state[name]
-        if tuple(tensor.shape) != shape:
-            raise ExportError(
-                f"{where}: {key} has shape {tuple(tensor.shape)}, "
-                f"the LLM {llm} with LoRA rank {rank} needs {shape}"
-            )
-        adapter[key] = tensor.contiguous()
-    return adapter
-
-
-def _with_adapter_name(key: str) -> str:
-    """PEFT's saved key → the key in the live model (``….lora_A.default.weight``)."""
-    module, _, param = key.rpartition(".")
-    return f"{module}.{ADAPTER_NAME}.{param}"
-
-
-def _part(state: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}

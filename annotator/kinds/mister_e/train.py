@@ -2,15 +2,15 @@
 
 * **Stage 1, utterances** (``stage1_loop``): the frozen speech and text encoders run once over
   each worker's share of the ``train`` split; the utterance heads (attentive pooling, projection,
-  one classifier per modality: annotator/models/mister_e_utterances.py) learn each utterance's
+  one classifier per modality: annotator/kinds/mister_e/utterances.py) learn each utterance's
   label alone, with focal loss (``train.gamma``) on both classifiers; schedule
   ``train.epochs_stage1`` / ``train.lr_stage1``.
 * **Stage 2, conversations** (``stage2_loop``): the manifest's examples grouped into
   conversations (:func:`conversations`: the turns of one source file, in time order, both
   channels together); each worker embeds its share of them with the stage-1 heads (frozen now;
   their tensors reach the workers with the loop's config, not through a local path)
-  and trains the context model (annotator/models/mister_e.py) on whole conversations with
-  MiSTER-E's loss (training/losses.py ``mister_e_loss``: focal on the mixture and on each
+  and trains the context model (annotator/kinds/mister_e/model.py) on whole conversations with
+  MiSTER-E's loss (``mister_e_loss`` below: focal on the mixture and on each
   expert, SupCon between the speech and text states, KL between the experts), padded utterances
   masked; schedule ``train.epochs_stage2`` / ``train.lr_stage2``; the global batch
   ``train.batch_size`` counts conversations.
@@ -30,10 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from annotator.config import AnnotatorConfig
 from training import common, losses
 from training.data import Example
+from training.losses import focal, supervised_contrastive
 
 
 @dataclass
@@ -63,8 +65,8 @@ def encode(
 ) -> list[Encoded]:
     """Run the bundle's frozen speech and text encoders once over ``examples`` (their corpus
     transcripts)."""
+    from annotator.kinds.mister_e.utterances import TextStates
     from annotator.models.hubert import HubertFeatures
-    from annotator.models.mister_e_utterances import TextStates
     from training.data import load_audios
 
     speech = HubertFeatures(common.model_path(bundle.base["speech_encoder"], config))
@@ -126,7 +128,7 @@ def _prepared(module: torch.nn.Module, lr: float, cfg: dict[str, Any]):
 
 def stage1_loop(cfg: dict[str, Any]) -> None:
 
-    from annotator.models.mister_e_utterances import UtteranceHeads
+    from annotator.kinds.mister_e.utterances import UtteranceHeads
 
     config, bundle, examples, rank, world = _setup(cfg)
     train = config.train
@@ -176,7 +178,7 @@ def collate_conversations(items: list[Conversation]) -> dict[str, torch.Tensor]:
 
 def heads_from(bundle, state: dict[str, torch.Tensor] | None):
     """The bundle's utterance heads, with ``state`` (stage 1's checkpoint tensors) if given."""
-    from annotator.models.mister_e_utterances import UtteranceHeads
+    from annotator.kinds.mister_e.utterances import UtteranceHeads
 
     heads = UtteranceHeads.load(bundle.root)
     if state is not None:
@@ -185,7 +187,7 @@ def heads_from(bundle, state: dict[str, torch.Tensor] | None):
 
 
 def stage2_loop(cfg: dict[str, Any]) -> None:
-    from annotator.models.mister_e import MisterE
+    from annotator.kinds.mister_e.model import MisterE
 
     config, bundle, examples, rank, world = _setup(cfg)
     train = config.train
@@ -205,7 +207,7 @@ def stage2_loop(cfg: dict[str, Any]) -> None:
 
     def context_loss(batch):
         out = model(batch["speech"], batch["text"], batch["mask"])
-        return losses.mister_e_loss(out, batch["labels"], batch["mask"], gamma=train.gamma)
+        return mister_e_loss(out, batch["labels"], batch["mask"], gamma=train.gamma)
 
     for epoch in range(start, train.epochs_stage2):
         loader = common.epoch_loader(items, collate_conversations, per_worker, train.seed + epoch)
@@ -223,9 +225,9 @@ def train_mister_e(
     """Train from ``start_bundle`` (an untrained one from ``annotator models init``, or a trained
     one to fine-tune) on ``manifest``'s train split, stage 1 then stage 2 (each a Ray Train run,
     ``<name>-stage1`` / ``-stage2``, resumable); export the result to ``out``."""
-    from annotator.models.bundle import Bundle, write_mister_e_bundle
-    from annotator.models.mister_e import MisterE
-    from training.export import ExportError
+    from annotator.kinds.mister_e.model import MisterE, write_mister_e_bundle
+    from annotator.models.bundle import Bundle
+    from training.llm import ExportError
 
     start = Bundle.load(common.model_path(str(start_bundle), config))
     if start.kind != "mister_e":
@@ -271,8 +273,8 @@ def posteriors(config: AnnotatorConfig, bundle, examples: list[Example]) -> dict
     (:func:`conversations`) in serving's windows; ``utterance_alone``, the stage-1 heads'
     classifiers on each utterance alone (speech and text averaged). Calibration is not
     applied."""
-    from annotator.models.conversation_windows import run_in_windows
-    from annotator.models.mister_e import MisterE
+    from annotator.kinds.mister_e.model import MisterE
+    from annotator.kinds.mister_e.windows import run_in_windows
 
     calls = conversations(examples)
     ordered = [e for call in calls for e in call]
@@ -325,3 +327,44 @@ def score(
         "conversations": len(conversations(examples)),
         **got,
     }
+
+
+def retrain(config: AnnotatorConfig, manifest, start: str, out: Path, name: str):
+    """``annotator review retrain``: :func:`train_mister_e` from the served bundle at ``start``."""
+    return train_mister_e(config, manifest, start, Path(out), name=name)
+
+
+def mister_e_loss(
+    out: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 3.0,
+    supcon_weight: float = 2.0,
+    temperature: float = 1.0,
+    kl_weight: float = 0.1,
+) -> torch.Tensor:
+    """MiSTER-E's stage-2 loss (annotator/kinds/mister_e/model.py) over the real utterances only
+    (``mask``; ``labels`` (batch, U)): focal (γ 3) on the gated mixture and on each expert,
+    + 2 × SupCon (τ 1) between the paired speech and text representations (an utterance's two
+    views share its label), + 0.1 × the symmetric KL between every two experts' predictions."""
+    real = mask.bool()
+    y = labels[real]
+    experts = out["experts"][real]  # (n, 3, labels)
+    loss = focal(out["logits"][real], y, gamma)
+    for k in range(experts.shape[1]):
+        loss = loss + focal(experts[:, k], y, gamma)
+    views = torch.cat(
+        [
+            F.normalize(out["speech_states"][real], dim=-1),
+            F.normalize(out["text_states"][real], dim=-1),
+        ]
+    )
+    loss = loss + supcon_weight * supervised_contrastive(views, torch.cat([y, y]), temperature)
+    log_p = F.log_softmax(experts, dim=-1)
+    kl, pairs = experts.new_zeros(()), 0
+    for i in range(experts.shape[1]):
+        for j in range(i + 1, experts.shape[1]):
+            kl = kl + F.kl_div(log_p[:, i], log_p[:, j], log_target=True, reduction="batchmean")
+            kl = kl + F.kl_div(log_p[:, j], log_p[:, i], log_target=True, reduction="batchmean")
+            pairs += 1
+    return loss + kl_weight * kl / max(pairs, 1)

@@ -100,11 +100,11 @@ def _trained(
 ) -> tuple[Path, dict[str, Any]]:
     """The fold's bundle and the checkpoint it was exported from (``progress.json``): trained
     here, or found whole from an earlier run of the job (a stage-1 EmoQ-Former too)."""
+    from annotator.kinds.emoq.emoq_former import EmoQFormer
+    from annotator.kinds.emoq.export import export_bundle
+    from annotator.kinds.emoq.stage1 import train_stage1
+    from annotator.kinds.emoq.stage2 import train_stage2
     from annotator.models.bundle import Bundle, BundleError
-    from annotator.models.emoq_former import EmoQFormer
-    from training.export import export_bundle
-    from training.stage1 import train_stage1
-    from training.stage2 import train_stage2
 
     try:
         bundle = Bundle.load(fold / "bundle")
