@@ -33,7 +33,9 @@ from annotator.models.tokenizer_layouts import build_small_llm_tokenizer
 # 4: the untrained bundle's bundle.json names its kind.
 # 5-7: more kinds' parts (ctc + qieemo-bundle; wavlm + emosllm-bundle, the ctc kind's bundle
 #    standardising its features; mister-e-bundle): each kind's untrained.py builds them now.
-BUILD_RECIPE = 7
+# 8: each kind builds its own parts (the earlier parts' bytes unchanged) and the manifest lists
+#    the kinds built: a build for another set of kinds (one added or removed) is rebuilt.
+BUILD_RECIPE = 8
 SMALL_PREFIX = "small:"
 PAPER_RANDOM = "paper-random"
 PROFILE_MANIFEST = "profile.json"
@@ -255,6 +257,7 @@ def build_small_profile(
         manifest = {
             "profile": "small",
             "recipe": BUILD_RECIPE,
+            "kinds": sorted(KINDS),
             "seed": seed,
             "files": file_hashes(staging),
         }
@@ -277,13 +280,19 @@ def verify_profile(root: Path, quiet: bool = False, seed: int | None = None) -> 
             return False
         raise ProfileError(f"no profile at {root}: run `annotator models init`")
     manifest = json.loads(manifest_path.read_text())
-    if manifest.get("recipe") != BUILD_RECIPE or (
-        seed is not None and manifest.get("seed") != seed
+    from annotator.kinds import KINDS
+
+    # A build for other kinds (one added or removed since) lacks a kind's parts: rebuilt.
+    if (
+        manifest.get("recipe") != BUILD_RECIPE
+        or manifest.get("kinds") != sorted(KINDS)
+        or (seed is not None and manifest.get("seed") != seed)
     ):
         if quiet:
             return False
         raise ProfileError(
-            f"profile at {root} was built by another recipe or seed: run `annotator models init`"
+            f"profile at {root} was built by another recipe, seed or set of kinds: run "
+            "`annotator models init`"
         )
     expected = manifest["files"]
     actual = file_hashes(Path(root))
