@@ -22,7 +22,7 @@ from annotator.kinds.plugin import Kind, StageSpec, load_object
 
 # The kinds this distribution ships, each a package of annotator/kinds/, in the order the small
 # profile builds them.
-PLUGINS = ("emoq", "qieemo", "emosllm", "mister_e")
+PLUGINS = ("emoq", "qieemo", "emosllm", "mister_e", "audio_classifier")
 
 # What a bundle written before kinds existed is, and what output rows of that time hold.
 DEFAULT_KIND = "emoq"
