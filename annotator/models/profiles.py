@@ -31,8 +31,8 @@ from annotator.models.tokenizer_layouts import build_small_llm_tokenizer
 # Bump when the build recipe changes, so that existing builds are rebuilt rather than trusted.
 # 3: the LLM tokenizer lost <AUDIO> and gained the rest of Qwen2.5-Instruct's added tokens.
 # 4: the untrained bundle's bundle.json names its kind.
-# 5-7: more kinds' parts (ctc + qieemo-bundle; wavlm + emosllm-bundle, the ctc kind's bundle
-#    standardising its features; mister-e-bundle): each kind's untrained.py builds them now.
+# 5-7: more kinds' parts (an encoder each for two of them, their untrained bundles): each kind's
+#    untrained.py builds them now.
 # 8: each kind builds its own parts (the earlier parts' bytes unchanged) and the manifest lists
 #    the kinds built: a build for another set of kinds (one added or removed) is rebuilt.
 BUILD_RECIPE = 8
@@ -177,8 +177,8 @@ def save_feature_extractor(dst: Path) -> None:
 
 
 def _build_hubert(dst: Path, seed: int, sizes: SmallSizes) -> None:
-    """A random HuBERT of ``sizes.hubert_layers`` (the EmoQ features' and MiSTER-E's speech
-    encoder; at paper size facebook/hubert-large-ll60k)."""
+    """A random HuBERT of ``sizes.hubert_layers`` (``small:hubert``, the speech encoder the
+    kinds that name it share; at paper size facebook/hubert-large-ll60k)."""
     import torch
     from transformers import HubertConfig, HubertModel
 

@@ -1,5 +1,6 @@
-"""The EmoQ prompt (§2.3) and its embedding, with one position taken by the audio soft token
-(several for EmoSLLM, whose prompt puts the audio before the transcript).
+"""The LLM kinds' prompt (EmoQ §2.3) and its embedding, with one position taken by the audio soft
+token (several for a kind whose bundle says so, which may also put the audio before the
+transcript: ``Kind.audio_first``).
 
 The prompt is rendered with the LLM tokenizer's own chat template:
 
@@ -145,9 +146,9 @@ class PromptEmbedder:
         """``transcripts``: the EmoQ-Former's tokenizer, which cuts long transcripts (the prompt
         then carries exactly the words the EmoQ-Former read); training and serving both pass it.
         ``inputs``: ``audio`` for a bundle trained without transcripts (``Bundle.inputs``): the
-        prompt then carries none either. ``audio_slots``: soft tokens per segment (EmoQ one,
-        EmoSLLM its mapper's queries); ``audio_first``: the audio line before the transcript's
-        (EmoSLLM) rather than after it (EmoQ).
+        prompt then carries none either. ``audio_slots``: soft tokens per segment (the
+        bundle's ``soft_tokens``); ``audio_first``: the audio line before the transcript's
+        rather than after it (``Kind.audio_first``).
         """
         if audio_slots < 1:
             raise PromptError(f"a prompt takes at least one soft token, not {audio_slots}")

@@ -22,7 +22,7 @@ from annotator.pipeline.stages import (
 
 
 class LabelStage(Stage):
-    """The prompt with the soft token(s) (``soft``: EmoQ's one, EmoSLLM's several, flattened),
+    """The prompt with the soft token(s) (``soft``: one per segment or several, flattened),
     served by vLLM with the bundle's LoRA: the emotion."""
 
     stage = "label"

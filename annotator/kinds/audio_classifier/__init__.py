@@ -13,8 +13,8 @@ KIND = Kind(
     # The mapping and tuning; tuned weights (audio_classifier.safetensors) only once retrained.
     required=("audio_classifier.json",),
     specs=(
-        # The checkpoint in one stage. Not yet measured; sized like Qieemo's (paper: a
-        # HuBERT-large and its head, the same encoder).
+        # The checkpoint in one stage. Not yet measured; sized like the other kinds' encoder
+        # stages (paper: a HuBERT-large and its head).
         StageSpec(
             name="audio_classifier",
             actor="annotator.kinds.audio_classifier.stage:AudioClassifierStage",

@@ -15,7 +15,7 @@ KIND = Kind(
     ),
     specs=(
         # The audio encoder + query-pooling mapper, before label. Not yet measured; sized like
-        # EmoQ's features stage (paper: WavLM-Large + mapper).
+        # the other kinds' encoder stages (paper: WavLM-Large + mapper).
         StageSpec(
             name="emosllm",
             actor="annotator.kinds.emosllm.stage:EmoSLLMStage",

@@ -13,7 +13,7 @@ to the audio frames, a 2-layer, 8-head, 768-wide transformer encoder, the 32 que
 projected to the LLM's width; no cross-attention (it is not a Q-Former). The soft tokens take the
 prompt's audio slots (:class:`annotator.models.prompt.PromptEmbedder` with ``audio_slots`` =
 ``num_queries``, the audio first in the user turn, before the transcript); the posterior is read
-from the emotion words' logits after ``Emotion:`` as for EmoQ, by the same vLLM labeler.
+from the emotion words' logits after ``Emotion:``, by the LLM kinds' vLLM labeler.
 [guess]: the encoder's last layer, frozen; no ASR-alignment stage is built here.
 """
 

@@ -16,8 +16,8 @@ KIND = Kind(
         "mister_e.safetensors",
     ),
     specs=(
-        # The speech and text encoders + utterance heads. Not yet measured; sized like EmoQ's
-        # features stage.
+        # The speech and text encoders + utterance heads. Not yet measured; sized like the other
+        # kinds' encoder stages.
         StageSpec(
             name="utterances",
             actor="annotator.kinds.mister_e.stage:UtterancesStage",

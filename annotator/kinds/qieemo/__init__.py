@@ -9,8 +9,8 @@ KIND = Kind(
     "posteriors, pooled and classified; audio only, no LLM",
     required=("qieemo.json", "qieemo.safetensors"),
     specs=(
-        # CTC encoder + fusion + classifier in one stage. Not yet measured; sized like EmoQ's
-        # features stage (paper: HuBERT-large CTC + its head).
+        # CTC encoder + fusion + classifier in one stage. Not yet measured; sized like the other
+        # kinds' encoder stages (paper: HuBERT-large CTC + its head).
         StageSpec(
             name="qieemo",
             actor="annotator.kinds.qieemo.stage:QieemoStage",
