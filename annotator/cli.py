@@ -501,6 +501,14 @@ def demo_command(home: Path | None) -> None:
 )
 @click.option("--shell", is_flag=True, help="Interactive SQL session with the views loaded.")
 @click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Rows the table format prints (0: all); csv, json and parquet always write every row, "
+    "streamed.",
+)
+@click.option(
     "--as-of",
     "as_of",
     type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
@@ -517,6 +525,7 @@ def query(
     dest: Path | None,
     list_queries: bool,
     shell: bool,
+    limit: int,
     as_of,
     config_path: Path | None,
 ) -> None:
@@ -536,7 +545,9 @@ def query(
         from datetime import UTC
 
         as_of = as_of.replace(tzinfo=UTC)
-    query_cli.run(output, sql, name, params, fmt, dest, list_queries, shell, config.s3, as_of)
+    query_cli.run(
+        output, sql, name, params, fmt, dest, list_queries, shell, config.s3, as_of, limit
+    )
 
 
 @main.command("config")

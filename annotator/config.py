@@ -325,7 +325,7 @@ class ModelsConfig(_Strict):
         context_window / context_overlap: a context bundle reads a recording's
             utterances in windows of ``context_window``, each utterance labelled with at least
             ``context_overlap`` utterances of context on either side
-            (annotator/kinds/mister_e/windows.py).
+            (the context kind's windows).
     """
 
     home: Path = Field(default_factory=default_home)
@@ -371,6 +371,11 @@ class TrainConfig(_Strict):
         num_queries: EmoQ-Former query vectors.
         label_set: which labels (see annotator/schema.py).
         transcripts: ``corpus`` (the manifest's text) or ``asr`` (our Whisper) for training/eval.
+        features: ``stream`` (each batch's audio read and its frozen encoder run when the batch
+            is drawn, every epoch: a worker's memory does not grow with the manifest) or
+            ``memory`` (every example's frames computed once and held: faster epochs, but a
+            worker holds its whole share's frames, ~1 GB per 1,000 clips of 4.5 s at HuBERT-large's
+            width in float32).
         seed: everything random is seeded from it.
 
     The paper's ablations are settings of these (named in ``annotator/kinds/emoq/ablations.py``, chosen with
@@ -402,6 +407,7 @@ class TrainConfig(_Strict):
     transcripts: Literal["corpus", "asr"] = "corpus"
     inputs: Literal["both", "audio", "text"] = "both"
     stage1_loss: Literal["mal", "supcon", "focal"] = "mal"
+    features: Literal["stream", "memory"] = "stream"
     seed: int = 0
 
     @model_validator(mode="after")

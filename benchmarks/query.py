@@ -75,34 +75,39 @@ def _timed_query(output: str, repeat: int = 3) -> dict:
     }
 
 
+def write_output(output: str, files: int, files_per_commit: int = 200):
+    """An output of ``files`` synthetic input files (60 segments each) written through the real
+    sink in commits of ``files_per_commit``; returns the sink's counts and the seconds taken."""
+    from annotator.config import CommitConfig
+    from annotator.output.tables import OutputTables
+    from annotator.pipeline import synthetic
+    from annotator.pipeline.sink import RunInfo, Sink
+
+    per_chunk = min(1000, files)
+    template = list(synthetic.batches(0, per_chunk, 60, error_every=500))
+    info = RunInfo(f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-bench", "synthetic", "a", "b")
+    sink = Sink(OutputTables(output), info, CommitConfig(every_s=1e9, max_files=files_per_commit))
+    t0 = time.perf_counter()
+    for chunk in range(files // per_chunk):
+        for batch in template:
+            sink.add(_renamed(batch, chunk, per_chunk))
+        if chunk % 10 == 9:
+            print(f"{(chunk + 1) * per_chunk} files committed", flush=True)
+    sink.close()
+    return sink.counts, time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--files-per-commit", type=int, default=200)
     args = parser.parse_args()
 
-    from annotator.config import CommitConfig
     from annotator.output.compact import compact
-    from annotator.output.tables import OutputTables
-    from annotator.pipeline import synthetic
-    from annotator.pipeline.sink import RunInfo, Sink
 
-    per_chunk = 1000
-    template = list(synthetic.batches(0, per_chunk, 60, error_every=500))
     with tempfile.TemporaryDirectory() as tmp:
         output = f"{tmp}/out"
-        info = RunInfo(f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-bench", "synthetic", "a", "b")
-        sink = Sink(
-            OutputTables(output), info, CommitConfig(every_s=1e9, max_files=args.files_per_commit)
-        )
-        t0 = time.perf_counter()
-        for chunk in range(args.files // per_chunk):
-            for batch in template:
-                sink.add(_renamed(batch, chunk, per_chunk))
-            if chunk % 10 == 9:
-                print(f"{(chunk + 1) * per_chunk} files committed", flush=True)
-        sink.close()
-        write_s = time.perf_counter() - t0
+        counts, write_s = write_output(output, args.files, args.files_per_commit)
         before = _timed_query(output)
         print("before compaction", before, flush=True)
         t0 = time.perf_counter()
@@ -110,13 +115,13 @@ def main() -> None:
         compact_s = time.perf_counter() - t0
         after = _timed_query(output)
         print("after compaction", after, flush=True)
-        assert before["segments"] == after["segments"] == np.int64(sink.counts.segments)
+        assert before["segments"] == after["segments"] == np.int64(counts.segments)
         write_result(
             "query",
             {
-                "input_files": sink.counts.files,
-                "segments": sink.counts.segments,
-                "commits": sink.counts.commits,
+                "input_files": counts.files,
+                "segments": counts.segments,
+                "commits": counts.commits,
                 "write_s": round(write_s, 1),
                 "query": GROUP_BY,
                 "before_compaction": before,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -29,12 +30,61 @@ def model_path(name: str, config: AnnotatorConfig) -> str:
     return local_model(name, config)
 
 
-@dataclass
+class ClipReader:
+    """A worker's clips, read with bounded memory: when a clip of a source is first asked for,
+    every clip this reader knows of that source is read in one streamed pass (``load_audios``)
+    and held until a clip of another source is asked for. Batches that run source by source
+    (``epoch_loader(group_by=...)``) read each source once per epoch."""
+
+    def __init__(self, examples: Sequence[Example], s3=None) -> None:
+        self.s3 = s3
+        self.of_source: dict[str, list[Example]] = {}
+        for ex in examples:
+            self.of_source.setdefault(ex.audio_uri, []).append(ex)
+        self.held: dict[int, Any] = {}
+        self.decodes = 0  # streamed passes over a source
+
+    def audio(self, example: Example):
+        if id(example) not in self.held:
+            examples = self.of_source[example.audio_uri]
+            self.held = dict(zip(map(id, examples), load_audios(examples, self.s3), strict=True))
+            self.decodes += 1
+        return self.held[id(example)]
+
+
+class FrameSource:
+    """The frozen encoder's frames of a batch of items, computed when the batch is drawn
+    (``train.features: stream``): the items' audio from the worker's :class:`ClipReader`, the
+    input ``train.inputs`` takes away taken away (``heard``), padded frames zero."""
+
+    def __init__(self, encoder, reader: ClipReader, inputs: str) -> None:
+        self.encoder, self.reader, self.inputs = encoder, reader, inputs
+
+    def padded(self, items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor]:
+        from annotator.models.bundle import heard
+
+        audios = [self.reader.audio(item.example) for item in items]
+        audios, _ = heard(self.inputs, audios, ["" for _ in items])
+        frames, mask = self.encoder(audios)
+        # Clones leave inference mode: the frames feed a training forward.
+        return (frames * mask[..., None].to(frames.dtype)).clone(), mask.clone()
+
+
+@dataclass(eq=False)
 class Item:
-    frames: torch.Tensor  # (frames, audio_dim) HuBERT features, frozen
+    """One training example as a worker holds it: its transcript, label and speaker, and its
+    frozen encoder's frames, either held (``frames``) or computed per batch (``source``)."""
+
+    frames: torch.Tensor | None  # (frames, audio_dim) when held (train.features: memory)
     text: str
     label: int
     speaker: str = ""  # named in the stage-2 prompt when known, as serving does
+    example: Example | None = None
+    source: FrameSource | None = None  # train.features: stream
+
+    @property
+    def audio_uri(self) -> str:
+        return self.example.audio_uri if self.example is not None else ""
 
 
 def featurize(
@@ -43,9 +93,10 @@ def featurize(
     config: AnnotatorConfig,
     encoder: str | None = None,
 ) -> list[Item]:
-    """Decode each example and run the frozen HuBERT once (or ``encoder``, another
-    wav2vec2-family model by name, its last layer, as some kinds' bundles name); transcripts from the
-    corpus or ASR; only the inputs ``train.inputs`` keeps."""
+    """Each example as an :class:`Item` for the frozen HuBERT (or ``encoder``, another
+    wav2vec2-family model by name, its last layer, as some kinds' bundles name); transcripts from
+    the corpus or ASR; only the inputs ``train.inputs`` keeps. With ``train.features: stream``
+    the frames are computed per batch (:func:`pad_frames`); with ``memory`` once, here."""
     from annotator.models.bundle import heard
     from annotator.models.hubert import HubertFeatures
 
@@ -55,30 +106,40 @@ def featurize(
         )
     else:
         hubert = HubertFeatures(model_path(encoder, config))
-    audios = load_audios(examples, config.s3)
+    reader = ClipReader(examples, config.s3)
     texts = [ex.transcript for ex in examples]
     if config.train.transcripts == "asr":
         from annotator.models.asr import Transcriber
 
         asr = Transcriber(model_path(config.models.asr.model, config), config.models.asr)
-        texts = [t.text for t in asr(audios)]
+        texts = []
+        for start in range(0, len(examples), 8):
+            chunk = [reader.audio(ex) for ex in examples[start : start + 8]]
+            texts += [t.text for t in asr(chunk)]
     # An ablation trained on one input (train.inputs) never sees the other; serving does the
     # same from the bundle's record.
-    audios, texts = heard(config.train.inputs, audios, texts)
-    items = []
-    for start in range(0, len(audios), 8):
-        frames, mask = hubert(audios[start : start + 8])
-        for k in range(frames.shape[0]):
-            ex = examples[start + k]
-            items.append(
-                Item(
-                    frames[k][mask[k]].clone(),
-                    texts[start + k],
-                    labels.index(ex.label),
-                    ex.speaker,
-                )
-            )
+    _, texts = heard(config.train.inputs, [np.zeros(0)] * len(texts), texts)
+    items = [
+        Item(None, text, labels.index(ex.label), ex.speaker, example=ex)
+        for ex, text in zip(examples, texts, strict=True)
+    ]
+    source = FrameSource(hubert, reader, config.train.inputs)
+    if config.train.features == "stream":
+        for item in items:
+            item.source = source
+        return items
+    for start in range(0, len(items), 8):
+        chunk = items[start : start + 8]
+        frames, mask = source.padded(chunk)
+        for k, item in enumerate(chunk):
+            item.frames = frames[k][mask[k]].clone()
     return items
+
+
+def streamed_by_source(items: Sequence[Item]):
+    """``epoch_loader``'s ``group_by`` for items whose frames are computed per batch: their
+    source, so each source is read once per epoch; None (the plain shuffle) for held frames."""
+    return (lambda item: item.audio_uri) if items and items[0].frames is None else None
 
 
 def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +154,10 @@ def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pad_frames(items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's frames, zero-padded, and their mask: computed now (``train.features:
+    stream``) or from the held frames."""
+    if items[0].frames is None:
+        return items[0].source.padded(items)
     return pad_rows([i.frames for i in items])
 
 
@@ -128,22 +193,51 @@ def shard_indices(n: int, rank: int, world_size: int, seed: int) -> list[int]:
     return list(sampler)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (the kernel's ru_maxrss), MiB."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def epoch_loader(
-    items: Sequence[Any], collate: Callable[[list[Any]], Any], batch_size: int, seed: int
+    items: Sequence[Any],
+    collate: Callable[[list[Any]], Any],
+    batch_size: int,
+    seed: int,
+    group_by: Callable[[Any], Any] | None = None,
 ) -> DataLoader:
-    """One epoch over this worker's share: reshuffled by ``seed``, full batches only."""
+    """One epoch over this worker's share: reshuffled by ``seed``, full batches only.
+
+    ``group_by`` (an item's source, say): the groups are shuffled and each group's items run
+    together, shuffled among themselves, so a loader that reads each group's data when it first
+    meets it (a long recording's clips: :class:`ClipReader`) reads it once per epoch.
+    When no group holds more than one item (a corpus of one clip per file), the plain shuffle."""
     if len(items) < batch_size:
         raise ConfigError(
             f"a worker's share of the training split holds {len(items)} examples, fewer than "
             f"its batch of {batch_size}: lower train.batch_size or train.num_workers"
         )
+    generator = torch.Generator().manual_seed(seed)
+    groups: dict[Any, list[int]] = {}
+    for k, item in enumerate(items if group_by is not None else ()):
+        groups.setdefault(group_by(item), []).append(k)
+    if len(groups) == len(items) or group_by is None:
+        return DataLoader(
+            items,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=collate,
+            generator=generator,
+        )
+    members = list(groups.values())
+    order = []
+    for g in torch.randperm(len(members), generator=generator).tolist():
+        inside = members[g]
+        order += [inside[i] for i in torch.randperm(len(inside), generator=generator).tolist()]
     return DataLoader(
-        items,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        collate_fn=collate,
-        generator=torch.Generator().manual_seed(seed),
+        items, batch_size=batch_size, sampler=order, drop_last=True, collate_fn=collate
     )
 
 

@@ -97,14 +97,19 @@ def examples_of(
     return examples
 
 
-def _decode_source(uri: str, s3=None) -> np.ndarray:
-    """(channels, samples) float32 at 16 kHz of one whole source file."""
-    from annotator.audio.decode import decode_source
+def _decode_spans(uri: str, spans: list[tuple[int, int | None]], s3=None) -> list[np.ndarray]:
+    """Each (start, end) sample span of one source, (channels, samples), in one streamed pass."""
+    from annotator.audio.decode import decode_spans
 
-    return decode_source(uri, s3)
+    return decode_spans(uri, spans, s3)
 
 
-def _cut(ex: Example, channels: np.ndarray) -> np.ndarray:
+def _span(ex: Example) -> tuple[int, int | None]:
+    start = 0 if ex.start_s is None else round(ex.start_s * 16_000)
+    return start, None if ex.end_s is None else round(ex.end_s * 16_000)
+
+
+def _channel(ex: Example, channels: np.ndarray) -> np.ndarray:
     if ex.channel is None:
         audio = channels.mean(axis=0)
     elif ex.channel < channels.shape[0]:
@@ -114,25 +119,29 @@ def _cut(ex: Example, channels: np.ndarray) -> np.ndarray:
             f"{ex.audio_uri} has {channels.shape[0]} channel(s); the example asks for channel "
             f"{ex.channel}"
         )
-    start = 0 if ex.start_s is None else round(ex.start_s * 16_000)
-    end = audio.shape[0] if ex.end_s is None else round(ex.end_s * 16_000)
-    return np.ascontiguousarray(audio[start:end], dtype=np.float32)
+    return np.ascontiguousarray(audio, dtype=np.float32)
 
 
 def load_audio(ex: Example, s3=None) -> np.ndarray:
     """The example's 16 kHz samples: its channel (or the channels mixed), whole or its
     start_s..end_s span."""
-    return _cut(ex, _decode_source(ex.audio_uri, s3))
+    return load_audios([ex], s3)[0]
 
 
 def load_audios(examples: Sequence[Example], s3=None) -> list[np.ndarray]:
-    """:func:`load_audio` of each example; consecutive examples of one source (the segments of a
-    recording, both channels of a call) decode it once."""
-    out, last_uri, last = [], None, None
-    for ex in examples:
-        if ex.audio_uri != last_uri:
-            last_uri, last = ex.audio_uri, _decode_source(ex.audio_uri, s3)
-        out.append(_cut(ex, last))
+    """:func:`load_audio` of each example, with bounded memory: each source is decoded once for
+    all of its examples in ``examples`` (wherever they stand in the list: the segments of a
+    recording, both channels of a call), streamed, keeping only their spans, and stopping after
+    the last one; the clips come back in the order of ``examples``."""
+    by_source: dict[str, list[int]] = {}
+    for k, ex in enumerate(examples):
+        by_source.setdefault(ex.audio_uri, []).append(k)
+    out: list[np.ndarray | None] = [None] * len(examples)
+    for uri, indices in by_source.items():
+        spans = sorted({_span(examples[k]) for k in indices}, key=lambda s: (s[0], s[1] or 0))
+        clips = dict(zip(spans, _decode_spans(uri, spans, s3), strict=True))
+        for k in indices:
+            out[k] = _channel(examples[k], clips[_span(examples[k])])
     return out
 
 

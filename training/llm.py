@@ -27,7 +27,7 @@ def with_soft_tokens(embeds, audio_position, soft):
     """(batch, len, hidden) LLM input: each row's token embeddings with its soft tokens from
     ``audio_position`` on (their slots, recorded when the prompt was built; the ids there are
     never read) — the rows ``PromptEmbedder.build`` serves. ``soft``: (batch, hidden) for one
-    soft token (EmoQ), (batch, n, hidden) for n (EmoSLLM)."""
+    soft token, (batch, n, hidden) for n."""
     if soft.dim() == 2:
         soft = soft[:, None, :]
     n, hidden = soft.shape[1], soft.shape[2]
@@ -107,7 +107,7 @@ def sequences(prompts, texts, labels, label_ids, weight: float, speakers=None):
 
 def answer_batch(prompts, labels, weight: float, items) -> dict[str, torch.Tensor]:
     """A list of examples → their padded audio frames, prompt + answer rows, Eq. 7 weights and
-    soft-token positions: what every LLM kind's model reads (EmoSLLM's whole batch)."""
+    soft-token positions: what every LLM kind's model reads (the whole batch of a kind without a text encoder)."""
     from training import common
 
     frames, frame_mask = common.pad_frames(items)

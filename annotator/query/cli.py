@@ -21,32 +21,84 @@ def _params(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def print_relation(relation, fmt: str = "table", dest: Path | None = None) -> None:
-    table = relation.to_arrow_table()
+# Rows per Arrow batch while exporting: what the CLI holds at a time, whatever the result's size.
+EXPORT_BATCH_ROWS = 8_192
+# Rows the table format prints on a terminal unless --limit says otherwise.
+TABLE_ROWS = 100
+
+
+def print_relation(
+    relation, fmt: str = "table", dest: Path | None = None, limit: int | None = TABLE_ROWS
+) -> None:
+    """Write ``relation``'s rows as ``fmt`` to ``dest`` (stdout when None), streamed: DuckDB's
+    record-batch reader feeds a Parquet writer, or CSV / JSON lines one batch at a time, so an
+    export of a whole night's segments holds one batch in memory, not the result. The ``table``
+    format prints at most ``limit`` rows (None or 0: all) and says when there were more."""
+    if fmt == "parquet" and dest is None:
+        raise click.UsageError("--format parquet needs --output FILE")
+    if fmt == "table":
+        _print_table(relation, dest, limit or None)
+        return
+    reader = relation.fetch_record_batch(EXPORT_BATCH_ROWS)
     if fmt == "parquet":
-        if dest is None:
-            raise click.UsageError("--format parquet needs --output FILE")
         import pyarrow.parquet as pq
 
-        pq.write_table(table, dest)
+        with pq.ParquetWriter(dest, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
         return
-    if fmt == "csv":
-        text = table.to_pandas().to_csv(index=False)
-    elif fmt == "json":
-        text = table.to_pandas().to_json(orient="records", lines=True, date_format="iso")
-    else:
-        from rich.console import Console
-        from rich.table import Table
+    out = dest.open("w") if dest else None
+    try:
+        first = True
+        for batch in _batches(reader):
+            frame = batch.to_pandas()
+            if fmt == "csv":
+                text = frame.to_csv(index=False, header=first)
+            else:
+                text = frame.to_json(orient="records", lines=True, date_format="iso")
+                if text and not text.endswith("\n"):
+                    text += "\n"
+            first = False
+            if out is not None:
+                out.write(text)
+            else:
+                click.echo(text, nl=False)
+    finally:
+        if out is not None:
+            out.close()
 
-        view = Table(*table.column_names, show_lines=False)
-        for row in table.to_pylist():
-            view.add_row(*("" if v is None else str(v) for v in row.values()))
-        Console(file=dest.open("w") if dest else None, width=200 if dest else None).print(view)
-        return
-    if dest:
-        dest.write_text(text)
-    else:
-        click.echo(text, nl=False)
+
+def _batches(reader):
+    """The reader's batches; one empty batch of its schema when it has none, so a CSV export of
+    no rows still has its header."""
+    import pyarrow as pa
+
+    empty = True
+    for batch in reader:
+        empty = False
+        yield batch
+    if empty:
+        yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+
+
+def _print_table(relation, dest: Path | None, limit: int | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = (relation.limit(limit + 1) if limit else relation).to_arrow_table()
+    more = limit is not None and table.num_rows > limit
+    if more:
+        table = table.slice(0, limit)
+    view = Table(*table.column_names, show_lines=False)
+    for row in table.to_pylist():
+        view.add_row(*("" if v is None else str(v) for v in row.values()))
+    console = Console(file=dest.open("w") if dest else None, width=200 if dest else None)
+    console.print(view)
+    if more:
+        console.print(
+            f"(the first {limit} rows; --limit N or --limit 0 for more, or --format "
+            "csv|json|parquet --output FILE for all)"
+        )
 
 
 def run(
@@ -60,6 +112,7 @@ def run(
     shell: bool,
     s3: S3Config,
     as_of=None,
+    limit: int | None = TABLE_ROWS,
 ) -> None:
     if list_queries:
         for query in named_queries().values():
@@ -77,7 +130,7 @@ def run(
     except QueryError as exc:
         raise click.ClickException(str(exc)) from None
     if relation is not None:
-        print_relation(relation, fmt, dest)
+        print_relation(relation, fmt, dest, limit)
 
 
 def _shell(ann: Annotations) -> None:

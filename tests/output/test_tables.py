@@ -249,3 +249,23 @@ def test_the_old_layout_is_refused_then_converted_in_place(tmp_path):
     again = CliRunner().invoke(main, ["convert", str(old)])
     assert "converted 0 files" in again.output
     assert view(old) == ours
+
+
+def test_compacted_files_have_bounded_row_groups(reference, tmp_path, monkeypatch):
+    """Compaction writes row groups of at most ``ROW_GROUP_ROWS`` rows (a reader holds a row
+    group per thread: benchmarks/query_export.py), and the rows stay exact."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from annotator.output import compact as compaction
+
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+    monkeypatch.setattr(compaction, "ROW_GROUP_ROWS", 50)
+    compaction.compact(str(out), retain_hours=0)
+    (uri,) = OutputTables(str(out)).file_uris("segments")
+    meta = pq.ParquetFile(uri.removeprefix("file://")).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert len(sizes) > 1 and max(sizes) <= 50 and sum(sizes) == meta.num_rows
+    assert view(out) == reference[1]

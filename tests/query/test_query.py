@@ -389,3 +389,47 @@ def test_an_output_written_before_bundle_kinds_reads_as_emoq_and_takes_new_kinds
     ann = Annotations(str(old_root))
     kinds = ann.sql("SELECT bundle_kind, count(*) FROM segments GROUP BY ALL ORDER BY 1").fetchall()
     assert kinds == [("emoq", count), ("otherkind", 3)]
+
+
+def test_exports_stream_in_batches_and_equal_the_whole_result(output, tmp_path, monkeypatch):
+    """csv, json and parquet are written one record batch at a time (here 7 rows a batch, so many
+    batches), and each file equals the same result written whole; the table format prints its
+    row limit and says there is more."""
+    import json
+
+    import pandas as pd
+
+    from annotator.query import cli as query_cli
+
+    root, df = output
+    monkeypatch.setattr(query_cli, "EXPORT_BATCH_ROWS", 7)
+    sql = "SELECT segment_id, start_s, emotion, emotion_probs FROM segments ORDER BY segment_id"
+    whole = Annotations(str(root)).sql(sql).to_arrow_table()
+    assert whole.num_rows == len(df) > 3 * 7
+    runner = CliRunner()
+    for fmt in ("csv", "json", "parquet"):
+        dest = tmp_path / f"all.{fmt}"
+        res = runner.invoke(main, ["query", str(root), sql, "--format", fmt, "--output", str(dest)])
+        assert res.exit_code == 0, res.output
+        if fmt == "parquet":
+            assert pq.read_table(dest).equals(whole)
+            assert pq.ParquetFile(dest).metadata.num_row_groups > 1  # written batch by batch
+        elif fmt == "csv":
+            assert dest.read_text() == whole.to_pandas().to_csv(index=False)
+        else:
+            lines = [json.loads(line) for line in dest.read_text().splitlines()]
+            assert lines == json.loads(
+                whole.to_pandas().to_json(orient="records", date_format="iso")
+            )
+    res = runner.invoke(main, ["query", str(root), sql + " LIMIT 0", "--format", "csv"])
+    assert res.exit_code == 0 and res.output.splitlines() == [
+        "segment_id,start_s,emotion,emotion_probs"
+    ]
+    narrow = "SELECT segment_id, emotion FROM segments ORDER BY segment_id"
+    res = runner.invoke(main, ["query", str(root), narrow, "--limit", "3"])
+    shown = [line for line in res.output.splitlines() if line.startswith("│")]
+    assert res.exit_code == 0 and len(shown) == 3 and "the first 3 rows" in res.output
+    assert (
+        pd.Series([line.split("│")[1].strip() for line in shown]).tolist()
+        == (whole.column("segment_id").to_pylist()[:3])
+    )

@@ -149,9 +149,11 @@ def test_annotations_manifest_takes_each_segments_own_channel_once_per_source(
         (1, 1.0, "customer"),
     ]
     decoded = []
-    real = data._decode_source
+    real = data._decode_spans
     monkeypatch.setattr(
-        data, "_decode_source", lambda uri, s3=None: decoded.append(uri) or real(uri, s3)
+        data,
+        "_decode_spans",
+        lambda uri, spans, s3=None: decoded.append(uri) or real(uri, spans, s3),
     )
     audios = data.load_audios(examples)
     assert decoded == [str(call)]  # one decode for four segments of two channels
@@ -192,3 +194,49 @@ def test_synthetic_corpora_that_separate_wording_and_prosody(tmp_path):
     assert abs(pace(wording, "sad") / pace(wording, "angry") - 1) < 0.3
     with pytest.raises(ValueError, match="carries"):
         synthetic_corpus(tmp_path / "x", carries="tone")
+
+
+def test_clips_decoded_in_one_streamed_pass_equal_the_whole_decode(tmp_path, monkeypatch):
+    """A manifest's clips of one long source, listed out of order (as a shuffled manifest lists
+    them): the source is decoded once for all of them, and each clip equals the same span cut
+    from the whole decoded file, sample for sample, for a 44.1 kHz stereo file (resampled) as
+    for any; the pass stops after the last span."""
+    import wave
+
+    import numpy as np
+
+    from annotator.audio import decode
+    from training import data
+    from training.data import Example
+
+    rng = np.random.default_rng(0)
+    source = tmp_path / "long.wav"
+    with wave.open(str(source), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(44_100)
+        out.writeframes(rng.normal(0, 3000, (44_100 * 30, 2)).astype(np.int16).tobytes())
+    spans = [(12.5, 14.0, None), (1.0, 2.25, 0), (20.0, 21.5, 1), (1.0, 2.25, 1)]
+    examples = [
+        Example(str(source), "x", "angry", start_s=a, end_s=b, channel=c) for a, b, c in spans
+    ]
+    whole = decode.decode_source(str(source))
+    calls, blocks = [], []
+    real_spans, real_iter = data._decode_spans, decode.iter_decoded
+    monkeypatch.setattr(
+        data, "_decode_spans", lambda uri, s, s3=None: calls.append(uri) or real_spans(uri, s, s3)
+    )
+
+    def counted(*args, **kwargs):
+        for block in real_iter(*args, **kwargs):
+            blocks.append(block.shape[1])
+            yield block
+
+    monkeypatch.setattr(decode, "iter_decoded", counted)
+    clips = data.load_audios(examples)
+    assert calls == [str(source)]
+    for (a, b, c), clip in zip(spans, clips, strict=True):
+        cut = whole[:, round(a * 16_000) : round(b * 16_000)]
+        expected = cut.mean(axis=0) if c is None else cut[c]
+        np.testing.assert_array_equal(clip, expected.astype(np.float32))
+    assert sum(blocks) < whole.shape[1] * 0.8  # stopped after 21.5 s of 30

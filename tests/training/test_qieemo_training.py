@@ -99,3 +99,33 @@ def test_a_manifest_without_a_train_split_is_refused_before_any_worker_starts(
     with pytest.raises(ManifestError, match="no train split"):
         train(config, held_out, small_home / "small" / f"{kind}-bundle", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_clips_features_do_not_depend_on_its_batch_streamed_or_held(synth_manifest, small_home):
+    """Streamed (``train.features: stream``), each clip is encoded alone when its batch is drawn,
+    so its features are the same whichever clips share the batch, every epoch; held
+    (``memory``), each clip was encoded once, eight at a time in the share's order, and every
+    batch pads the held frames. Either way a clip's real frames are the same in every batch it
+    is drawn in, and the padding is zero."""
+    from annotator.config import load_config
+    from annotator.kinds.qieemo.train import BatchEncoder, Clip
+
+    bundle = Bundle.load(small_home / "small" / "qieemo-bundle")
+    train = [e for e in read_manifest(synth_manifest) if e.split == "train"][:12]
+    clips = [Clip(e, bundle.labels.index(e.label)) for e in train]
+    config = {"models": {"home": str(small_home)}}
+    held = BatchEncoder(load_config(None, **config, train={"features": "memory"}), bundle, clips)
+    streamed = BatchEncoder(load_config(None, **config), bundle, clips)
+    assert not held.streams() and streamed.streams()
+    lengths = {id(c): len(streamed.reader.audio(c.example)) for c in clips}
+    assert len(set(lengths.values())) > 3  # clips of different lengths: padding in every batch
+    for encoder in (held, streamed):
+        for batch_clips in ([clips[9], clips[2], clips[11]], clips[:8], [clips[2], clips[0]]):
+            batch = encoder(batch_clips)
+            for k, clip in enumerate(batch_clips):
+                alone = encoder([clip])
+                n = int(alone["mask"].sum())
+                assert int(batch["mask"][k].sum()) == n
+                torch.testing.assert_close(batch["blocks"][k, :, :n], alone["blocks"][0, :, :n])
+                torch.testing.assert_close(batch["logits"][k, :n], alone["logits"][0, :n])
+                assert batch["blocks"][k, :, n:].abs().sum() == 0

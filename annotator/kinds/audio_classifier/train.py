@@ -10,7 +10,7 @@ head keeps the checkpoint's classes, so the tuned tensors still lay over it and 
 holds, and a dropped class learns to take less mass. One stage on stage 2's schedule
 (``train.epochs_stage2``; ``train.lr_stage2`` for the head, ``Tuning.encoder_lr_scale`` of it for
 the top layers), the global batch ``train.batch_size`` split over the workers with equal steps on
-every rank (``common.shard_indices``, ``common.epoch_loader``), as for Qieemo.
+every rank (``common.shard_indices``, ``common.epoch_loader``), as every kind's trainer does.
 
 Nothing but names and URIs reaches the workers: the start bundle and the checkpoint go through
 ``common.ship`` (uploaded to ``train.storage`` when it is object storage), the manifest as rows;
@@ -74,16 +74,20 @@ class HeadTuning(torch.nn.Module):
         return mapped_log_probs(logits, self.matrix)
 
 
-@dataclass
+@dataclass(eq=False)
 class Clip:
-    audio: np.ndarray
+    """A training clip as a worker holds it: where its audio is (read when its batch is drawn,
+    through the worker's ``common.ClipReader``: memory does not grow with the manifest) and its
+    label."""
+
+    example: Any  # training.data.Example
     label: int
 
 
-def collate(extractor, items: list[Clip]) -> dict[str, Any]:
-    from annotator.kinds.audio_classifier.model import can_batch, model_inputs
+def collate(extractor, reader, shortest: int, items: list[Clip]) -> dict[str, Any]:
+    from annotator.kinds.audio_classifier.model import can_batch, long_enough, model_inputs
 
-    waves = [item.audio for item in items]
+    waves = long_enough([reader.audio(item.example) for item in items], shortest)
     groups = [waves] if can_batch(extractor) else [[w] for w in waves]
     return {
         "inputs": [model_inputs(extractor, g, "cpu", torch.float32) for g in groups],
@@ -101,13 +105,12 @@ def loop(cfg: dict[str, Any]) -> None:
     from annotator.kinds.audio_classifier.model import (
         Record,
         checkpoint_labels,
-        long_enough,
         min_samples,
         overlay,
         tuned_weights,
     )
     from annotator.models.bundle import Bundle, BundleError
-    from training.data import examples_of, load_audios
+    from training.data import examples_of
 
     config = AnnotatorConfig.model_validate(cfg["config"])
     train = config.train
@@ -132,8 +135,8 @@ def loop(cfg: dict[str, Any]) -> None:
             len(examples), ctx.get_world_rank(), ctx.get_world_size(), train.seed
         )
     ]
-    audios = long_enough(load_audios(share, config.s3), min_samples(model.config))
-    items = [Clip(audio, labels.index(ex.label)) for ex, audio in zip(share, audios, strict=True)]
+    items = [Clip(ex, labels.index(ex.label)) for ex in share]
+    reader = common.ClipReader(share, config.s3)
     device = ray.train.torch.get_device()
     per_worker = common.local_batch_size(train.batch_size, ctx.get_world_size())
     tuned = HeadTuning(model, record.label_map.matrix(), tuning)
@@ -159,7 +162,11 @@ def loop(cfg: dict[str, Any]) -> None:
     for epoch in range(start, train.epochs_stage2):
         right = torch.zeros(2, dtype=torch.float64, device=device)
         loader = common.epoch_loader(
-            items, functools.partial(collate, extractor), per_worker, train.seed + epoch
+            items,
+            functools.partial(collate, extractor, reader, min_samples(model.config)),
+            per_worker,
+            train.seed + epoch,
+            group_by=lambda clip: clip.example.audio_uri,  # a long source read once an epoch
         )
         tally = common.train_epoch(wrapped, optimizer, loader, device, batch_loss)
         metrics = tally.metrics(device)

@@ -79,7 +79,11 @@ def loop(cfg: dict[str, Any]) -> None:
 
     for epoch in range(start, train.epochs_stage1):
         loader = common.epoch_loader(
-            items, partial(collate, tokenizer), per_worker, train.seed + epoch
+            items,
+            partial(collate, tokenizer),
+            per_worker,
+            train.seed + epoch,
+            group_by=common.streamed_by_source(items),
         )
         tally = common.train_epoch(model, optimizer, loader, device, batch_loss, [weights])
         common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))

@@ -100,7 +100,9 @@ def loop(cfg: dict[str, Any]) -> None:
     stop_after = cfg.get("stop_after_epochs")
     to_batch = partial(collate, text_tok, prompts, labels, train.emotion_token_weight)
     for epoch in range(start, train.epochs_stage2):
-        loader = common.epoch_loader(items, to_batch, per_worker, train.seed + epoch)
+        loader = common.epoch_loader(
+            items, to_batch, per_worker, train.seed + epoch, common.streamed_by_source(items)
+        )
         tally = common.train_epoch(
             model, optimizer, loader, device, lambda b: batch_loss(model, b), size_key="frames"
         )

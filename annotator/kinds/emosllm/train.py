@@ -2,7 +2,7 @@
 
 The audio encoder stays frozen: each worker runs it once over its share of the ``train`` split
 (``common.featurize`` with the bundle's encoder). The query-pooling mapper and the LLM's LoRA train
-with EmoQ's token-weighted autoregressive loss (Eq. 7, ``train.emotion_token_weight``) on the
+with the LLM kinds' token-weighted autoregressive loss (Eq. 7, ``train.emotion_token_weight``) on the
 answer ``Emotion: <word>``, the prompt built as serving builds it (the bundle's soft-token count,
 the audio before the transcript): one stage on stage 2's schedule (``train.epochs_stage2``,
 ``train.lr_stage2``), the global batch ``train.batch_size`` split over the workers with equal steps
@@ -24,7 +24,7 @@ from annotator.config import AnnotatorConfig
 from training import common
 from training.llm import with_soft_tokens
 
-MAPPER = "mapper."  # the mapper's prefix in the model's state dict (annotator/kinds/emoq/train_models.py)
+MAPPER = "mapper."  # the mapper's prefix in the model's state dict (EmoSLLMModel, below)
 
 
 def build(config: AnnotatorConfig, start, labels):
@@ -78,7 +78,9 @@ def loop(cfg: dict[str, Any]) -> None:
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
     to_batch = partial(answer_batch, prompts, labels, train.emotion_token_weight)
     for epoch in range(start, train.epochs_stage2):
-        loader = common.epoch_loader(items, to_batch, per_worker, train.seed + epoch)
+        loader = common.epoch_loader(
+            items, to_batch, per_worker, train.seed + epoch, common.streamed_by_source(items)
+        )
         tally = common.train_epoch(
             model, optimizer, loader, device, lambda b: batch_loss(model, b), size_key="frames"
         )

@@ -38,11 +38,37 @@ from training.data import Example
 from training.losses import focal, supervised_contrastive
 
 
-@dataclass
+@dataclass(eq=False)
 class Encoded:
-    frames: torch.Tensor  # (frames, speech_dim): the speech encoder's real frames
-    tokens: torch.Tensor  # (tokens, text_dim): the text encoder's real tokens
+    """One utterance as a worker holds it: its frozen encoders' real frames and tokens, held
+    (``train.features: memory``) or computed with its batch (``source``; ``stream``)."""
+
+    frames: torch.Tensor | None  # (frames, speech_dim): the speech encoder's real frames
+    tokens: torch.Tensor | None  # (tokens, text_dim): the text encoder's real tokens
     label: int
+    example: Example | None = None
+    source: UtteranceSource | None = None
+
+
+class UtteranceSource:
+    """The frozen speech and text encoders over a batch of utterances, when the batch is drawn:
+    the audio from the worker's ``common.ClipReader`` (a source read once while its utterances
+    run), padded frames and tokens zero."""
+
+    def __init__(self, speech, text, reader) -> None:
+        self.speech, self.text, self.reader = speech, text, reader
+
+    def batch(self, items: list[Encoded]) -> dict[str, torch.Tensor]:
+        frames, frame_mask = self.speech([self.reader.audio(i.example) for i in items])
+        tokens, token_mask = self.text([i.example.transcript for i in items])
+        # Clones leave inference mode: the tensors feed a training forward.
+        return {
+            "frames": (frames * frame_mask[..., None].to(frames.dtype)).clone(),
+            "frame_mask": frame_mask.clone(),
+            "tokens": (tokens * token_mask[..., None].to(tokens.dtype)).clone(),
+            "token_mask": token_mask.clone(),
+            "labels": torch.tensor([i.label for i in items]),
+        }
 
 
 def conversations(examples: list[Example]) -> list[list[Example]]:
@@ -63,31 +89,31 @@ def conversations(examples: list[Example]) -> list[list[Example]]:
 def encode(
     examples: list[Example], labels: list[str], config: AnnotatorConfig, bundle, batch: int = 8
 ) -> list[Encoded]:
-    """Run the bundle's frozen speech and text encoders once over ``examples`` (their corpus
-    transcripts)."""
+    """``examples`` (their corpus transcripts) for the bundle's frozen speech and text encoders:
+    run per batch as it is drawn (``train.features: stream``), or once here, ``batch`` at a
+    time, their real frames and tokens held (``memory``)."""
     from annotator.kinds.mister_e.utterances import TextStates
     from annotator.models.hubert import HubertFeatures
-    from training.data import load_audios
 
     speech = HubertFeatures(common.model_path(bundle.base["speech_encoder"], config))
     text = TextStates(common.model_path(bundle.base["text_encoder"], config))
-    audios = load_audios(examples, config.s3)
-    out = []
-    for start in range(0, len(examples), batch):
-        frames, frame_mask = speech(audios[start : start + batch])
-        tokens, token_mask = text([e.transcript for e in examples[start : start + batch]])
-        for k in range(frames.shape[0]):
-            out.append(
-                Encoded(
-                    frames[k][frame_mask[k]].clone(),
-                    tokens[k][token_mask[k]].clone(),
-                    labels.index(examples[start + k].label),
-                )
-            )
+    source = UtteranceSource(speech, text, common.ClipReader(examples, config.s3))
+    out = [Encoded(None, None, labels.index(e.label), e, source) for e in examples]
+    if config.train.features == "stream":
+        return out
+    for start in range(0, len(out), batch):
+        chunk = out[start : start + batch]
+        b = source.batch(chunk)
+        for k, item in enumerate(chunk):
+            item.frames = b["frames"][k][b["frame_mask"][k]].clone()
+            item.tokens = b["tokens"][k][b["token_mask"][k]].clone()
+            item.source = None
     return out
 
 
 def collate_utterances(items: list[Encoded]) -> dict[str, torch.Tensor]:
+    if items[0].frames is None:
+        return items[0].source.batch(items)
     frames, frame_mask = common.pad_rows([i.frames for i in items])
     tokens, token_mask = common.pad_rows([i.tokens for i in items])
     labels = torch.tensor([i.label for i in items])
@@ -145,9 +171,17 @@ def stage1_loop(cfg: dict[str, Any]) -> None:
         return loss + losses.focal(out["text_logits"], batch["labels"], train.gamma)
 
     for epoch in range(start, train.epochs_stage1):
-        loader = common.epoch_loader(items, collate_utterances, per_worker, train.seed + epoch)
+        loader = common.epoch_loader(
+            items, collate_utterances, per_worker, train.seed + epoch, by_source(items)
+        )
         tally = common.train_epoch(model, optimizer, loader, device, batch_loss)
         common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))
+
+
+def by_source(items: list[Encoded]):
+    """Streamed utterances run source by source each epoch (a source read once per epoch);
+    held ones in the plain shuffle (``common.epoch_loader``)."""
+    return (lambda item: item.example.audio_uri) if items and items[0].frames is None else None
 
 
 @dataclass

@@ -1,13 +1,14 @@
 """Training a Qieemo bundle on Ray Train (annotator/kinds/qieemo/model.py).
 
 The CTC encoder stays frozen (the paper's first stage, ASR training, is the encoder's own): each
-worker runs it once over its share of the ``train`` split, keeps the fused blocks and the CTC
-logits of the real frames, and trains the block weights, Conv2D, fusion, cross-modal attention,
+worker runs it over each batch of its share of the ``train`` split as the batch is drawn (the
+fused blocks and the CTC logits of the real frames; nothing of the split is held in memory, at
+the cost of one encoder pass per epoch and one for the statistics), and trains the block weights, Conv2D, fusion, cross-modal attention,
 pooling and classifier with cross-entropy ([guess]: the paper's loss is not recovered), after
 standardising the blocks' features by the training split's statistics (``feature_statistics``;
 a bundle that was trained already keeps its own). One
 stage, on stage 2's schedule (``train.epochs_stage2``, ``train.lr_stage2``), the global batch
-``train.batch_size`` split over the workers with equal steps on every rank as for EmoQ
+``train.batch_size`` split over the workers with equal steps on every rank as every kind's trainer
 (``common.shard_indices``, ``common.epoch_loader``). Each epoch reports the loss and the training
 accuracy; the result is exported as a new bundle from the checkpoint's tensors.
 """
@@ -25,33 +26,86 @@ from training import common
 
 
 @dataclass
-class Encoded:
-    blocks: torch.Tensor  # (len(config.blocks), frames, dim): the fused blocks, real frames
-    logits: torch.Tensor  # (frames, vocab): CTC logits
+class Clip:
+    """One training example as a worker holds it: where its audio is, and its label; the audio
+    is read and encoded when its batch is drawn, so a worker's memory does not grow with its
+    share of the manifest."""
+
+    example: Any  # training.data.Example
     label: int
 
 
-def encode(examples, labels, config: AnnotatorConfig, bundle, batch: int = 8) -> list[Encoded]:
-    """Run the bundle's frozen CTC encoder once over ``examples``."""
-    from annotator.kinds.qieemo.model import CTCEncoder, QieemoConfig
-    from training.data import load_audios
+class BatchEncoder:
+    """A batch of clips → the model's inputs: their audio read and run through the bundle's
+    frozen CTC encoder (in inference mode), the fused blocks and the CTC logits of the real frames
+    kept, padded frames zero. Computed again each epoch: the encoder is frozen, so the features
+    are the same, and nothing of the split stays in RAM.
 
-    qconfig = QieemoConfig(**_config_of(bundle))
-    encoder = CTCEncoder(common.model_path(bundle.base["ctc_encoder"], config))
-    audios = load_audios(examples, config.s3)
-    out = []
-    for start in range(0, len(audios), batch):
-        hidden, logits, mask = encoder(audios[start : start + batch])
-        for k in range(logits.shape[0]):
-            n = int(mask[k].sum())
-            out.append(
-                Encoded(
-                    torch.stack([hidden[b][k, :n] for b in qconfig.blocks]).clone(),
-                    logits[k, :n].clone(),
-                    labels.index(examples[start + k].label),
-                )
-            )
-    return out
+    Audio through the worker's ``common.ClipReader``: the epoch's batches run source by source
+    (``epoch_loader(group_by=...)``), so a long recording is decoded once per epoch, and memory
+    holds one source's clips, not the split's.
+
+    ``train.features: memory``: every clip encoded once, in the share's order eight at a time,
+    its real frames held and padded into each batch (faster epochs; memory grows with the
+    share: ~31 GB per worker for IEMOCAP at paper size)."""
+
+    def __init__(self, config: AnnotatorConfig, bundle, clips: list[Clip], device="cpu") -> None:
+        from annotator.kinds.qieemo.model import CTCEncoder, QieemoConfig
+
+        self.blocks = list(QieemoConfig(**_config_of(bundle)).blocks)
+        self.encoder = CTCEncoder(common.model_path(bundle.base["ctc_encoder"], config), device)
+        self.reader = common.ClipReader([clip.example for clip in clips], config.s3)
+        self.held: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+        if config.train.features == "memory":
+            self.held = {}
+            for start in range(0, len(clips), 8):
+                chunk = clips[start : start + 8]
+                part = self._encoded(chunk)
+                for k, clip in enumerate(chunk):
+                    n = int(part["mask"][k].sum())
+                    self.held[id(clip)] = (part["blocks"][k, :, :n], part["logits"][k, :n])
+
+    def streams(self) -> bool:
+        return self.held is None
+
+    def __call__(self, clips: list[Clip]) -> dict[str, torch.Tensor]:
+        if self.held is None:
+            # Each clip encoded alone: its features do not depend on which clips share its
+            # batch (padding reaches the last frames through the encoder's convolutional
+            # positional embedding), so every epoch sees the same features, as held ones are.
+            parts = []
+            for clip in clips:
+                one = self._encoded([clip])
+                n = int(one["mask"][0].sum())
+                parts.append((one["blocks"][0, :, :n], one["logits"][0, :n]))
+        else:
+            parts = [self.held[id(c)] for c in clips]
+        longest = max(logits.shape[0] for _, logits in parts)
+        nb, _, dim = parts[0][0].shape
+        blocks = torch.zeros(len(parts), nb, longest, dim)
+        logits = torch.zeros(len(parts), longest, parts[0][1].shape[1])
+        mask = torch.zeros(len(parts), longest, dtype=torch.bool)
+        for k, (b, lg) in enumerate(parts):
+            n = lg.shape[0]
+            blocks[k, :, :n], logits[k, :n], mask[k, :n] = b, lg, True
+        labels = torch.tensor([c.label for c in clips])
+        return {"blocks": blocks, "logits": logits, "mask": mask, "labels": labels}
+
+    def _encoded(self, clips: list[Clip]) -> dict[str, torch.Tensor]:
+        hidden, logits, mask = self.encoder([self.reader.audio(c.example) for c in clips])
+        real = mask[..., None].to(logits.dtype)
+        # Clones leave inference mode: the tensors feed a training forward.
+        blocks = torch.stack([hidden[b] for b in self.blocks], dim=1) * real[:, None]
+        return {
+            "blocks": blocks.float().clone(),
+            "logits": (logits * real).float().clone(),
+            "mask": mask.clone(),
+            "labels": torch.tensor([c.label for c in clips]),
+        }
+
+
+def source_of(clip: Clip) -> str:
+    return clip.example.audio_uri
 
 
 def _config_of(bundle) -> dict[str, Any]:
@@ -60,20 +114,6 @@ def _config_of(bundle) -> dict[str, Any]:
     from annotator.kinds.qieemo.model import CONFIG
 
     return json.loads((Path(bundle.root) / CONFIG).read_text())
-
-
-def collate(items: list[Encoded]) -> dict[str, torch.Tensor]:
-    longest = max(i.logits.shape[0] for i in items)
-    nb, _, dim = items[0].blocks.shape
-    vocab = items[0].logits.shape[1]
-    blocks = torch.zeros(len(items), nb, longest, dim)
-    logits = torch.zeros(len(items), longest, vocab)
-    mask = torch.zeros(len(items), longest, dtype=torch.bool)
-    for k, item in enumerate(items):
-        n = item.logits.shape[0]
-        blocks[k, :, :n], logits[k, :n], mask[k, :n] = item.blocks, item.logits, True
-    labels = torch.tensor([i.label for i in items])
-    return {"blocks": blocks, "logits": logits, "mask": mask, "labels": labels}
 
 
 def loop(cfg: dict[str, Any]) -> None:
@@ -95,15 +135,16 @@ def loop(cfg: dict[str, Any]) -> None:
     share = common.shard_indices(
         len(examples), ctx.get_world_rank(), ctx.get_world_size(), train.seed
     )
-    items = encode([examples[i] for i in share], labels, config, bundle)
+    clips = [Clip(examples[i], labels.index(examples[i].label)) for i in share]
     device = ray.train.torch.get_device()
+    collate = BatchEncoder(config, bundle, clips, device)
     per_worker = common.local_batch_size(train.batch_size, ctx.get_world_size())
     model = ray.train.torch.prepare_model(Qieemo.load(bundle.root).train())
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr_stage2)
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
     if start == 0 and not bundle.extra.get("trained"):
         # Every rank sets the same statistics (summed over all shares): the replicas stay equal.
-        total, squares, frames = feature_statistics(items, device)
+        total, squares, frames = feature_statistics(clips, collate, per_worker, device)
         getattr(model, "module", model).set_feature_statistics(total, squares, frames)
 
     def batch_loss(batch):
@@ -118,27 +159,49 @@ def loop(cfg: dict[str, Any]) -> None:
 
     for epoch in range(start, train.epochs_stage2):
         right = torch.zeros(2, dtype=torch.float64, device=device)
-        loader = common.epoch_loader(items, collate, per_worker, train.seed + epoch)
+        loader = common.epoch_loader(
+            clips,
+            collate,
+            per_worker,
+            train.seed + epoch,
+            group_by=source_of if collate.streams() else None,
+        )
         tally = common.train_epoch(model, optimizer, loader, device, batch_loss)
         metrics = tally.metrics(device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(right)
         metrics["train_accuracy"] = float(right[0] / max(float(right[1]), 1.0))
+        # What a user sizing workers wants to see: this rank's peak memory and source decodes.
+        metrics["worker_peak_rss_mib"] = common.peak_rss_mib()
+        metrics["source_decodes"] = collate.reader.decodes
         common.save_checkpoint(model, optimizer, epoch, metrics)
 
 
-def feature_statistics(items: list[Encoded], device) -> tuple[torch.Tensor, torch.Tensor, float]:
+def feature_statistics(
+    clips: list[Clip], encode: BatchEncoder, batch: int, device
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Per block and feature, the sum and the sum of squares of the fused blocks over every real
-    frame of the training split, and the frame count: this worker's share summed over the group."""
+    frame of the training split, and the frame count: this worker's share, one batch at a time,
+    summed over the group."""
     import torch.distributed as dist
 
-    total = sum(item.blocks.double().sum(dim=1) for item in items).to(device)
-    squares = sum((item.blocks.double() ** 2).sum(dim=1) for item in items).to(device)
-    frames = torch.tensor([float(sum(item.blocks.shape[1] for item in items))], device=device)
+    total = squares = None
+    frames = 0.0
+    clips = sorted(clips, key=source_of)  # a source's clips together: read once
+    for start in range(0, len(clips), batch):
+        part = encode(clips[start : start + batch])
+        real = part["mask"][:, None, :, None]  # (batch, 1, frames, 1)
+        blocks = part["blocks"].double() * real
+        sums, sq = blocks.sum(dim=(0, 2)), (blocks**2).sum(dim=(0, 2))
+        total = sums if total is None else total + sums
+        squares = sq if squares is None else squares + sq
+        frames += float(part["mask"].sum())
+    total, squares = total.to(device), squares.to(device)
+    frames_t = torch.tensor([frames], device=device)
     if dist.is_available() and dist.is_initialized():
-        for tensor in (total, squares, frames):
+        for tensor in (total, squares, frames_t):
             dist.all_reduce(tensor)
-    return total.float(), squares.float(), float(frames)
+    return total.float(), squares.float(), float(frames_t)
 
 
 def train_qieemo(
