@@ -55,11 +55,13 @@ def write_result(name: str, figures: dict[str, Any]) -> Path:
 @functools.cache
 def _stage_titles() -> dict[str, str]:
     """Process titles Ray gives the pipeline's workers → the stage they run, from the graph's
-    own tables (pipeline/graph.py): an actor's process is named after its class, a task's after
-    its operator (a read task after the datasource's name)."""
+    own tables (pipeline/graph.py and every kind's stages): an actor's process is named after its
+    class, a task's after its operator (a read task after the datasource's name)."""
+    from annotator.kinds import stage_specs
     from annotator.pipeline import graph, inputs, warmup
 
-    stages = {"asr": graph.ASRStage, **graph.STAGES}
+    stages = {"asr": graph.ASRStage}
+    stages.update({name: spec.actor_class() for name, spec in stage_specs().items()})
     listing = inputs.source_listing([], None, None).get_name()
     return {
         **{cls.__name__: name for name, cls in stages.items()},

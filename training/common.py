@@ -194,7 +194,13 @@ def shard_indices(n: int, rank: int, world_size: int, seed: int) -> list[int]:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident memory so far (the kernel's ru_maxrss), MiB."""
+    """This process's peak resident memory so far, MiB: VmHWM, which exec resets (ru_maxrss
+    would count the pages of the process that forked this one until its exec)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
