@@ -82,10 +82,6 @@ class Item:
     example: Example | None = None
     source: FrameSource | None = None  # train.features: stream
 
-    @property
-    def audio_uri(self) -> str:
-        return self.example.audio_uri if self.example is not None else ""
-
 
 def featurize(
     examples: Sequence[Example],
@@ -136,10 +132,16 @@ def featurize(
     return items
 
 
-def streamed_by_source(items: Sequence[Item]):
-    """``epoch_loader``'s ``group_by`` for items whose frames are computed per batch: their
-    source, so each source is read once per epoch; None (the plain shuffle) for held frames."""
-    return (lambda item: item.audio_uri) if items and items[0].frames is None else None
+def source_of(item: Any) -> str:
+    """The source a kind's training item (it holds its ``example``) is cut from:
+    ``epoch_loader``'s ``group_by``, so a :class:`ClipReader` reads each source once per epoch."""
+    return item.example.audio_uri
+
+
+def streamed_by_source(items: Sequence[Any]):
+    """``epoch_loader``'s ``group_by`` for items whose frames are computed per batch
+    (``frames`` None): :func:`source_of`; None (the plain shuffle) for held frames."""
+    return source_of if items and items[0].frames is None else None
 
 
 def pad_rows(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -166,7 +166,7 @@ def loop(cfg: dict[str, Any]) -> None:
             functools.partial(collate, extractor, reader, min_samples(model.config)),
             per_worker,
             train.seed + epoch,
-            group_by=lambda clip: clip.example.audio_uri,  # a long source read once an epoch
+            group_by=common.source_of,  # a long source read once an epoch
         )
         tally = common.train_epoch(wrapped, optimizer, loader, device, batch_loss)
         metrics = tally.metrics(device)

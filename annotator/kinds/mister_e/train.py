@@ -172,16 +172,14 @@ def stage1_loop(cfg: dict[str, Any]) -> None:
 
     for epoch in range(start, train.epochs_stage1):
         loader = common.epoch_loader(
-            items, collate_utterances, per_worker, train.seed + epoch, by_source(items)
+            items,
+            collate_utterances,
+            per_worker,
+            train.seed + epoch,
+            common.streamed_by_source(items),
         )
         tally = common.train_epoch(model, optimizer, loader, device, batch_loss)
         common.save_checkpoint(model, optimizer, epoch, tally.metrics(device))
-
-
-def by_source(items: list[Encoded]):
-    """Streamed utterances run source by source each epoch (a source read once per epoch);
-    held ones in the plain shuffle (``common.epoch_loader``)."""
-    return (lambda item: item.example.audio_uri) if items and items[0].frames is None else None
 
 
 @dataclass

@@ -104,10 +104,6 @@ class BatchEncoder:
         }
 
 
-def source_of(clip: Clip) -> str:
-    return clip.example.audio_uri
-
-
 def _config_of(bundle) -> dict[str, Any]:
     import json
 
@@ -164,7 +160,7 @@ def loop(cfg: dict[str, Any]) -> None:
             collate,
             per_worker,
             train.seed + epoch,
-            group_by=source_of if collate.streams() else None,
+            group_by=common.source_of if collate.streams() else None,
         )
         tally = common.train_epoch(model, optimizer, loader, device, batch_loss)
         metrics = tally.metrics(device)
@@ -187,7 +183,7 @@ def feature_statistics(
 
     total = squares = None
     frames = 0.0
-    clips = sorted(clips, key=source_of)  # a source's clips together: read once
+    clips = sorted(clips, key=common.source_of)  # a source's clips together: read once
     for start in range(0, len(clips), batch):
         part = encode(clips[start : start + batch])
         real = part["mask"][:, None, :, None]  # (batch, 1, frames, 1)
