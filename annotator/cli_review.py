@@ -78,16 +78,11 @@ def review_export(
             below,
             config.s3,
             audio_prefix,
+            config.audio,
         )
     except ReviewError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{done['tasks']} tasks {done['per_label']} written to {dest}")
-    if done["in_archives"]:
-        click.echo(
-            f"{done['in_archives']} unsure segments inside archive members were not exported "
-            "(their audio would need extracting first)",
-            err=True,
-        )
 
 
 @review.command("import")

@@ -57,7 +57,6 @@ def train_manifest(
     from training import data, synthetic_corpora
 
     config = _load(config_path)
-    skipped: list[tuple[str, str, int]] = []  # annotations: archive members left out
     try:
         if kind == "synthetic":
             made = data.read_manifest(synthetic_corpora.synthetic_corpus(Path(source)))
@@ -67,7 +66,7 @@ def train_manifest(
             made = data.meld_manifest(Path(source), int(classes))
         else:
             made = data.from_annotations(
-                source, where, human_labels, config.s3, config.audio.channel_speakers, skipped
+                source, where, human_labels, config.s3, config.audio.channel_speakers
             )
         splits: Counter[str] = Counter()
 
@@ -80,14 +79,6 @@ def train_manifest(
     except data.ManifestError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{dest}: {sum(splits.values())} examples {dict(sorted(splits.items()))}")
-    if skipped:
-        click.echo(
-            f"skipped {len(skipped)} archive members ({sum(n for *_, n in skipped)} segments): "
-            "their audio would need extracting first",
-            err=True,
-        )
-        for uri, member, n in skipped:
-            click.echo(f"  {uri}!{member}: {n} segments", err=True)
 
 
 def _add_kind_commands() -> None:

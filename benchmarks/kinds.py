@@ -32,7 +32,7 @@ def _score(config, bundle_dir: Path, held_out, labeler=None) -> dict:
     from training.metrics import scores
 
     bundle = Bundle.load(bundle_dir)
-    audio_s = sum(len(a) for a in load_audios(held_out, config.s3)) / 16_000
+    audio_s = sum(len(a) for a in load_audios(held_out, config.s3, config.audio)) / 16_000
     t0 = time.perf_counter()
     probs, _ = posteriors(config, bundle_dir, held_out, labeler)
     seconds = time.perf_counter() - t0

@@ -34,10 +34,12 @@ class ClipReader:
     """A worker's clips, read with bounded memory: when a clip of a source is first asked for,
     every clip this reader knows of that source is read in one streamed pass (``load_audios``)
     and held until a clip of another source is asked for. Batches that run source by source
-    (``epoch_loader(group_by=...)``) read each source once per epoch."""
+    (``epoch_loader(group_by=...)``) read each source once per epoch. A source may be a tar/zip
+    archive: it is read once for all its members' clips, each member decoded once, within the
+    ``audio`` config's safety and size bounds (annotator/audio/clips.py)."""
 
-    def __init__(self, examples: Sequence[Example], s3=None) -> None:
-        self.s3 = s3
+    def __init__(self, examples: Sequence[Example], s3=None, audio=None) -> None:
+        self.s3, self.settings = s3, audio
         self.of_source: dict[str, list[Example]] = {}
         for ex in examples:
             self.of_source.setdefault(ex.audio_uri, []).append(ex)
@@ -47,7 +49,9 @@ class ClipReader:
     def audio(self, example: Example):
         if id(example) not in self.held:
             examples = self.of_source[example.audio_uri]
-            self.held = dict(zip(map(id, examples), load_audios(examples, self.s3), strict=True))
+            self.held = dict(
+                zip(map(id, examples), load_audios(examples, self.s3, self.settings), strict=True)
+            )
             self.decodes += 1
         return self.held[id(example)]
 
@@ -102,7 +106,7 @@ def featurize(
         )
     else:
         hubert = HubertFeatures(model_path(encoder, config))
-    reader = ClipReader(examples, config.s3)
+    reader = ClipReader(examples, config.s3, config.audio)
     texts = [ex.transcript for ex in examples]
     if config.train.transcripts == "asr":
         from annotator.models.asr import Transcriber

@@ -7,7 +7,9 @@ A manifest is JSON Lines, one utterance per line::
      "speaker": "Ses01F", "split": "train", "fold": 1}
 
 ``start_s``/``end_s`` may be null (the whole file). ``split`` is train/dev/test; ``fold`` is the
-IEMOCAP session for leave-one-session-out, else null.
+IEMOCAP session for leave-one-session-out, else null. Optional: ``channel`` (one channel of a
+multi-channel file; null: the channels mixed) and ``member`` (the recording is that member of the
+tar/zip archive ``audio_uri`` names: read from the archive, never extracted).
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ class Example:
     end_s: float | None = None
     fold: int | None = None
     channel: int | None = None  # one channel of a multi-channel source; None: channels mixed
+    member: str = ""  # a member of the archive audio_uri names; "": audio_uri is the recording
+
+    @property
+    def recording(self) -> str:
+        """Where the example's audio is, as one name: ``audio_uri``, or ``audio_uri!member``."""
+        return f"{self.audio_uri}!{self.member}" if self.member else self.audio_uri
 
 
 class ManifestError(ValueError):
@@ -97,11 +105,12 @@ def examples_of(
     return examples
 
 
-def _decode_spans(uri: str, spans: list[tuple[int, int | None]], s3=None) -> list[np.ndarray]:
-    """Each (start, end) sample span of one source, (channels, samples), in one streamed pass."""
-    from annotator.audio.decode import decode_spans
+def _source_clips(uri: str, wanted: dict, audio=None, s3=None) -> dict[str, list[np.ndarray]]:
+    """Each member's (``""``: the file's) spans of one source, (channels, samples), the source
+    read once (annotator/audio/clips.py)."""
+    from annotator.audio.clips import source_clips
 
-    return decode_spans(uri, spans, s3)
+    return source_clips(uri, wanted, audio, s3)
 
 
 def _span(ex: Example) -> tuple[int, int | None]:
@@ -116,32 +125,39 @@ def _channel(ex: Example, channels: np.ndarray) -> np.ndarray:
         audio = channels[ex.channel]
     else:
         raise ManifestError(
-            f"{ex.audio_uri} has {channels.shape[0]} channel(s); the example asks for channel "
+            f"{ex.recording} has {channels.shape[0]} channel(s); the example asks for channel "
             f"{ex.channel}"
         )
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def load_audio(ex: Example, s3=None) -> np.ndarray:
+def load_audio(ex: Example, s3=None, audio=None) -> np.ndarray:
     """The example's 16 kHz samples: its channel (or the channels mixed), whole or its
     start_s..end_s span."""
-    return load_audios([ex], s3)[0]
+    return load_audios([ex], s3, audio)[0]
 
 
-def load_audios(examples: Sequence[Example], s3=None) -> list[np.ndarray]:
-    """:func:`load_audio` of each example, with bounded memory: each source is decoded once for
+def load_audios(examples: Sequence[Example], s3=None, audio=None) -> list[np.ndarray]:
+    """:func:`load_audio` of each example, with bounded memory: each source is read once for
     all of its examples in ``examples`` (wherever they stand in the list: the segments of a
-    recording, both channels of a call), streamed, keeping only their spans, and stopping after
-    the last one; the clips come back in the order of ``examples``."""
-    by_source: dict[str, list[int]] = {}
+    recording, both channels of a call, the calls of an archive), streamed, keeping only their
+    spans, and stopping after the last one; an archive's members are read from it (``audio``:
+    its safety and size bounds, the run's :class:`~annotator.config.AudioConfig`), each decoded
+    once. The clips come back in the order of ``examples``."""
+    by_source: dict[str, dict[str, list[int]]] = {}
     for k, ex in enumerate(examples):
-        by_source.setdefault(ex.audio_uri, []).append(k)
+        by_source.setdefault(ex.audio_uri, {}).setdefault(ex.member, []).append(k)
     out: list[np.ndarray | None] = [None] * len(examples)
-    for uri, indices in by_source.items():
-        spans = sorted({_span(examples[k]) for k in indices}, key=lambda s: (s[0], s[1] or 0))
-        clips = dict(zip(spans, _decode_spans(uri, spans, s3), strict=True))
-        for k in indices:
-            out[k] = _channel(examples[k], clips[_span(examples[k])])
+    for uri, members in by_source.items():
+        wanted = {
+            member: sorted({_span(examples[k]) for k in indices}, key=lambda s: (s[0], s[1] or 0))
+            for member, indices in members.items()
+        }
+        clips = _source_clips(uri, wanted, audio, s3)
+        for member, indices in members.items():
+            cut = dict(zip(wanted[member], clips[member], strict=True))
+            for k in indices:
+                out[k] = _channel(examples[k], cut[_span(examples[k])])
     return out
 
 
@@ -247,7 +263,6 @@ def from_annotations(
     human_labels: Path | Mapping[str, str] | None = None,
     s3=None,
     channel_speakers: Sequence[str] = (),
-    skipped: list[tuple[str, str, int]] | None = None,
     test_share: float = 0.0,
 ) -> Iterator[Example]:
     """Segments of an annotator output as manifest examples, streamed: those matching ``where``
@@ -257,16 +272,13 @@ def from_annotations(
     same call always lands on the same side, both channels of it included) is the ``test`` split,
     the rest ``train``: no recording is in both. Each example is the segment's own channel (a split
     call's channel, as it was served), its speaker named by ``channel_speakers`` as serving names
-    it, and the recognised text. Examples come in source order, so training decodes each source
-    once (:func:`load_audios`).
-
-    Segments of archive members are not examples (the member would need extracting first);
-    every such member is appended to ``skipped`` as (source_uri, member, segments), and logged.
+    it, and the recognised text. A segment of an archive member names its archive
+    (``audio_uri``) and the member (``member``): training reads it from the archive. Examples come
+    in source order (an archive's members in turn), so training reads each source once
+    (:func:`load_audios`).
 
     Rows come from DuckDB in record batches and human labels are joined inside DuckDB, so neither
     the output nor the labels need to fit in Python."""
-    import logging
-
     import pyarrow as pa
     import pyarrow.csv as pv
 
@@ -296,20 +308,10 @@ def from_annotations(
         ann.con.register("human_labels", table)
         label, join = "h.label", "JOIN human_labels h USING (segment_id)"
     chosen = f"FROM segments s {join} WHERE ({where})"
-    members = ann.sql(
-        f"SELECT s.source_uri, s.member, count(*) {chosen} AND s.member <> '' "
-        "GROUP BY ALL ORDER BY ALL"
-    ).fetchall()
-    log = logging.getLogger("training.data")
-    for uri, member, n in members:
-        log.warning(
-            "skipped %s!%s (%d segments): archive members are not extracted", uri, member, n
-        )
-        if skipped is not None:
-            skipped.append((uri, member, n))
     relation = ann.sql(
-        f"SELECT s.call_id, s.source_uri, s.channel, s.start_s, s.end_s, s.text, {label} AS label "
-        f"{chosen} AND s.member = '' ORDER BY s.source_uri, s.channel NULLS FIRST, s.start_s"
+        "SELECT s.call_id, s.source_uri, s.member, s.channel, s.start_s, s.end_s, s.text, "
+        f"{label} AS label {chosen} "
+        "ORDER BY s.source_uri, s.member, s.channel NULLS FIRST, s.start_s"
     )
     for batch in relation.fetch_arrow_reader(batch_size=10_000):
         for row in batch.to_pylist():
@@ -322,6 +324,7 @@ def from_annotations(
                 start_s=row["start_s"],
                 end_s=row["end_s"],
                 channel=row["channel"],
+                member=row["member"],
             )
     ann.close()
 

@@ -50,7 +50,7 @@ def heard_inputs(
 ) -> tuple[list[np.ndarray], list[str]]:
     """The examples' audio and the transcripts a kind that hears both is served (ASR's when
     ``train.transcripts`` is ``asr``), with ``ablate``'s input taken away."""
-    audios = load_audios(examples, config.s3)
+    audios = load_audios(examples, config.s3, config.audio)
     texts = [ex.transcript for ex in examples]
     if config.train.transcripts == "asr":
         from annotator.models.asr import Transcriber

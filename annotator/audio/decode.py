@@ -127,37 +127,48 @@ def decode_source(uri: str, s3=None) -> np.ndarray:
 
 def decode_spans(uri: str, spans: list[tuple[int, int | None]], s3=None) -> list[np.ndarray]:
     """(channels, samples) float32 at 16 kHz of each ``(start, end)`` sample span of one source
-    (local or ``s3://``; ``end`` None: to the end), in one streamed pass: the file is read and
-    decoded block by block and only the spans' samples are kept, so memory is the spans' and not
-    the source's, and the pass stops after the last span ends. The samples equal those of
-    :func:`decode_source` at the same positions (the same decode, cut)."""
+    file (local or ``s3://``; ``end`` None: to the end), in one streamed pass (:func:`cut_spans`).
+    Archive members: annotator/audio/clips.py."""
     from annotator.config import S3Config
     from annotator.storage import filesystem
 
     if not spans:
         return []
-    pieces: list[list[np.ndarray]] = [[] for _ in spans]
-    last = None if any(end is None for _, end in spans) else max(end for _, end in spans)
     fs, path = filesystem(uri, s3 or S3Config())
-    position = 0
-    channels = None
     with fs.open(path, "rb") as handle:
         if fs.size(path) == 0:
             raise AudioError("decode", "empty_file", f"{uri}: zero bytes")
-        blocks = iter_decoded(handle, name=uri)
-        try:
-            for block in blocks:
-                channels = block.shape[0]
-                after = position + block.shape[1]
-                for k, (start, end) in enumerate(spans):
-                    a, b = max(start, position), after if end is None else min(end, after)
-                    if a < b:
-                        pieces[k].append(block[:, a - position : b - position])
-                position = after
-                if last is not None and position >= last:
-                    break
-        finally:
-            blocks.close()
+        return cut_spans(handle, spans, uri)
+
+
+def cut_spans(
+    handle: BinaryIO, spans: list[tuple[int, int | None]], name: str = ""
+) -> list[np.ndarray]:
+    """(channels, samples) float32 at 16 kHz of each ``(start, end)`` sample span of the audio
+    ``handle`` reads, in one streamed pass: decoded block by block, only the spans' samples kept,
+    so memory is the spans' and not the source's, and the pass stops after the last span ends.
+    The samples equal those of :func:`decode_source` at the same positions (the same decode,
+    cut), and those ingest segmented (the same :func:`iter_decoded`)."""
+    if not spans:
+        return []
+    pieces: list[list[np.ndarray]] = [[] for _ in spans]
+    last = None if any(end is None for _, end in spans) else max(end for _, end in spans)
+    position = 0
+    channels = None
+    blocks = iter_decoded(handle, name=name)
+    try:
+        for block in blocks:
+            channels = block.shape[0]
+            after = position + block.shape[1]
+            for k, (start, end) in enumerate(spans):
+                a, b = max(start, position), after if end is None else min(end, after)
+                if a < b:
+                    pieces[k].append(block[:, a - position : b - position])
+            position = after
+            if last is not None and position >= last:
+                break
+    finally:
+        blocks.close()
     return [
         np.concatenate(p, axis=1) if p else np.zeros((channels or 1, 0), np.float32) for p in pieces
     ]

@@ -463,14 +463,14 @@ def test_annotate_serves_the_small_profiles_imported_bundle(
         assert audio_only and text and llm == ""  # transcribed, labelled from the audio
         assert [p["label"] for p in probs] == bundle.labels
         assert emotion == max(probs, key=lambda p: p["prob"])["label"]
-    loose = [r for r in rows if not r[1]]  # plain files: evaluation can cut the same spans
+    assert any(member for _, member, *_ in rows)  # evaluation cuts archive members' spans too
     examples = [
-        Example(uri, "", "neutral", start_s=a, end_s=b, channel=ch)
-        for uri, _, ch, a, b, *_ in loose
+        Example(uri, "", "neutral", start_s=a, end_s=b, channel=ch, member=member)
+        for uri, member, ch, a, b, *_ in rows
     ]
     scored, _ = posteriors(config, bundle, examples)
-    served = np.array([[p["prob"] for p in r[9]] for r in loose])
-    print(f"annotate vs eval, {len(loose)} segments: max |Δp| {np.abs(served - scored).max():.2e}")
+    served = np.array([[p["prob"] for p in r[9]] for r in rows])
+    print(f"annotate vs eval, {len(rows)} segments: max |Δp| {np.abs(served - scored).max():.2e}")
     np.testing.assert_allclose(served, scored, atol=1e-3)
 
 

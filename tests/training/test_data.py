@@ -66,8 +66,8 @@ def test_annotations_manifest_takes_each_segments_own_channel_once_per_source(
     tmp_path, monkeypatch
 ):
     """A split call (left channel a 440 Hz tone, right silent): each example is its own channel,
-    as it was served, with the speaker serving names; one decode per source; the archive member's
-    segments are reported, not dropped silently."""
+    as it was served, with the speaker serving names; one decode per source; an archive member's
+    segment names the archive and the member."""
     import datetime as dt
     import wave
 
@@ -135,13 +135,12 @@ def test_annotations_manifest_takes_each_segments_own_channel_once_per_source(
     ]
     tables.append("files", pa.Table.from_pylist(ledger, schema=FILES), "t", 1)
 
-    skipped: list = []
-    examples = list(
-        data.from_annotations(
-            str(out), "true", channel_speakers=["agent", "customer"], skipped=skipped
-        )
-    )
-    assert skipped == [("/data/calls.tar", "a.wav", 1)]
+    examples = list(data.from_annotations(str(out), "true", channel_speakers=["agent", "customer"]))
+    member = [e for e in examples if e.member]
+    assert [(e.audio_uri, e.member, e.recording) for e in member] == [
+        ("/data/calls.tar", "a.wav", "/data/calls.tar!a.wav")
+    ]
+    examples = [e for e in examples if not e.member]
     assert [(e.channel, e.start_s, e.speaker) for e in examples] == [
         (0, 0.0, "agent"),
         (0, 1.0, "agent"),
@@ -149,11 +148,13 @@ def test_annotations_manifest_takes_each_segments_own_channel_once_per_source(
         (1, 1.0, "customer"),
     ]
     decoded = []
-    real = data._decode_spans
+    real = data._source_clips
     monkeypatch.setattr(
         data,
-        "_decode_spans",
-        lambda uri, spans, s3=None: decoded.append(uri) or real(uri, spans, s3),
+        "_source_clips",
+        lambda uri, wanted, audio=None, s3=None: (
+            decoded.append(uri) or real(uri, wanted, audio, s3)
+        ),
     )
     audios = data.load_audios(examples)
     assert decoded == [str(call)]  # one decode for four segments of two channels
@@ -222,9 +223,11 @@ def test_clips_decoded_in_one_streamed_pass_equal_the_whole_decode(tmp_path, mon
     ]
     whole = decode.decode_source(str(source))
     calls, blocks = [], []
-    real_spans, real_iter = data._decode_spans, decode.iter_decoded
+    real_clips, real_iter = data._source_clips, decode.iter_decoded
     monkeypatch.setattr(
-        data, "_decode_spans", lambda uri, s, s3=None: calls.append(uri) or real_spans(uri, s, s3)
+        data,
+        "_source_clips",
+        lambda uri, w, audio=None, s3=None: calls.append(uri) or real_clips(uri, w, audio, s3),
     )
 
     def counted(*args, **kwargs):

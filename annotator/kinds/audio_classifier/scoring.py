@@ -25,7 +25,7 @@ def posteriors(config, bundle, examples: Sequence, labeler=None, ablate: str | N
     device, dtype = scoring_device(config)
     checkpoint = common.model_path(bundle.base["classifier"], config)
     classifier = AudioClassifier.for_bundle(bundle, checkpoint, device, dtype)
-    audios = load_audios(examples, config.s3)
+    audios = load_audios(examples, config.s3, config.audio)
     if ablate == "audio":
         audios = [np.zeros_like(a) for a in audios]
     probs = classifier.posteriors(audios, config.stages.audio_classifier.batch_size)

@@ -136,7 +136,7 @@ def loop(cfg: dict[str, Any]) -> None:
         )
     ]
     items = [Clip(ex, labels.index(ex.label)) for ex in share]
-    reader = common.ClipReader(share, config.s3)
+    reader = common.ClipReader(share, config.s3, config.audio)
     device = ray.train.torch.get_device()
     per_worker = common.local_batch_size(train.batch_size, ctx.get_world_size())
     tuned = HeadTuning(model, record.label_map.matrix(), tuning)

@@ -72,10 +72,10 @@ class UtteranceSource:
 
 
 def conversations(examples: list[Example]) -> list[list[Example]]:
-    """The examples grouped by source file, each group in time order (start, then channel):
-    the two channels of a call are one conversation. An example without a span is a
+    """The examples grouped by recording (a file, or an archive's member), each group in time
+    order (start, then channel): the two channels of a call are one conversation. An example without a span is a
     conversation of its own."""
-    key = lambda e: (e.audio_uri, e.start_s is None)  # noqa: E731
+    key = lambda e: (e.recording, e.start_s is None)  # noqa: E731
     out = []
     for (_, alone), group in itertools.groupby(sorted(examples, key=key), key=key):
         turns = list(group)
@@ -97,7 +97,7 @@ def encode(
 
     speech = HubertFeatures(common.model_path(bundle.base["speech_encoder"], config))
     text = TextStates(common.model_path(bundle.base["text_encoder"], config))
-    source = UtteranceSource(speech, text, common.ClipReader(examples, config.s3))
+    source = UtteranceSource(speech, text, common.ClipReader(examples, config.s3, config.audio))
     out = [Encoded(None, None, labels.index(e.label), e, source) for e in examples]
     if config.train.features == "stream":
         return out

@@ -24,7 +24,7 @@ def posteriors(config, bundle, examples: Sequence, labeler=None, ablate: str | N
         common.model_path(bundle.base["ctc_encoder"], config), device=device, dtype=dtype
     )
     model = Qieemo.load(bundle.root).to(device, dtype)
-    audios = load_audios(examples, config.s3)
+    audios = load_audios(examples, config.s3, config.audio)
     if ablate == "audio":
         audios = [np.zeros_like(a) for a in audios]
     probs = qieemo_probs(encoder, model, audios)

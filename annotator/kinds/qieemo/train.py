@@ -54,7 +54,7 @@ class BatchEncoder:
 
         self.blocks = list(QieemoConfig(**_config_of(bundle)).blocks)
         self.encoder = CTCEncoder(common.model_path(bundle.base["ctc_encoder"], config), device)
-        self.reader = common.ClipReader([clip.example for clip in clips], config.s3)
+        self.reader = common.ClipReader([clip.example for clip in clips], config.s3, config.audio)
         self.held: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
         if config.train.features == "memory":
             self.held = {}
