@@ -381,6 +381,16 @@ def review_calls(
     return truth
 
 
+def review_retrain_ua(output: str) -> dict[str, float]:
+    """Held-out UA of the old and the new bundle from ``annotator review retrain``'s output."""
+    import re
+
+    return {
+        which: float(value)
+        for which, value in re.findall(r"^\s+(old|new) \S+: WA [\d.]+ · UA ([\d.]+)", output, re.M)
+    }
+
+
 def labelstudio_annotation(ident: int, label: str, when: str) -> dict:
     """One completed annotation of a choices task as Label Studio's JSON export writes it."""
     return {

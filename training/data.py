@@ -40,7 +40,9 @@ class Example:
     @property
     def recording(self) -> str:
         """Where the example's audio is, as one name: ``audio_uri``, or ``audio_uri!member``."""
-        return f"{self.audio_uri}!{self.member}" if self.member else self.audio_uri
+        from annotator.audio.sources import recording_name
+
+        return recording_name(self.audio_uri, self.member)
 
 
 class ManifestError(ValueError):

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from annotator.audio.decode import AudioError, cut_spans, decode_spans
-from annotator.audio.sources import is_archive, iter_members
+from annotator.audio.sources import is_archive, iter_members, recording_name
 from annotator.config import AudioConfig, S3Config
 
 Span = tuple[int, int | None]  # (start, end) in samples at 16 kHz; end None: to the end
@@ -63,11 +63,10 @@ def source_clips(
                     continue
                 if member.name not in wanted or member.name in out:
                     continue
+                name = recording_name(uri, member.name)
                 if member.size == 0:
-                    raise AudioError("decode", "empty_file", f"{uri}!{member.name}: zero bytes")
-                out[member.name] = cut_spans(
-                    member.file, wanted[member.name], f"{uri}!{member.name}"
-                )
+                    raise AudioError("decode", "empty_file", f"{name}: zero bytes")
+                out[member.name] = cut_spans(member.file, wanted[member.name], name)
                 if len(out) == len(wanted):
                     break
         finally:

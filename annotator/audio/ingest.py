@@ -13,7 +13,7 @@ import numpy as np
 
 from annotator.audio.decode import AudioError, iter_decoded
 from annotator.audio.segment import SAMPLE_RATE, StreamingSegmenter
-from annotator.audio.sources import is_archive, iter_members, recording_id
+from annotator.audio.sources import is_archive, iter_members, recording_id, recording_name
 from annotator.config import AudioConfig, S3Config
 from annotator.storage import filesystem
 
@@ -205,7 +205,7 @@ def _recordings(uri: str, member: str, handle: IO[bytes], audio: AudioConfig) ->
 
     from annotator.output import failpoints
 
-    name = f"{uri}!{member}" if member else uri
+    name = recording_name(uri, member)
     try:
         for block in iter_decoded(handle, audio.sample_rate, name=name):
             if not recordings:

@@ -38,6 +38,11 @@ def recording_id(source_uri: str, member: str = "", channel: int | None = None) 
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def recording_name(source_uri: str, member: str = "") -> str:
+    """How messages name a file or an archive's member: ``source_uri`` or ``source_uri!member``."""
+    return f"{source_uri}!{member}" if member else source_uri
+
+
 def _full_uri(fs, path: str) -> str:
     """The one name of the object at ``path``: its URI (``s3://bucket/key``), or for a local file
     the normalised absolute path (``a/./b`` and ``a//b`` are ``a/b``): a file named two ways in

@@ -225,8 +225,10 @@ def _name(rows: pa.Table) -> str:
 
 def names_of(rows: pa.Table) -> list[str]:
     """``source_uri`` or ``source_uri!member`` of each row (what failpoints match)."""
+    from annotator.audio.sources import recording_name
+
     return [
-        f"{u}!{m}" if m else u
+        recording_name(u, m)
         for u, m in zip(rows["source_uri"].to_pylist(), rows["member"].to_pylist(), strict=True)
     ]
 

@@ -10,6 +10,7 @@ from datetime import datetime
 import pyarrow as pa
 
 from annotator import __version__
+from annotator.audio.sources import recording_name
 from annotator.config import AnnotatorConfig
 from annotator.output.tables import OutputTables
 from annotator.pipeline.sink import Counts, RunInfo
@@ -66,7 +67,7 @@ class RunSummary:
         if c.failed:
             out.append(f"  quarantined in the errors table ({len(c.failed)}):")
             for uri, member, message in c.failed:
-                name = f"{uri}!{member}" if member else uri
+                name = recording_name(uri, member)
                 out.append(f"    {name}: {message.removeprefix(name + ': ')}")
         return out
 

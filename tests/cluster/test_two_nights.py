@@ -37,6 +37,7 @@ from tests.factories import (
     labelstudio_annotation,
     make_bucket,
     review_calls,
+    review_retrain_ua,
     s3_filesystem,
     upload_dir,
 )
@@ -212,12 +213,7 @@ def test_review_retrain_on_blind_nodes_beats_the_served_bundle(
         )  # fmt: skip
     assert run.exit_code == 0, run.output
     print(run.output)
-    ua = {
-        which: float(value)
-        for which, value in re.findall(
-            r"^\s+(old|new) \S+: WA [\d.]+ · UA ([\d.]+)", run.output, re.M
-        )
-    }
+    ua = review_retrain_ua(run.output)
     assert set(ua) == {"old", "new"}
     assert ua["old"] <= 0.5  # the served bundle never heard these words
     assert ua["new"] >= ua["old"] + 0.3

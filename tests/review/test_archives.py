@@ -12,7 +12,6 @@ annotator/audio/clips.py for every kind."""
 from __future__ import annotations
 
 import json
-import re
 import tarfile
 import wave
 import zipfile
@@ -24,7 +23,7 @@ import yaml
 from click.testing import CliRunner
 
 from annotator.cli import main
-from tests.factories import labelstudio_annotation, review_calls
+from tests.factories import labelstudio_annotation, review_calls, review_retrain_ua
 from training.data import read_manifest
 
 ARCHIVES = ("calls-2026-12-07.tar", "calls-2026-12-07.zip")
@@ -204,12 +203,7 @@ def test_review_retrain_learns_from_the_archived_calls(night, reviewed, tmp_path
     )  # fmt: skip
     assert run.exit_code == 0, run.output
     print(run.output)
-    ua = {
-        which: float(value)
-        for which, value in re.findall(
-            r"^\s+(old|new) \S+: WA [\d.]+ · UA ([\d.]+)", run.output, re.M
-        )
-    }
+    ua = review_retrain_ua(run.output)
     assert set(ua) == {"old", "new"}
     # The served classifier is random: chance (0.250). The retrained one learns from the archived
     # clips, but little and by split (held-out calls hash their temporary paths): 0.271-0.450

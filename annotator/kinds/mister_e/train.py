@@ -73,8 +73,8 @@ class UtteranceSource:
 
 def conversations(examples: list[Example]) -> list[list[Example]]:
     """The examples grouped by recording (a file, or an archive's member), each group in time
-    order (start, then channel): the two channels of a call are one conversation. An example without a span is a
-    conversation of its own."""
+    order (start, then channel): the two channels of a call are one conversation. An example
+    without a span is a conversation of its own."""
     key = lambda e: (e.recording, e.start_s is None)  # noqa: E731
     out = []
     for (_, alone), group in itertools.groupby(sorted(examples, key=key), key=key):
