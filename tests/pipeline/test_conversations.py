@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 import yaml
@@ -202,7 +203,10 @@ def test_annotate_labels_each_call_from_both_channels_in_time_order(served, trai
     assert "Which expert decided" in html
 
 
-def test_labels_do_not_depend_on_block_order_or_actor_count(served, trained, small_home, tmp_path):
+def test_labels_do_not_depend_on_block_order(served, trained, small_home, tmp_path):
+    """The files in reverse order, one segment per block, on a pool of two actors: the rows and
+    gates are those of the first run. (Which actor takes which block is Ray's choice: that the
+    labels do not depend on it is the next test's, which splits the turns itself.)"""
     out, inputs, _ = served
     _, bundle = trained
     again = tmp_path / "out"
@@ -213,7 +217,7 @@ def test_labels_do_not_depend_on_block_order_or_actor_count(served, trained, sma
         stages={"asr": {"batch_size": 1}, "utterances": {"batch_size": 1, "min_actors": 2}},
     )
     summary = annotate(config, list(reversed(inputs)))
-    assert len(summary.counts.placement["utterances"]) == 2  # two actors embedded the turns
+    assert summary.counts.placement["utterances"].total() == 24  # every turn embedded
     first, second = table_of(out, "segments")[1], table_of(again, "segments")[1]
     assert_same_rows(rows_of(second), rows_of(first))
     gates = [
@@ -222,6 +226,72 @@ def test_labels_do_not_depend_on_block_order_or_actor_count(served, trained, sma
     ]
     for key, weights in gates[0].items():
         np.testing.assert_allclose(gates[1][key], weights, atol=1e-4)
+
+
+def test_labels_do_not_depend_on_which_actor_embedded_a_turn(trained, calls, small_home):
+    """Four held-out calls' turns (both channels) embedded by one stage actor in one batch, and
+    by two other actors (loaded under other random seeds) taking alternate turns one at a time
+    in reverse order; the context labeller, given the second set shuffled, labels them as the
+    first: embeddings and labels are the turn's, not its actor's or its batch's."""
+    from annotator.kinds.mister_e.context import ContextLabeller
+    from annotator.kinds.mister_e.stage import UtterancesStage
+    from annotator.pipeline.rows import ASR_COLUMNS, ROW, blank_row
+    from training.data import load_audios
+
+    _, bundle = trained
+    config = _config(Path("unused"), small_home, bundle)
+    wanted = {str(p) for p in _four_calls(calls)}
+    examples = [e for e in read_manifest(calls) if e.audio_uri in wanted]
+    rows = []
+    for k, (e, audio) in enumerate(zip(examples, load_audios(examples), strict=True)):
+        row = blank_row()
+        row.update(
+            kind="segment",
+            call_id=e.audio_uri,
+            recording_id=f"{e.audio_uri}#{e.channel}",
+            source_uri=e.audio_uri,
+            channel=e.channel,
+            segment_index=k,
+            start_s=e.start_s,
+            end_s=e.end_s,
+            audio=audio.tobytes(),
+            text=e.transcript,
+        )
+        rows.append(row)
+    assert len(rows) == 24 and len({r["channel"] for r in rows}) == 2
+    schema = pa.unify_schemas([ROW, ASR_COLUMNS])
+
+    def batch(part):
+        return pa.Table.from_pylist(part, schema=schema)
+
+    torch.manual_seed(0)
+    together = UtterancesStage(config)(batch(rows))
+    actors = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        actors.append(UtterancesStage(config))
+    apart = [actors[k % 2](batch([row])) for k, row in reversed(list(enumerate(rows)))]
+    apart = pa.concat_tables(apart)
+    by_index = {
+        r["segment_index"]: r
+        for r in apart.select(["segment_index", "utterance_speech", "utterance_text"]).to_pylist()
+    }
+    for r in together.select(["segment_index", "utterance_speech", "utterance_text"]).to_pylist():
+        for column in ("utterance_speech", "utterance_text"):
+            np.testing.assert_allclose(by_index[r["segment_index"]][column], r[column], atol=1e-5)
+    keep = [c for c in together.column_names if not c.endswith("_at")]
+    labeller = ContextLabeller(
+        bundle, config.models.context_window, config.models.context_overlap, bundle.unsure_below
+    )
+    shuffled = apart.take(np.random.default_rng(0).permutation(apart.num_rows))
+    one, two = labeller.label(together.select(keep)), labeller.label(shuffled.select(keep))
+    assert one["segment_index"].to_pylist() == two["segment_index"].to_pylist()
+    assert one["emotion"].to_pylist() == two["emotion"].to_pylist()
+    assert len(set(one["emotion"].to_pylist())) == 4  # four calls, four emotions heard
+    for a, b in zip(
+        one["emotion_probs"].to_pylist(), two["emotion_probs"].to_pylist(), strict=True
+    ):
+        np.testing.assert_allclose([p["prob"] for p in a], [p["prob"] for p in b], atol=1e-4)
 
 
 def test_sigkill_then_rerun_gives_the_same_rows(served, trained, small_home, tmp_path):
