@@ -68,6 +68,12 @@ bench: setup
 	$(BIN)/python -m benchmarks.query
 	$(BIN)/python -m benchmarks.paths
 	$(BIN)/python -m benchmarks.table
+	$(BIN)/python -m benchmarks.query_export
+	$(BIN)/python -m benchmarks.train_memory
+	$(BIN)/python -m benchmarks.calibration
+	$(BIN)/python -m benchmarks.kinds
+	$(BIN)/python -m benchmarks.conversations
+	$(BIN)/python -m benchmarks.context_memory
 
 # GPU figures in two layers. (a) Per stage with the paper's model shapes, random weights built on
 # the GPU (benchmarks/results/gpu.json); a bare GPU machine runs `python -m benchmarks.gpu` from

@@ -410,7 +410,9 @@ def stage_asr(configs, device, work, half, asr_model: Path | None) -> dict[str, 
 def stage_features(configs, device: str, work: Workload, half: torch.dtype) -> dict[str, Any]:
     hubert_cfg, text_cfg = configs["hubert"], configs["text_encoder"]
     with built_on(device, half):
-        hubert = model_class("hubert")(hubert_cfg).eval()
+        # .to(): transformers 5.x makes HuBERT's masked_spec_embed with the legacy
+        # torch.Tensor(...) constructor, which ignores the default device (OffDevice on cuda).
+        hubert = model_class("hubert")(hubert_cfg).eval().to(device)
         former = EmoQFormer(former_config(text_cfg, hubert_cfg.hidden_size)).eval()
         projector = Projector(former.config.embed_dim, configs["llm"].hidden_size).eval()
     figures: dict[str, Any] = {

@@ -72,11 +72,13 @@ def compact(
     return out
 
 
-# Rows per row group of a compacted file. delta-rs's default (1,048,576) makes one row group of a
-# night's segments ~110 MiB decompressed, and a reader (DuckDB, one row group per thread) holds
-# that much per thread whatever it was asked: an export of a compacted output needed 1.8× the
-# memory of an uncompacted one. 65,536 rows is ~7 MiB, still large enough for column scans.
-ROW_GROUP_ROWS = 65_536
+# Rows per row group of a compacted file. A reader (DuckDB) holds about one row group per thread,
+# whatever it was asked, so this sets an export's working set: delta-rs's default (1,048,576
+# rows, ~110 MiB of a night's segments decompressed) made an export of a compacted output need
+# 1.8x the memory of an uncompacted one; at 65,536 rows (~9 MiB) DuckDB still held ~60 MiB per
+# thread, at 16,384 (~2.2 MiB) ~35 MiB (benchmarks/query_export.py), and column scans stay in
+# large enough pieces.
+ROW_GROUP_ROWS = 16_384
 
 
 def _compact(dt, target_size: int | None, attempts: int = 5) -> None:
