@@ -392,8 +392,8 @@ def test_an_output_written_before_bundle_kinds_reads_as_emoq_and_takes_new_kinds
 
 
 def test_exports_stream_in_batches_and_equal_the_whole_result(output, tmp_path, monkeypatch):
-    """csv, json and parquet are written one record batch at a time (here 7 rows a batch, so many
-    batches), and each file equals the same result written whole; the table format prints its
+    """csv, json and parquet are written as the record batches come (here 7 rows a batch, so many
+    batches; Parquet row groups of two), and each file equals the same result written whole; the table format prints its
     row limit and says there is more."""
     import json
 
@@ -403,6 +403,7 @@ def test_exports_stream_in_batches_and_equal_the_whole_result(output, tmp_path, 
 
     root, df = output
     monkeypatch.setattr(query_cli, "EXPORT_BATCH_ROWS", 7)
+    monkeypatch.setattr(query_cli, "EXPORT_ROW_GROUP_ROWS", 14)
     sql = "SELECT segment_id, start_s, emotion, emotion_probs FROM segments ORDER BY segment_id"
     whole = Annotations(str(root)).sql(sql).to_arrow_table()
     assert whole.num_rows == len(df) > 3 * 7
@@ -413,7 +414,10 @@ def test_exports_stream_in_batches_and_equal_the_whole_result(output, tmp_path, 
         assert res.exit_code == 0, res.output
         if fmt == "parquet":
             assert pq.read_table(dest).equals(whole)
-            assert pq.ParquetFile(dest).metadata.num_row_groups > 1  # written batch by batch
+            meta = pq.ParquetFile(dest).metadata
+            sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            # written as it streams: two batches of 7 to a row group, the rest in the last
+            assert sizes[:-1] == [14] * (len(sizes) - 1) and 0 < sizes[-1] <= 14
         elif fmt == "csv":
             assert dest.read_text() == whole.to_pandas().to_csv(index=False)
         else:
