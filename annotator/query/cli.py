@@ -38,8 +38,8 @@ def print_relation(
     """Write ``relation``'s rows as ``fmt`` to ``dest`` (stdout when None), streamed: DuckDB's
     record-batch reader feeds a Parquet writer (row groups of four batches), or CSV / JSON lines
     one batch at a time, so an export of a whole night's segments holds a few batches in memory,
-    not the result. The ``table``
-    format prints at most ``limit`` rows (None or 0: all) and says when there were more."""
+    not the result. The ``table`` format prints at most ``limit`` rows (None or 0: all) and says
+    when there were more."""
     if fmt == "parquet" and dest is None:
         raise click.UsageError("--format parquet needs --output FILE")
     if fmt == "table":
