@@ -57,6 +57,7 @@ demo: setup
 # Performance figures the README quotes; JSON in benchmarks/results/.
 bench: setup
 	$(BIN)/python -m benchmarks.labeler
+	$(BIN)/python -m benchmarks.asr_beam
 	$(BIN)/python -m benchmarks.segment_memory
 	$(BIN)/python -m benchmarks.stages
 	$(BIN)/python -m benchmarks.e2e --minutes 40 --files 48

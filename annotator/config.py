@@ -273,7 +273,7 @@ class ASRConfig(_Strict):
         model: a CTranslate2 model directory or a faster-whisper model name (cluster only).
         compute_type: CTranslate2 compute type (``int8`` on CPU, ``float16`` on GPU).
         device: ``cpu``, ``cuda`` or ``auto``.
-        beam_size: beam width of the decoder.
+        beam_size: beam width of the decoder; 1 is greedy (fewer errors at 5: benchmarks/asr_beam.py).
         language: force a language, or None to detect it once per recording (from its first
             10 s of speech) with a multilingual model; English-only models need none.
         max_new_tokens: cap on tokens decoded per 30 s window (None: Whisper's own, 448 with the

@@ -34,12 +34,17 @@ def _memory(gb: float) -> dict[str, Any]:
     return {"memory": int(gb * GIB)} if gb else {}
 
 
-def _actor_stage(resources: StageResources, pool: PoolSize) -> dict[str, Any]:
+def _actor_stage(resources: StageResources, pool: PoolSize, calls: int = 1) -> dict[str, Any]:
+    """``calls``: batches one actor works on at once (``Stage.calls_at_once``)."""
     import ray.data
 
     return {
         "compute": ray.data.ActorPoolStrategy(
-            min_size=pool.min, max_size=pool.max, initial_size=pool.initial
+            min_size=pool.min,
+            max_size=pool.max,
+            initial_size=pool.initial,
+            max_concurrent_calls_per_actor=calls,
+            enable_true_multi_threading=calls > 1,
         ),
         "batch_size": resources.batch_size,
         "num_cpus": resources.num_cpus,
@@ -124,12 +129,13 @@ def build(
     actors = [("asr", ASRStage, True)]
     actors += [(s.name, s.actor_class(), s.starts_engine) for s in kind.specs]
     for name, stage, starts_engine in actors:
+        resources = getattr(stages, name)
         kwargs = {"config": config}
         if starts_engine:  # its engine starts when the run's first window arrives
             kwargs["work_arrived"] = flag
         ds = ds.map_batches(
             stage,
             fn_constructor_kwargs=kwargs,
-            **_actor_stage(getattr(stages, name), sizes[name]),
+            **_actor_stage(resources, sizes[name], stage.calls_at_once(resources)),
         )
     return ds

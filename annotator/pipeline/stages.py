@@ -80,6 +80,13 @@ class Stage:
 
     stage = ""
 
+    @classmethod
+    def calls_at_once(cls, resources: Any) -> int:
+        """Batches Ray Data hands one actor at once, each on its own thread, under these
+        ``stages.<name>`` resources: more than 1 only for a stage whose process() may run
+        concurrently (the label stage's, whose engine thread takes both)."""
+        return 1
+
     def _guard(self, config: AnnotatorConfig) -> None:
         self.streak = Streak(self.stage, config.run.max_failures_in_a_row)
 

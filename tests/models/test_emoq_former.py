@@ -86,17 +86,23 @@ def test_starts_from_the_pretrained_encoder(small_dir):
 
 
 def test_embedder_batch_equals_single_items(small_dir):
-    """HuBERT + EmoQ-Former + projector: waveforms of different lengths in one batch."""
+    """HuBERT + EmoQ-Former + projector: waveforms of different lengths in one batch, run as
+    groups of like length (padding within 25 %), each item given back in its place with what it
+    gets alone."""
     from annotator.kinds.emoq.embedder import EmotionEmbedder
+    from annotator.models.length_groups import MAX_PADDING
 
     bundle = Bundle.load(small_dir / "bundle")
     embedder = EmotionEmbedder(bundle, str(small_dir / "hubert"))
     rng = np.random.default_rng(0)
-    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 9000, 23456)]
-    texts = ["I am so happy today", "no", "why would you ever do that to me"]
+    lengths = (16000, 9000, 23456, 9400, 15200, 4000)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in lengths]
+    texts = ["I am so happy today", "no", "why would you ever do that to me", "fine", "okay", "hm"]
     e, soft = embedder(waves, texts)
-    assert soft.shape == (3, 128)
-    for i in range(3):
+    assert soft.shape == (len(waves), 128)
+    assert embedder.samples == sum(lengths)
+    assert sum(lengths) < embedder.padded_samples <= MAX_PADDING * sum(lengths)
+    for i in range(len(waves)):
         e1, soft1 = embedder([waves[i]], [texts[i]])
         assert torch.allclose(e[i], e1[0], atol=1e-4), (e[i] - e1[0]).abs().max()
         assert torch.allclose(soft[i], soft1[0], atol=1e-4)

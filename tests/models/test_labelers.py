@@ -113,3 +113,88 @@ def test_vllm_equals_reference_with_several_soft_tokens(small_dir, bundle, vllm_
         changed.append(pe.embed(prompt, other))
     moved = vllm_labeler.posteriors([embeds[0], *changed])
     assert (np.abs(moved[1:] - moved[0]).max(axis=1) > 1e-3).all()
+
+
+def _served_alone(labeler, embeds: torch.Tensor) -> tuple[np.ndarray, int]:
+    """One prompt's posterior and how many of its tokens came from the prefix cache."""
+    before = labeler.cached_tokens
+    probs = labeler.posteriors([embeds])[0]
+    return probs, labeler.cached_tokens - before
+
+
+def test_the_template_is_computed_once_and_a_soft_token_is_never_taken_from_the_cache(
+    small_dir, bundle, vllm_labeler
+):
+    """Prefix caching: a second prompt reuses the template's blocks, but a block that holds the
+    soft token is keyed by its contents, so a prompt that differs from a cached one only in its
+    (late) soft token is computed again and gets its own posterior."""
+    from annotator.models.labeler.vllm import CPU_BLOCK_SIZE
+
+    pe = PromptEmbedder.from_llm(small_dir / "llm", bundle.labels)
+    # A transcript long enough that the soft slot falls in a whole block before the prompt's
+    # last (vLLM caches whole blocks only, and never the block of the last token).
+    words = [
+        "we",
+        "waited",
+        "at",
+        "the",
+        "station",
+        "for",
+        "an",
+        "hour",
+        "and",
+        "the",
+        "train",
+        "never",
+        "came",
+    ]
+    for n in range(len(words), 10 * len(words)):
+        prompt = pe.prompt(" ".join(words[i % len(words)] for i in range(n)))
+        block = prompt.audio_position // CPU_BLOCK_SIZE
+        if 0 < block < (len(prompt) - 1) // CPU_BLOCK_SIZE:
+            break
+    else:
+        raise AssertionError("no transcript puts the soft slot in a whole, cacheable block")
+    g = torch.Generator().manual_seed(11)
+    vec = torch.randn(pe.table.shape[1], generator=g) * pe.table.std() * 4
+    first, other = pe.embed(prompt, vec), pe.embed(prompt, -vec)
+    reference = ReferenceLabeler(
+        small_dir / "llm", bundle.emotion_token_ids, bundle.lora_dir
+    ).posteriors([first, other])
+
+    vllm_labeler.reset_prefix_cache()
+    p_first, cached_first = _served_alone(vllm_labeler, first)
+    p_again, cached_again = _served_alone(vllm_labeler, first)
+    p_other, cached_other = _served_alone(vllm_labeler, other)
+    assert cached_first == 0
+    # The same prompt again: every whole block before its last token comes from the cache.
+    assert cached_again == (len(prompt) - 1) // CPU_BLOCK_SIZE * CPU_BLOCK_SIZE
+    # The soft token differs: only the blocks before the soft slot's are reused.
+    assert cached_other == block * CPU_BLOCK_SIZE
+    assert np.abs(p_first - reference[0]).max() < PARITY_TOL
+    assert np.abs(p_again - reference[0]).max() < PARITY_TOL
+    assert np.abs(p_other - reference[1]).max() < PARITY_TOL
+    assert np.abs(p_other - p_first).max() > 10 * PARITY_TOL
+
+    # Another transcript shares the template's first block(s) with everything served before.
+    _, cached_new = _served_alone(vllm_labeler, pe.build("the meeting is at three", vec))
+    assert cached_new >= CPU_BLOCK_SIZE
+    # A cached block is the adapter's: the base LLM computes the same prompt afresh.
+    before = vllm_labeler.cached_tokens
+    base = vllm_labeler.posteriors([first], with_lora=False)[0]
+    assert vllm_labeler.cached_tokens == before
+    assert np.abs(base - p_first).max() > 20 * PARITY_TOL
+
+
+def test_prompts_from_several_threads_share_the_engine(bundle, prompts, vllm_labeler):
+    """The label stage runs two batches at once on one engine: each caller gets its own prompts'
+    posteriors, in its order, equal to those served alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    embeds, _ = prompts
+    alone = vllm_labeler.posteriors(embeds)
+    halves = [embeds[0::2], embeds[1::2][::-1]]
+    with ThreadPoolExecutor(2) as pool:
+        even, odd_reversed = pool.map(vllm_labeler.posteriors, halves)
+    assert np.abs(even - alone[0::2]).max() < 1e-5
+    assert np.abs(odd_reversed - alone[1::2][::-1]).max() < 1e-5

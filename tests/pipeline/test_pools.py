@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from annotator.config import ClusterConfig, load_config
+from annotator.config import ClusterConfig, StageResources, load_config
 from annotator.pipeline.graph import pools
-from annotator.pipeline.pools import GIB, Node, PoolError, pool_size
+from annotator.pipeline.pools import GIB, Node, PoolError, PoolSize, pool_size
 
 
 def _gpu_node(gpus: int) -> Node:
@@ -58,3 +58,26 @@ def test_a_gpu_stage_on_a_cluster_without_gpus_says_what_to_change():
     config = load_config(None, profile="paper")
     with pytest.raises(PoolError, match=r"stage asr needs 0\.25 GPU.*num_gpus 0 runs it on CPUs"):
         pools(config, [Node(cpus=16.0, gpus=0.0, memory_bytes=64.0 * GIB)])
+
+
+def test_the_label_stage_takes_two_batches_at_once_on_a_gpu_and_other_stages_one():
+    """On a GPU the label actor gets two batches at once, each on its own thread (its engine
+    thread serves both), so the engine does not drain between batches; on CPU one."""
+    from annotator.pipeline.graph import _actor_stage
+    from annotator.pipeline.label import LabelStage
+    from annotator.pipeline.stages import ASRStage
+
+    gpu = StageResources(batch_size=256, num_cpus=4, num_gpus=0.35, memory_gb=24)
+    cpu = StageResources(batch_size=64, num_cpus=0.25, memory_gb=2.0)
+    pool = PoolSize(min=1, initial=1, max=2)
+    calls = {
+        (stage.__name__, name): _actor_stage(res, pool, stage.calls_at_once(res))["compute"]
+        for stage in (LabelStage, ASRStage)
+        for name, res in (("gpu", gpu), ("cpu", cpu))
+    }
+    label_gpu = calls[("LabelStage", "gpu")]
+    assert label_gpu.max_concurrent_calls_per_actor == 2
+    assert label_gpu.enable_true_multi_threading
+    for key in (("LabelStage", "cpu"), ("ASRStage", "gpu"), ("ASRStage", "cpu")):
+        assert calls[key].max_concurrent_calls_per_actor == 1, key
+        assert not calls[key].enable_true_multi_threading, key

@@ -15,6 +15,7 @@ from annotator.kinds.emoq.emoq_former import EmoQFormer
 from annotator.kinds.emoq.projector import Projector
 from annotator.models.bundle import Bundle, heard
 from annotator.models.hubert import HubertFeatures
+from annotator.models.length_groups import length_groups
 from annotator.models.transcript import TranscriptTokenizer
 
 
@@ -42,15 +43,32 @@ class EmotionEmbedder:
         self.transcripts = TranscriptTokenizer.load(bundle.text_tokenizer_dir)
         self.inputs = bundle.inputs
         self.device = device
+        # Audio samples HuBERT was given, real and padded, over the embedder's life.
+        self.samples = 0
+        self.padded_samples = 0
 
     @torch.inference_mode()
     def __call__(
         self, waveforms: Sequence[np.ndarray], transcripts: Sequence[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(e, soft tokens): (batch, embed_dim) unit vectors and (batch, llm_dim) projections.
-        A bundle trained on one input hears only that one (``Bundle.inputs``)."""
+        A bundle trained on one input hears only that one (``Bundle.inputs``).
+
+        The batch runs as groups of like length (annotator/models/length_groups.py): each item's
+        result is what it gets alone, as HuBERT's mask and per-waveform normalisation make it,
+        so the grouping saves padding and changes nothing else."""
         waveforms, transcripts = heard(self.inputs, waveforms, transcripts)
-        frames, frame_mask = self.hubert(waveforms)
-        ids, text_mask = self.transcripts(transcripts, self.device)
-        e = self.former(frames, frame_mask, ids, text_mask)
+        if not waveforms:
+            raise ValueError("no segments to embed")
+        parts, order = [], []
+        for group in length_groups([len(w) for w in waveforms]):
+            clips = [waveforms[i] for i in group]
+            self.samples += sum(len(c) for c in clips)
+            self.padded_samples += max(len(c) for c in clips) * len(clips)
+            frames, frame_mask = self.hubert(clips)
+            ids, text_mask = self.transcripts([transcripts[i] for i in group], self.device)
+            parts.append(self.former(frames, frame_mask, ids, text_mask))
+            order += group
+        # Row k of the groups' results is item order[k]: put each item back in its place.
+        e = torch.cat(parts)[torch.as_tensor(np.argsort(order), device=self.device)]
         return e, self.projector(e)
