@@ -33,11 +33,19 @@ Per stage, after one warm-up iteration (``torch.cuda.synchronize`` around the ti
 * label: the reference labeler's computation (``annotator/models/labeler/reference.py``) on the
   device: right-padded prompt embeddings with the soft token in its slot (as
   ``PromptEmbedder.embed`` places it), base LLM + LoRA forward, last-position logits, softmax
-  over the emotion tokens. No tokenizer exists on the bare machine, so prompts are random token
-  ids of realistic lengths.
+  over the emotion tokens; then the same prompts as they are served, the template's first
+  ``template_tokens`` (the same in every prompt) computed once and their keys and values reused
+  (vLLM's prefix cache, here through transformers' cache: the bare machine has no vLLM), with the
+  two posteriors' largest difference. No tokenizer exists on the bare machine, so prompts are
+  random token ids of realistic lengths behind a shared random template.
 * train1 / train2: one optimizer step of each training stage at the paper's global batch of 8 on
   one device: stage 1 (EmoQ-Former + head, MAL, AdamW over precomputed HuBERT frames), stage 2
   (bf16 base LLM frozen, fp32 EmoQ-Former + projector + LoRA, the Eq. 7 loss, AdamW).
+
+With paper shapes, ASR, features and label run again at larger batches (``MORE_BATCHES``: rows
+``asr@64``, ``features@128``, ``label@256``), and ``chain`` sums, per stage, its lowest GPU
+seconds per audio hour into the ceiling RTFx of one GPU running the chain, with the emotion
+stages' share against ASR's (the goal is ≤ 0.25) and which ASR implementation ran.
 
 Each stage reports seconds per iteration, RTFx (audio seconds / stage seconds) where audio is
 involved, peak memory (``torch.cuda.max_memory_allocated``, reset per stage; peak RSS on CPU),
@@ -61,7 +69,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +124,9 @@ class Workload:
         segments / segment_s / transcript_tokens: the features batch (``stages.features``), the
             segment lengths it runs at (typical, then the longest), text tokens per transcript.
         label_batch / prompt_tokens: prompts per forward pass and their mean length.
+        template_tokens: how many of them every prompt shares (the system prompt and chat
+            markup before the transcript: 47 with the small profile's tokenizer,
+            ``benchmarks/results/labeler.json``).
         train_batch: the global batch of a training step (the paper's 8).
         iterations: timed iterations per stage, after one warm-up.
     """
@@ -128,12 +139,13 @@ class Workload:
     transcript_tokens: int
     label_batch: int
     prompt_tokens: int
+    template_tokens: int
     train_batch: int
     iterations: int
 
 
-PAPER = Workload(16, 5, 100, 32, (6.0, 30.0), 32, 64, 100, 8, 3)
-SMOKE = Workload(2, 2, 8, 4, (2.0,), 16, 8, 100, 8, 1)
+PAPER = Workload(16, 5, 100, 32, (6.0, 30.0), 32, 64, 100, 47, 8, 3)
+SMOKE = Workload(2, 2, 8, 4, (2.0,), 16, 8, 100, 47, 8, 1)
 
 
 class OffDevice(RuntimeError):
@@ -473,12 +485,21 @@ def _lora(llm):
     )
 
 
-def random_prompts(n: int, mean: int, generator: torch.Generator) -> list[Prompt]:
-    """EmoQ prompts of ``mean`` ± 20 random tokens, the soft slot where the template puts it."""
+def random_prompts(
+    n: int, mean: int, generator: torch.Generator, template: int = 0
+) -> list[Prompt]:
+    """EmoQ prompts of ``mean`` ± 20 random tokens, the soft slot where the template puts it; the
+    first ``template`` tokens the same in every prompt (the system prompt and chat markup)."""
     lengths = torch.randint(mean - 20, mean + 21, (n,), generator=generator).tolist()
+    shared = torch.randint(0, QWEN_BASE_VOCAB, (template,), generator=generator).tolist()
     return [
         Prompt(
-            tuple(torch.randint(0, QWEN_BASE_VOCAB, (length,), generator=generator).tolist()),
+            tuple(
+                shared
+                + torch.randint(
+                    0, QWEN_BASE_VOCAB, (length - template,), generator=generator
+                ).tolist()
+            ),
             audio_position=length - AFTER_SLOT - 1,
         )
         for length in lengths
@@ -492,13 +513,38 @@ def embed(table: torch.Tensor, prompt: Prompt, soft: torch.Tensor) -> torch.Tens
     return rows
 
 
+def _last_logits(model, embeds, mask, lengths, emotion_ids, past=None):
+    """The emotion posteriors at each prompt's last real position (right-padded ``embeds``)."""
+    logits = model(inputs_embeds=embeds, attention_mask=mask, past_key_values=past).logits
+    last = logits[torch.arange(len(lengths), device=embeds.device), lengths - 1].float()
+    return last[:, emotion_ids].softmax(dim=-1)
+
+
+def _padded(rows, dtype, device):
+    lengths = torch.tensor([len(r) for r in rows], device=device)
+    batch = torch.zeros(len(rows), int(lengths.max()), rows[0].shape[1], dtype=dtype, device=device)
+    mask = torch.zeros(batch.shape[:2], dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        batch[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return batch, mask, lengths
+
+
 def stage_label(configs, device: str, work: Workload, dtype: torch.dtype) -> dict[str, Any]:
+    """The label stage twice on the same prompts: every prompt prefilled whole (the reference
+    labeler), and as it is served, the shared template's keys and values computed once and
+    reused by every prompt (what vLLM's prefix cache does; here with transformers' cache, as
+    the bare machine has no vLLM). The two posteriors must agree."""
+    import copy
+
     llm_cfg = configs["llm"]
     with built_on(device, dtype):
         llm = model_class("llm")(llm_cfg)
     model = _lora(llm).eval()
     generator = torch.Generator().manual_seed(0)
-    prompts = random_prompts(work.label_batch, work.prompt_tokens, generator)
+    prompts = random_prompts(
+        work.label_batch, work.prompt_tokens, generator, template=work.template_tokens
+    )
     soft = torch.randn(work.label_batch, llm_cfg.hidden_size, device=device) * 0.02
     table = model.get_input_embeddings().weight
     emotion_ids = torch.arange(len(LABELS), device=device) + 1000  # any distinct vocabulary ids
@@ -508,34 +554,52 @@ def stage_label(configs, device: str, work: Workload, dtype: torch.dtype) -> dic
     on_device = check_on_device(
         device, {"llm": model}, {"emotion_ids": emotion_ids, "lengths": lengths, "row 0": rows[0]}
     )
-    width = table.shape[1]
+    t = work.template_tokens
+    with torch.inference_mode():  # computed once for the run, as the engine's cache keeps it
+        template = model(inputs_embeds=rows[0][None, :t], use_cache=True).past_key_values
 
-    def step():
+    def whole():
         # ReferenceLabeler.posteriors on the device: right-padded, causal, last real position.
         with torch.inference_mode():
-            batch = torch.zeros(len(rows), int(lengths.max()), width, dtype=dtype, device=device)
-            mask = torch.zeros(batch.shape[:2], dtype=torch.long, device=device)
-            for i, r in enumerate(rows):
-                batch[i, : len(r)] = r
-                mask[i, : len(r)] = 1
-            logits = model(inputs_embeds=batch, attention_mask=mask).logits
-            last = logits[torch.arange(len(rows), device=device), lengths - 1].float()
-            return last[:, emotion_ids].softmax(dim=-1)
+            batch, mask, n = _padded(rows, dtype, device)
+            return _last_logits(model, batch, mask, n, emotion_ids)
 
-    seconds, posteriors = timed(step, device, work.iterations)
-    per_s = work.label_batch / seconds
+    def reused():
+        # Only the part after the template is prefilled, over the template's cached keys/values.
+        with torch.inference_mode():
+            past = copy.deepcopy(template)
+            past.batch_repeat_interleave(len(rows))
+            batch, mask, n = _padded([r[t:] for r in rows], dtype, device)
+            mask = torch.cat([mask.new_ones(len(rows), t), mask], dim=1)
+            return _last_logits(model, batch, mask, n, emotion_ids, past)
+
+    seconds, posteriors = timed(whole, device, work.iterations)
+    served_s, served = timed(reused, device, work.iterations)
     lora = next(p for n, p in model.named_parameters() if "lora_A" in n)
+
+    def rates(seconds: float) -> dict[str, Any]:
+        per_s = work.label_batch / seconds
+        return {
+            "seconds": round(seconds, 4),
+            "prompts_per_s": round(per_s, 1),
+            # One prompt per speech segment: an hour of segments of the typical length.
+            "s_per_audio_hour": round(3600 / work.segment_s[0] / per_s, 3),
+        }
+
     return {
         "parameters": parameters(model),
         "dtype": str(llm.dtype),
         "lora_dtype": str(lora.dtype),
         "prompts": work.label_batch,
         "mean_prompt_tokens": round(float(lengths.float().mean()), 1),
-        "seconds": round(seconds, 4),
-        "prompts_per_s": round(per_s, 1),
-        "tokens_per_s": round(float(lengths.sum()) / seconds, 1),
-        # One prompt per speech segment: the audio an hour of segments of the typical length.
-        "s_per_audio_hour": round(3600 / work.segment_s[0] / per_s, 3),
+        "template_tokens": t,
+        **rates(served_s),  # the stage as served: the template reused
+        "whole_prompts": {
+            **rates(seconds),
+            "tokens_per_s": round(float(lengths.sum()) / seconds, 1),
+        },
+        "template_reused_over_whole": round(seconds / served_s, 3),
+        "max_abs_posterior_diff": float((served - posteriors).abs().max()),
         "posteriors_sum_to_1": bool(torch.allclose(posteriors.sum(-1), posteriors.new_ones(1))),
         "all_on_device": on_device,
     }
@@ -666,6 +730,53 @@ def run_stage(name: str, device: str, call: Callable[[], dict[str, Any]]) -> dic
     return figures
 
 
+# Larger batches each stage also runs at (paper shapes): the field of Workload they set.
+MORE_BATCHES = {
+    "asr": ("asr_windows", (64,)),
+    "features": ("segments", (128,)),
+    "label": ("label_batch", (256,)),
+}
+
+
+def chain(stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The chain on one GPU: per stage its lowest GPU seconds per audio hour over the batches it
+    ran at (``name`` or ``name@batch``), their sum, and the ceiling RTFx of a GPU that runs
+    them all; the emotion stages (features + label, as served) against ASR."""
+
+    def rows(name):
+        return [f for k, f in stages.items() if k.split("@")[0] == name and "error" not in f]
+
+    def per_hour(name, of):
+        found = [of(f) for f in rows(name)]
+        return min(found) if found else None
+
+    asr = per_hour("asr", lambda f: 3600 / f["rtfx"])
+    features = per_hour(  # at the typical segment length, the first it ran at
+        "features",
+        lambda f: next(v for k, v in f.items() if k.startswith("segment_"))["s_per_audio_hour"],
+    )
+    label = per_hour("label", lambda f: f["s_per_audio_hour"])
+    whole = per_hour("label", lambda f: f["whole_prompts"]["s_per_audio_hour"])
+    if None in (asr, features, label):
+        return {
+            "missing": [
+                n for n, v in (("asr", asr), ("features", features), ("label", label)) if v is None
+            ]
+        }
+    total = asr + features + label
+    return {
+        "asr_implementation": rows("asr")[0].get("implementation", ""),
+        "asr_s_per_audio_hour": round(asr, 3),
+        "features_s_per_audio_hour": round(features, 3),
+        "label_s_per_audio_hour": round(label, 3),
+        "label_whole_prompts_s_per_audio_hour": round(whole, 3),
+        "s_per_audio_hour": round(total, 3),
+        "ceiling_rtfx": round(3600 / total, 1),
+        "emotion_over_asr": round((features + label) / asr, 3),
+        "emotion_over_asr_whole_prompts": round((features + whole) / asr, 3),
+    }
+
+
 def versions() -> dict[str, str]:
     import peft
     import transformers
@@ -755,6 +866,19 @@ def main() -> None:
         "train2": lambda: stage_train2(configs, device, work, llm_dtype),
     }
     results = {name: run_stage(name, device, calls[name]) for name in stages}
+    if args.shapes == "paper":  # the larger batches, each stage at its typical segment length
+        for name in [n for n in stages if n in MORE_BATCHES]:
+            field, sizes = MORE_BATCHES[name]
+            for size in sizes:
+                more = replace(work, **{field: size}, segment_s=work.segment_s[:1])
+                call = {
+                    "asr": lambda w=more: stage_asr(configs, device, w, half, asr_model),
+                    "features": lambda w=more: stage_features(configs, device, w, half),
+                    "label": lambda w=more: stage_label(configs, device, w, llm_dtype),
+                }[name]
+                results[f"{name}@{size}"] = run_stage(f"{name}@{size}", device, call)
+    chained = chain(results)
+    print(f"chain: {json.dumps(chained)}", file=sys.stderr, flush=True)
     name = "gpu" if args.shapes == "paper" and cuda else f"gpu-{args.shapes}-{device.split(':')[0]}"
     write_result(
         name,
@@ -768,6 +892,7 @@ def main() -> None:
                 k: {"gb": gb, "why": why} for k, (gb, why) in PLANNED_GPU_GB.items()
             },
             "stages": results,
+            "chain": chained,
         },
     )
     print(summary(results, device))

@@ -58,10 +58,11 @@ def kind(name: str) -> Kind:
 
 
 def stage_specs() -> dict[str, StageSpec]:
-    """Every registered kind's stages by name (a stage two kinds share appears once)."""
+    """Every registered kind's stages by name, its context labeller's too (a stage two kinds
+    share appears once)."""
     specs: dict[str, StageSpec] = {}
     for declared in KINDS.values():
-        for spec in declared.specs:
+        for spec in (*declared.specs, *([declared.context] if declared.context else [])):
             if specs.setdefault(spec.name, spec) != spec:
                 raise RuntimeError(f"kinds declare the stage {spec.name!r} differently")
     return specs

@@ -69,10 +69,12 @@ class Kind:
         required: files (relative to the bundle root) a bundle of this kind must hold.
         specs: the model stages after ASR, in graph order.
         hears: what the model takes in: ``audio+text`` or ``audio``.
-        context: ``module:Class`` of a recording-level labeller, for a kind that labels each
-            finished file's segments together, in time order (the sink runs it before the
-            commit: annotator/pipeline/sink.py); its stages give each segment its utterance
-            embeddings, not a label. Empty: the last stage labels each segment.
+        context: the recording-level labeller of a kind that labels each finished file's
+            segments together, in time order: a :class:`StageSpec` named ``context`` whose
+            ``actor`` is the labeller's class (``label(segments)``, ``columns``), run in a pool
+            of Ray actors that the sink feeds before each commit (annotator/pipeline/context.py;
+            its resources are ``stages.context``). The kind's stages then give each segment its
+            utterance embeddings, not a label. None: the last stage labels each segment.
         models: the models its stages load besides the bundle: ``models.<field>`` of the
             configuration, or ``base.<key>`` of the bundle's record (checked before a run).
         audio_first: an LLM kind whose prompt puts the audio before the transcript.
@@ -85,7 +87,7 @@ class Kind:
     required: tuple[str, ...]
     specs: tuple[StageSpec, ...]
     hears: str
-    context: str = ""
+    context: StageSpec | None = None
     models: tuple[str, ...] = ()
     audio_first: bool = False
     small_bundle: str = ""

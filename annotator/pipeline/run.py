@@ -46,10 +46,11 @@ def annotate(
     """
     import ray
 
-    from annotator.kinds import kind, load_object
+    from annotator.kinds import kind
     from annotator.models.bundle import Bundle
-    from annotator.models.locate import local_model, locate
+    from annotator.models.locate import locate
     from annotator.pipeline.connection import connect
+    from annotator.pipeline.context import context_pool
     from annotator.pipeline.graph import build
     from annotator.pipeline.inputs import DoneSet
     from annotator.pipeline.pools import PoolError
@@ -105,19 +106,16 @@ def annotate(
         preflight.check_models({**named, **served.served_models(config.models, bundle)}, config)
     except preflight.FAILURES as exc:
         raise RunError(str(exc)) from None
-    context = None
-    if served.context:
-        below = config.models.unsure_below
-        context = load_object(served.context)(
-            Bundle.load(local_model(location, config)),
-            config.models.context_window,
-            config.models.context_overlap,
-            bundle.unsure_below if below is None else below,
-        )
+    try:
+        context = context_pool(config, served.context)
+    except PoolError as exc:
+        raise RunError(str(exc)) from None
     sink = Sink(output, info, config.commit, context)
     try:
         dataset = build(config, inputs, ray.put(done) if len(done) else None, served)
     except PoolError as exc:
+        if context is not None:
+            context.close()
         raise RunError(str(exc)) from None
 
     def summary(status: str = "finished", reason: str | None = None) -> RunSummary:

@@ -18,7 +18,8 @@ committed the same way with ``status = 'retry'``: recorded, not done, and the ne
 
 Rows stay Arrow tables from the stream to the table (no Python dict per row); the commit runs on
 a thread of its own while the driver goes on gathering the next one. For a kind with a context
-labeller that thread first labels each file's segments together (its ``Kind.context``).
+labeller that thread first has each file's segments labelled together, by the labeller's actor
+pool (its ``Kind.context``: annotator/pipeline/context.py).
 """
 
 from __future__ import annotations
@@ -130,9 +131,9 @@ class Sink:
         commit: CommitConfig | None = None,
         context: Any = None,
     ) -> None:
-        """``context``: a context bundle's labeller (``Kind.context``: ``label(segments)`` and the
-        ``columns`` its stages add for it), which labels each commit's files' segments together
-        before they are written."""
+        """``context``: a context bundle's labeller (``label(segments)`` and the ``columns`` its
+        stages add for it: annotator/pipeline/context.py's pool, or the labeller itself), which
+        labels each commit's files' segments together before they are written."""
         self.tables = tables
         self.context = context
         self._keep = tuple(context.columns) if context is not None else ()
@@ -272,12 +273,15 @@ class Sink:
             inflight.result()  # a failed commit fails the run here; nothing it had is lost
 
     def close(self) -> None:
-        """Commit what is finished and wait for it. Call once, at the end of the stream."""
+        """Commit what is finished and wait for it, then stop the context labeller's actors.
+        Call once, at the end of the stream."""
         try:
             self.flush()
             self._wait()
         finally:
             self._committer.shutdown(wait=True)
+            if hasattr(self.context, "close"):
+                self.context.close()
 
     def _write(self, work: _Commit) -> None:
         now = datetime.now(UTC)

@@ -228,13 +228,19 @@ def test_labels_do_not_depend_on_block_order(served, trained, small_home, tmp_pa
         np.testing.assert_allclose(gates[1][key], weights, atol=1e-4)
 
 
-def test_labels_do_not_depend_on_which_actor_embedded_a_turn(trained, calls, small_home):
+def test_labels_do_not_depend_on_which_actor_embedded_a_turn_or_labelled_a_call(
+    trained, calls, small_home, ray_local
+):
     """Four held-out calls' turns (both channels) embedded by one stage actor in one batch, and
     by two other actors (loaded under other random seeds) taking alternate turns one at a time
     in reverse order; the context labeller, given the second set shuffled, labels them as the
-    first: embeddings and labels are the turn's, not its actor's or its batch's."""
+    first: embeddings and labels are the turn's, not its actor's or its batch's. The context
+    pool of three Ray actors (annotate's) spreads the four calls over all three, one actor a
+    call, and labels them as the labeller alone does."""
+    from annotator.kinds import KINDS
     from annotator.kinds.mister_e.context import ContextLabeller
     from annotator.kinds.mister_e.stage import UtterancesStage
+    from annotator.pipeline.context import ContextPool
     from annotator.pipeline.rows import ASR_COLUMNS, ROW, blank_row
     from training.data import load_audios
 
@@ -292,6 +298,22 @@ def test_labels_do_not_depend_on_which_actor_embedded_a_turn(trained, calls, sma
         one["emotion_probs"].to_pylist(), two["emotion_probs"].to_pylist(), strict=True
     ):
         np.testing.assert_allclose([p["prob"] for p in a], [p["prob"] for p in b], atol=1e-4)
+
+    pool = ContextPool(config, KINDS["mister_e"].context, nodes=[], size=3)
+    try:
+        pooled = pool.label(shuffled.select(keep))
+    finally:
+        pool.close()
+    assert len(pool.placement) == 3 and pool.placement.total() == 24
+    by_turn = {r["segment_index"]: r for r in pooled.to_pylist()}
+    assert sorted(by_turn) == sorted(one["segment_index"].to_pylist())
+    for r in one.to_pylist():
+        assert by_turn[r["segment_index"]]["emotion"] == r["emotion"]
+        np.testing.assert_allclose(
+            [p["prob"] for p in by_turn[r["segment_index"]]["emotion_probs"]],
+            [p["prob"] for p in r["emotion_probs"]],
+            atol=1e-5,
+        )
 
 
 def test_sigkill_then_rerun_gives_the_same_rows(served, trained, small_home, tmp_path):

@@ -1,6 +1,7 @@
 """MiSTER-E (arXiv 2602.23300): per-utterance speech and text embeddings, then every utterance
 of a recording labelled from its neighbours by speech, text and co-attention experts mixed by a
-gate; no LLM. Its context model runs where a finished file's segments are together (the sink)."""
+gate; no LLM. Its context model labels a finished file's segments together, in a pool of actors
+the sink feeds (annotator/pipeline/context.py)."""
 
 from annotator.kinds.plugin import Kind, StageSpec
 
@@ -26,7 +27,17 @@ KIND = Kind(
         ),
     ),
     hears="audio+text",
-    context="annotator.kinds.mister_e.context:ContextLabeller",
+    # The context model: ~67 M parameters at paper size, one window of 256 utterances at a time
+    # (benchmarks/context_memory.py); on CPUs, two actors a node (~320 segments/s each, measured
+    # on the driver's thread before it had a pool). Small: no CPU reserved, as on the driver
+    # before: on a 2-CPU node the ASR and utterance actors and a decode task reserve them all,
+    # and a context actor holding a share would leave a decode task no room (the run stalls).
+    context=StageSpec(
+        name="context",
+        actor="annotator.kinds.mister_e.context:ContextLabeller",
+        small={"num_cpus": 0, "memory_gb": 0.25},
+        paper={"num_cpus": 2, "memory_gb": 4, "per_node": 2},
+    ),
     models=("base.speech_encoder", "base.text_encoder"),
     small_bundle="mister-e-bundle",
 )

@@ -2,8 +2,9 @@
 
 The kind's actor stage (``UtterancesStage``) gives every segment its speech and text embeddings;
 the segments of one file reach the sink in any order, and the sink is the one place that knows
-when a file has them all (annotator/pipeline/sink.py). So the context model runs there, on the
-commit thread, for the files of each commit, before their rows are appended:
+when a file has them all (annotator/pipeline/sink.py). So the sink hands the files of each commit,
+before their rows are appended, to a pool of Ray actors that each hold this labeller
+(annotator/pipeline/context.py); each file goes to one actor:
 
 * a file's segments are put in time order (start, then channel, then index): the channels of a
   split call are one conversation of two speakers, both in one sequence; no speaker identity is
@@ -19,11 +20,11 @@ Exactly-once holds as for every kind: the labels are computed from the file's co
 segments before the commit that writes them; a crash before the ``files`` row redoes the file,
 and the rerun computes the same labels.
 
-Why on the driver's commit thread and not in an actor pool: the context model is small beside
+Why a pool of its own and not an actor stage of the graph: a file's segments are embedded by
+many actors, in blocks that arrive in any order; only the sink sees a file complete. Why not on
+the driver: there it capped a cluster at one thread's ~320 segments/s. The model is small beside
 the encoders (the published sizes: 67 M parameters at 256-wide embeddings; one window of 256
-utterances at a time, ~60 MiB over the model for a 4-hour file: benchmarks/context_memory.py)
-and runs once per utterance; the encoders, which run per frame and per token, are the actor
-stage that grows with the cluster.
+utterances at a time, ~60 MiB over the model for a 4-hour file: benchmarks/context_memory.py).
 """
 
 from __future__ import annotations
