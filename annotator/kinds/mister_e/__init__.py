@@ -28,15 +28,16 @@ KIND = Kind(
     ),
     hears="audio+text",
     # The context model: ~67 M parameters at paper size, one window of 256 utterances at a time
-    # (benchmarks/context_memory.py); on CPUs, two actors a node (~320 segments/s each, measured
-    # on the driver's thread before it had a pool). Small: no CPU reserved, as on the driver
-    # before: on a 2-CPU node the ASR and utterance actors and a decode task reserve them all,
-    # and a context actor holding a share would leave a decode task no room (the run stalls).
+    # (benchmarks/context_memory.py), ~385 segments/s an actor on a CPU thread
+    # (benchmarks/context_pool.py). Paper: one actor a node, ~25,000/s on 64 nodes against the
+    # ~3,800/s their encoders produce. Small: no CPU reserved, as on the driver before: on a
+    # 2-CPU node the ASR and utterance actors and a decode task reserve them all, and a context
+    # actor holding a share would leave a decode task no room (the run stalls).
     context=StageSpec(
         name="context",
         actor="annotator.kinds.mister_e.context:ContextLabeller",
         small={"num_cpus": 0, "memory_gb": 0.25},
-        paper={"num_cpus": 2, "memory_gb": 4, "per_node": 2},
+        paper={"num_cpus": 2, "memory_gb": 4},
     ),
     models=("base.speech_encoder", "base.text_encoder"),
     small_bundle="mister-e-bundle",
