@@ -85,7 +85,19 @@ class IngestError:
         return cls(uri, member, stage, type(exc).__name__, describe(exc), error_class(exc))
 
 
-Item = Segment | RecordingDone | IngestError | FileDone
+@dataclass
+class MemberData:
+    """An archive member's bytes, read but not decoded (``ingest(members_apart=True)``): another
+    task decodes it (:func:`ingest_member`), so an archive's members are decoded side by side
+    while the archive itself is read once."""
+
+    source_uri: str
+    member: str
+    call_id: str
+    data: bytes = field(repr=False)
+
+
+Item = Segment | RecordingDone | IngestError | FileDone | MemberData
 
 
 def ingest(
@@ -95,8 +107,13 @@ def ingest(
     skip: Callable[[str], bool] | None = None,
     tries: int = 1,
     backoff_s: float = 0.0,
+    members_apart: bool = False,
 ) -> Iterator[Item]:
     """Everything one input URI holds, as segments, per-recording summaries and errors.
+
+    ``members_apart``: an archive's members (those not skipped, not empty, not refused) come out
+    as :class:`MemberData` in place of their segments and ``FileDone``, for
+    :func:`ingest_member` elsewhere; the archive's own errors and ``FileDone`` still come here.
 
     Every file (or archive member) ends with a :class:`FileDone`. ``skip(call_id)`` true means the
     file is already done: it is not decoded, and its FileDone says ``skipped``. Errors about the
@@ -173,6 +190,10 @@ def ingest(
                 elif member.size == 0:
                     yield IngestError(uri, member.name, "decode", "empty_file", "zero bytes")
                     yield done(member.name)
+                elif members_apart:  # read (bounded: max_member_bytes), decoded elsewhere
+                    yield MemberData(
+                        uri, member.name, recording_id(uri, member.name, None), member.file.read()
+                    )
                 else:
                     yield from _recordings(uri, member.name, member.file, audio)
                     yield done(member.name)
@@ -181,6 +202,15 @@ def ingest(
         else:
             yield from _recordings(uri, "", handle, audio)
             yield done("")
+
+
+def ingest_member(member: MemberData, audio: AudioConfig) -> Iterator[Item]:
+    """An archive member read by ``ingest(members_apart=True)``: its segments, summaries and
+    errors, then its ``FileDone``, as ``ingest`` gives them for a member it decodes itself."""
+    import io
+
+    yield from _recordings(member.source_uri, member.member, io.BytesIO(member.data), audio)
+    yield FileDone(member.source_uri, member.member, member.call_id)
 
 
 def _recordings(uri: str, member: str, handle: IO[bytes], audio: AudioConfig) -> Iterator[Item]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from annotator.config import AnnotatorConfig, StageResources
 from annotator.kinds import DEFAULT_KIND, KINDS, Kind
-from annotator.pipeline.decode import decode
+from annotator.pipeline.decode import decode, decode_members
 from annotator.pipeline.inputs import source_listing
 from annotator.pipeline.pools import GIB, Node, PoolSize, cluster_nodes, pool_size
 from annotator.pipeline.stages import ASRStage
@@ -67,7 +67,8 @@ def pools(
 
 
 def _one_file_per_block(ds):
-    """Split the listing into blocks of one file each, in tasks that take no CPU.
+    """Split the stream into blocks of one row each (a file of the listing, an archive's member
+    after decode), in tasks that take no CPU.
 
     Ray Data gathers a task's small outputs into one block: without this split, one decode task
     would take every file of a listing, one after another. ``Dataset.repartition(
@@ -89,6 +90,49 @@ def _one_file_per_block(ds):
     return Dataset._from_parent(ds, LogicalPlan(split, ds.context))
 
 
+def decoded(config: AnnotatorConfig, inputs: Sequence[str], done_ref: Any = None):
+    """The graph up to the model stages: the listing, decode tasks, and the archive members they
+    hand on decoded by tasks of their own; rows of :mod:`annotator.pipeline.rows`."""
+    import ray.data
+
+    stages = config.stages
+    ds = ray.data.read_datasource(
+        source_listing(list(inputs), config.audio, config.s3, done_ref),
+        override_num_blocks=max(1, len(inputs)),
+        # Listing waits on the filesystem, not the CPU; holding a CPU for the length of a long
+        # listing would keep decode tasks (or a model actor) from starting beside it.
+        num_cpus=0,
+    )
+    ds = _one_file_per_block(ds)
+    probing = language_probing(config)
+    decoding = {
+        "batch_format": "pyarrow",
+        "num_cpus": stages.decode.num_cpus,
+        **_memory(stages.decode.memory_gb),
+    }
+    ds = ds.map_batches(
+        decode,
+        fn_kwargs={
+            "config": config,
+            "done_ref": done_ref,
+            "probing": probing,
+            "members_apart": True,
+        },
+        batch_size=stages.decode.batch_size,
+        **decoding,
+    )
+    # An archive's task hands each member on as a row of its bytes: one a block, so that many
+    # tasks decode one archive's members side by side (decode.decode_members).
+    ds = _one_file_per_block(ds)
+    ds = ds.map_batches(
+        decode_members,
+        fn_kwargs={"config": config, "probing": probing},
+        batch_size=None,
+        **decoding,
+    )
+    return ds
+
+
 def build(
     config: AnnotatorConfig,
     inputs: Sequence[str],
@@ -99,8 +143,6 @@ def build(
 
     ``done_ref``: an object ref of the :class:`~annotator.pipeline.inputs.DoneSet` to skip;
     ``kind``: the served bundle's kind, whose stages follow ASR."""
-    import ray.data
-
     from annotator.pipeline.warmup import work_arrived
 
     sizes = pools(config, cluster_nodes(), kind)
@@ -108,28 +150,12 @@ def build(
         "actor pools (min/initial/max): %s",
         ", ".join(f"{n} {p.min}/{p.initial}/{p.max}" for n, p in sizes.items()),
     )
-    stages = config.stages
-    ds = ray.data.read_datasource(
-        source_listing(list(inputs), config.audio, config.s3, done_ref),
-        override_num_blocks=max(1, len(inputs)),
-        # Listing waits on the filesystem, not the CPU; holding a CPU for the length of a long
-        # listing would keep decode tasks (or a model actor) from starting beside it.
-        num_cpus=0,
-    )
-    ds = _one_file_per_block(ds)
-    ds = ds.map_batches(
-        decode,
-        fn_kwargs={"config": config, "done_ref": done_ref, "probing": language_probing(config)},
-        batch_size=stages.decode.batch_size,
-        batch_format="pyarrow",
-        num_cpus=stages.decode.num_cpus,
-        **_memory(stages.decode.memory_gb),
-    )
+    ds = decoded(config, inputs, done_ref)
     flag = work_arrived()  # ASR raises it with its first window; label engines start then
     actors = [("asr", ASRStage, True)]
     actors += [(s.name, s.actor_class(), s.starts_engine) for s in kind.specs]
     for name, stage, starts_engine in actors:
-        resources = getattr(stages, name)
+        resources = getattr(config.stages, name)
         kwargs = {"config": config}
         if starts_engine:  # its engine starts when the run's first window arrives
             kwargs["work_arrived"] = flag

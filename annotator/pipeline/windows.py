@@ -8,7 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from annotator.audio.ingest import FileDone, IngestError, RecordingDone, Segment, ingest
+from annotator.audio.ingest import (
+    FileDone,
+    IngestError,
+    Item,
+    MemberData,
+    RecordingDone,
+    Segment,
+    ingest,
+    ingest_member,
+)
 from annotator.audio.sources import recording_id
 from annotator.config import AnnotatorConfig
 from annotator.pipeline.rows import blank_row
@@ -57,8 +66,14 @@ def ingest_rows(
     config: AnnotatorConfig,
     done: Container[str] = frozenset(),
     probing: bool | None = None,
+    members_apart: bool = False,
+    member: MemberData | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Rows (see the module doc) for one input URI; files whose call_id is in ``done`` skipped.
+
+    ``members_apart``: an archive's members come out as ``member`` rows (their bytes in
+    ``audio``), each to be decoded by another task: ``member`` given (the row's
+    :class:`MemberData`), the rows of that one member (``uri`` is its archive).
 
     A recording's segments are packed, in order, into the ASR windows (``window`` rows): a window
     is closed when the next segment would not fit, and when its recording ends. ``probing``:
@@ -85,16 +100,30 @@ def ingest_rows(
     durations: dict[str, float] = {}
     open_windows: dict[str, list[Segment]] = {}  # recording_id → segments not yet handed on
     retries = config.run
-    for item in ingest(
-        uri,
-        config.audio,
-        config.s3,
-        skip=done.__contains__,
-        tries=retries.retries,
-        backoff_s=retries.retry_backoff_s,
-    ):
+    items: Iterator[Item] = (
+        ingest_member(member, config.audio)
+        if member is not None
+        else ingest(
+            uri,
+            config.audio,
+            config.s3,
+            skip=done.__contains__,
+            tries=retries.retries,
+            backoff_s=retries.retry_backoff_s,
+            members_apart=members_apart,
+        )
+    )
+    for item in items:
         row = blank_row()
-        if isinstance(item, Segment):
+        if isinstance(item, MemberData):
+            row.update(
+                kind="member",
+                call_id=item.call_id,
+                source_uri=item.source_uri,
+                member=item.member,
+                audio=item.data,
+            )
+        elif isinstance(item, Segment):
             rec = item.recording
             segments[rec.call_id] = segments.get(rec.call_id, 0) + 1
             if probing and rec.recording_id not in probes:
