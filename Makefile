@@ -76,6 +76,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.conversations
 	$(BIN)/python -m benchmarks.context_memory
 	$(BIN)/python -m benchmarks.context_pool
+	$(BIN)/python -m benchmarks.archive_decode
 
 # GPU figures in two layers. (a) Per stage with the paper's model shapes, random weights built on
 # the GPU (benchmarks/results/gpu.json); a bare GPU machine runs `python -m benchmarks.gpu` from

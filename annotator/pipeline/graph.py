@@ -90,9 +90,16 @@ def _one_file_per_block(ds):
     return Dataset._from_parent(ds, LogicalPlan(split, ds.context))
 
 
-def decoded(config: AnnotatorConfig, inputs: Sequence[str], done_ref: Any = None):
+def decoded(
+    config: AnnotatorConfig,
+    inputs: Sequence[str],
+    done_ref: Any = None,
+    members_apart: bool = True,
+):
     """The graph up to the model stages: the listing, decode tasks, and the archive members they
-    hand on decoded by tasks of their own; rows of :mod:`annotator.pipeline.rows`."""
+    hand on decoded by tasks of their own; rows of :mod:`annotator.pipeline.rows`.
+    ``members_apart=False``: an archive's task decodes its members itself (one core an archive,
+    as before; benchmarks/archive_decode.py compares the two)."""
     import ray.data
 
     stages = config.stages
@@ -116,11 +123,13 @@ def decoded(config: AnnotatorConfig, inputs: Sequence[str], done_ref: Any = None
             "config": config,
             "done_ref": done_ref,
             "probing": probing,
-            "members_apart": True,
+            "members_apart": members_apart,
         },
         batch_size=stages.decode.batch_size,
         **decoding,
     )
+    if not members_apart:
+        return ds
     # An archive's task hands each member on as a row of its bytes: one a block, so that many
     # tasks decode one archive's members side by side (decode.decode_members).
     ds = _one_file_per_block(ds)

@@ -1,7 +1,10 @@
 """The rows that travel between the stages of the annotate graph, as Arrow tables.
 
-Four kinds of row share one stream (column ``kind``):
+Five kinds of row share one stream (column ``kind``):
 
+* ``member``: an archive member its archive's decode task read and handed on, its bytes in
+  ``audio``; decoded into the rows below by a task of its own (pipeline/decode.py,
+  ``decode_members``), so no model stage sees one.
 * ``window``: consecutive speech segments of one recording, up to 30 s with their gaps (see
   ``annotator/pipeline/windows.py``): ``audio`` holds them end to end, ``spans`` where each one
   is. The ASR stage turns each window into its segment rows.
