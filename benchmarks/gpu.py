@@ -78,6 +78,7 @@ import torch
 from annotator.kinds.emoq.emoq_former import EmoQFormer, EmoQFormerConfig
 from annotator.kinds.emoq.projector import Projector
 from annotator.kinds.emoq.train_models import Stage1Model, Stage2Model
+from annotator.models.labeler.reference import right_padded
 from annotator.models.paper_shapes import (
     model_class,
     paper_configs,
@@ -520,16 +521,6 @@ def _last_logits(model, embeds, mask, lengths, emotion_ids, past=None):
     return last[:, emotion_ids].softmax(dim=-1)
 
 
-def _padded(rows, dtype, device):
-    lengths = torch.tensor([len(r) for r in rows], device=device)
-    batch = torch.zeros(len(rows), int(lengths.max()), rows[0].shape[1], dtype=dtype, device=device)
-    mask = torch.zeros(batch.shape[:2], dtype=torch.long, device=device)
-    for i, r in enumerate(rows):
-        batch[i, : len(r)] = r
-        mask[i, : len(r)] = 1
-    return batch, mask, lengths
-
-
 def stage_label(configs, device: str, work: Workload, dtype: torch.dtype) -> dict[str, Any]:
     """The label stage twice on the same prompts: every prompt prefilled whole (the reference
     labeler), and as it is served, the shared template's keys and values computed once and
@@ -561,7 +552,7 @@ def stage_label(configs, device: str, work: Workload, dtype: torch.dtype) -> dic
     def whole():
         # ReferenceLabeler.posteriors on the device: right-padded, causal, last real position.
         with torch.inference_mode():
-            batch, mask, n = _padded(rows, dtype, device)
+            batch, mask, n = right_padded(rows, dtype, device)
             return _last_logits(model, batch, mask, n, emotion_ids)
 
     def reused():
@@ -569,7 +560,7 @@ def stage_label(configs, device: str, work: Workload, dtype: torch.dtype) -> dic
         with torch.inference_mode():
             past = copy.deepcopy(template)
             past.batch_repeat_interleave(len(rows))
-            batch, mask, n = _padded([r[t:] for r in rows], dtype, device)
+            batch, mask, n = right_padded([r[t:] for r in rows], dtype, device)
             mask = torch.cat([mask.new_ones(len(rows), t), mask], dim=1)
             return _last_logits(model, batch, mask, n, emotion_ids, past)
 

@@ -9,6 +9,20 @@ import numpy as np
 import torch
 
 
+def right_padded(
+    rows: Sequence[torch.Tensor], dtype: torch.dtype, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(batch, mask, lengths): (len, hidden) prompt embeddings right-padded with zeros into one
+    (n, longest, hidden) batch, its attention mask and each prompt's length."""
+    lengths = torch.tensor([len(r) for r in rows], device=device)
+    batch = torch.zeros(len(rows), int(lengths.max()), rows[0].shape[1], dtype=dtype, device=device)
+    mask = torch.zeros(batch.shape[:2], dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        batch[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return batch, mask, lengths
+
+
 class ReferenceLabeler:
     """Last-position logits of the emotion tokens, softmaxed (EmoQ Eq. 8–9).
 
@@ -40,13 +54,7 @@ class ReferenceLabeler:
         rows = []
         for start in range(0, len(prompt_embeds), self.batch_size):
             chunk = prompt_embeds[start : start + self.batch_size]
-            lengths = torch.tensor([len(e) for e in chunk])
-            width = chunk[0].shape[1]
-            batch = torch.zeros(len(chunk), int(lengths.max()), width, dtype=self.model.dtype)
-            mask = torch.zeros(batch.shape[:2], dtype=torch.long)
-            for i, e in enumerate(chunk):
-                batch[i, : len(e)] = e
-                mask[i, : len(e)] = 1
+            batch, mask, lengths = right_padded(chunk, self.model.dtype)
             with torch.inference_mode():
                 out = self.model(inputs_embeds=batch, attention_mask=mask).logits
             rows.append(out[torch.arange(len(chunk)), lengths - 1].float())
