@@ -80,6 +80,28 @@ def load_token_embeddings(llm_dir: str | Path) -> torch.Tensor:
     raise PromptError(f"no token-embedding table ({' or '.join(EMBED_KEYS)}) in {root}")
 
 
+def end_of_turn_id(tokenizer) -> int:
+    """The token the LLM's chat template closes an assistant turn with (Qwen's ``<|im_end|>``,
+    Llama 3's ``<|eot_id|>``): what a trained answer ends with, so that the model learns to stop
+    where the served template would.
+
+    Read off the template itself: an assistant message is rendered and the first token after its
+    text is taken; refused when that is not one of the tokenizer's added tokens."""
+    mark = "EndOfTurnProbe"
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": mark}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+    if mark not in rendered:
+        raise PromptError("the LLM's chat template does not render an assistant message's text")
+    after = tokenizer.encode(rendered.split(mark, 1)[1], add_special_tokens=False)
+    added = set(tokenizer.get_added_vocab().values()) | set(tokenizer.all_special_ids)
+    if not after or after[0] not in added:
+        raise PromptError(
+            "the LLM's chat template ends an assistant turn with no special token "
+            f"(after the message: {rendered.split(mark, 1)[1][:40]!r})"
+        )
+    return after[0]
+
+
 def emotion_token_ids(tokenizer, labels: Sequence[str]) -> list[int]:
     """First token of each label as it follows ``Emotion:`` (with its leading space).
 

@@ -53,6 +53,29 @@ LLM_OTHER_ADDED_TOKENS = [
     ("<|file_sep|>", True),
 ]
 
+# Llama 3.x Instruct's chat template without its tool-calling and date branches: a header per
+# turn, the message trimmed, <|eot_id|> after it; no default system prompt.
+LLAMA3_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' "
+    "+ message['content'] | trim + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{%- endif %}"
+)
+LLAMA3_BASE_VOCAB = 128_000  # then 256 special tokens, <|begin_of_text|> first
+LLAMA3_NAMED_SPECIALS = {
+    0: "<|begin_of_text|>",
+    1: "<|end_of_text|>",
+    4: "<|finetune_right_pad_id|>",
+    6: "<|start_header_id|>",
+    7: "<|end_header_id|>",
+    8: "<|eom_id|>",
+    9: "<|eot_id|>",
+    10: "<|python_tag|>",
+}
 QWEN_BASE_VOCAB = 151_643  # Qwen2.5's byte-level BPE; <|endoftext|> is the next id
 # Whisper large-v3: <|endoftext|> 50,257, <|startoftranscript|> 50,258, 100 languages, six task
 # tokens, 1,501 timestamps: 51,866 tokens.
@@ -178,6 +201,30 @@ def build_whisper_tokenizer(dst: Path, whisper_dir: Path):
         pad_token="<|endoftext|>",
         additional_special_tokens=tokens[1:108],
     )
+    tokenizer.save_pretrained(dst)
+    return tokenizer
+
+
+def build_llama3_tokenizer(dst: Path, whisper_dir: Path):
+    """A tokenizer with Llama 3.x Instruct's layout (EmoSLLM's Llama-3.2-3B-Instruct): 128,000
+    BPE entries, then 256 special tokens at Llama 3's ids (``<|eot_id|>`` 128,009, the rest
+    ``<|reserved_special_token_k|>``), its chat template, bos ``<|begin_of_text|>``, eos
+    ``<|eot_id|>`` and no pad token, as its tokenizer_config has. It has no ``<|im_end|>``."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = gpt2_bpe(whisper_dir)
+    pad_vocab(spec, LLAMA3_BASE_VOCAB)
+    reserved = (f"<|reserved_special_token_{k}|>" for k in range(256))
+    names = [LLAMA3_NAMED_SPECIALS.get(k) or next(reserved) for k in range(256)]
+    spec["added_tokens"] = [added_token(t, LLAMA3_BASE_VOCAB + k) for k, t in enumerate(names)]
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        model_max_length=131_072,
+    )
+    tokenizer.chat_template = LLAMA3_TEMPLATE
     tokenizer.save_pretrained(dst)
     return tokenizer
 

@@ -99,3 +99,50 @@ def test_one_training_step_trains_through_the_soft_token(stage2):
     assert torch.isfinite(loss)
     grads = [p.grad for p in model.projector.parameters()]
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+@pytest.fixture(scope="module")
+def llama3_tokenizer(small_dir, tmp_path_factory):
+    """A tokenizer shaped like Llama 3.2-Instruct's (EmoSLLM's paper LLM): <|eot_id|>, no
+    <|im_end|>, no pad token."""
+    from transformers import AutoTokenizer
+
+    from annotator.models.tokenizer_layouts import build_llama3_tokenizer
+
+    root = tmp_path_factory.mktemp("llama3-tokenizer")
+    build_llama3_tokenizer(root, small_dir / "whisper")
+    return AutoTokenizer.from_pretrained(root)
+
+
+@pytest.mark.parametrize("llm", ["qwen", "llama3"])
+def test_answers_end_with_the_end_of_turn_of_the_served_chat_template(
+    llm, stage2, llama3_tokenizer
+):
+    """Each trained answer is the served prompt, the label's word and then the token the LLM's
+    own chat template closes an assistant turn with: <|im_end|> for Qwen's, <|eot_id|> for
+    Llama 3's, which has no <|im_end|> at all."""
+    from annotator.models.prompt import end_of_turn_id
+
+    _, _, qwen_prompts, labels = stage2
+    if llm == "qwen":
+        prompts, end = qwen_prompts, "<|im_end|>"
+    else:
+        table = torch.zeros(len(llama3_tokenizer), 8)
+        prompts, end = PromptEmbedder(llama3_tokenizer, table, labels), "<|eot_id|>"
+        assert llama3_tokenizer.convert_tokens_to_ids("<|im_end|>") is None
+        assert llama3_tokenizer.pad_token_id is None
+    tok = prompts.tokenizer
+    assert end_of_turn_id(tok) == tok.convert_tokens_to_ids(end)
+    texts, speakers = TEXTS[:3], SPEAKERS[:3]
+    ids, mask, weights, _ = sequences(prompts, texts, labels, [0, 1, 2], 5.0, speakers)
+    for k, (text, speaker) in enumerate(zip(texts, speakers, strict=True)):
+        prompt = prompts.prompt(text, speaker)
+        word = tok.encode(" " + labels[k], add_special_tokens=False)
+        row = ids[k, : int(mask[k].sum())].tolist()
+        assert row == [*prompt.ids, *word, tok.convert_tokens_to_ids(end)]
+        assert weights[k, len(prompt) + len(word)] == 1.0  # the model learns to stop there
+    rendered = tok.apply_chat_template(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": "Emotion: sad"}],
+        tokenize=False,
+    )
+    assert rendered.split("Emotion: sad", 1)[1].startswith(end)
