@@ -68,6 +68,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.sink
 	$(BIN)/python -m benchmarks.query
 	$(BIN)/python -m benchmarks.paths
+	$(BIN)/python -m benchmarks.audio_probe
 	$(BIN)/python -m benchmarks.table
 	$(BIN)/python -m benchmarks.query_export
 	$(BIN)/python -m benchmarks.train_memory

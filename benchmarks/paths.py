@@ -1,13 +1,13 @@
 """Which input path does the model learn from? EmoQ trained on two synthetic corpora that separate
 them — prosody only (the same neutral sentences for every emotion; pitch, rate and loudness carry
-it, shifted per voice) and wording only (every sentence spoken with neutral prosody) — then
-scored on the held-out voices as served (vLLM), whole and with one path taken away: the audio
+it, shifted per voice) and wording only (every sentence spoken with neutral prosody) — and on the
+corpus where both carry it, then scored on the held-out voices as served (vLLM), whole and with one path taken away: the audio
 (silence of the same length) or the transcript (blank).
 
 A model that uses a path loses accuracy when it is taken away; chance is UA 0.25. Training as
 tests/training/test_retrain.py does (small profile, 2 Ray Train CPU workers, 10 + 12 epochs).
 
-    python -m benchmarks.paths
+    python -m benchmarks.paths [--corpora prosody,wording,both] [--seed 0] [--result paths]
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from benchmarks.common import write_result
 
 
 def main() -> None:
+    import argparse
+
     import ray
 
     from annotator.config import load_config
@@ -32,10 +34,16 @@ def main() -> None:
     from training.evaluate import evaluate
     from training.synthetic_corpora import synthetic_corpus
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpora", default="prosody,wording,both")
+    parser.add_argument("--seed", type=int, default=0, help="train.seed")
+    parser.add_argument("--result", default="paths", help="benchmarks/results/<result>.json")
+    args = parser.parse_args()
+    corpora = args.corpora.split(",")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for carries in ("prosody", "wording"):
+        for carries in corpora:
             work = Path(tmp) / carries
             manifest = synthetic_corpus(work / "corpus", carries=carries)
             config = load_config(
@@ -44,6 +52,7 @@ def main() -> None:
                     "storage": str(work / "checkpoints"),
                     "epochs_stage1": 10,
                     "epochs_stage2": 12,
+                    "seed": args.seed,
                 },
             )
             t0 = time.perf_counter()
@@ -71,7 +80,7 @@ def main() -> None:
             }
             print(carries, results[carries], flush=True)
     ray.shutdown()
-    write_result("paths", {"chance_ua": 0.25, "corpora": results})
+    write_result(args.result, {"chance_ua": 0.25, "seed": args.seed, "corpora": results})
 
 
 if __name__ == "__main__":

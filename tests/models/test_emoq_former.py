@@ -151,3 +151,55 @@ def test_e_moves_when_only_the_transcript_or_only_the_audio_changes(small_dir):
     assert same < 1e-5
     assert by_text > 1e-3, by_text
     assert by_audio > 1e-3, by_audio
+
+
+def test_frames_are_standardised_by_the_training_splits_statistics(former, tmp_path):
+    """frame_statistics takes the real frames only (padding excluded); once set, e depends on
+    each frame's deviation from the training mean in units of its spread, so a component shared
+    by every frame (what drowns the audio path of a frozen encoder) is taken out; a former saved
+    before the statistics existed loads as the identity."""
+    import copy
+
+    from safetensors.torch import load_file, save_file
+
+    from training.common import frame_statistics
+
+    g = torch.Generator().manual_seed(1)
+    dim = former.config.audio_dim
+    spread = torch.rand(dim, generator=g) + 0.5
+    offset = 3 * torch.randn(dim, generator=g)
+    frames = torch.randn(2, 4, 30, dim, generator=g) * spread + offset
+    mask = torch.ones(2, 4, 30, dtype=torch.bool)
+    mask[:, 1, 20:] = False
+    frames[~mask] = 1e3  # padding that must not count
+    mean, inv_std = frame_statistics(zip(frames, mask, strict=True), "cpu")
+    real = frames[mask].double()
+    torch.testing.assert_close(mean, real.mean(0).float())
+    torch.testing.assert_close(inv_std, (1 / real.std(0, unbiased=False)).float())
+
+    standardised = copy.deepcopy(former)
+    standardised.set_frame_statistics(mean, inv_std)
+    audio, ids = _inputs(former)
+    audio_mask = torch.ones(3, 40, dtype=torch.bool)
+    text_mask = torch.ones(3, 12, dtype=torch.bool)
+    common_part = 5 * torch.randn(dim, generator=g)
+    shifted = copy.deepcopy(former)
+    shifted.set_frame_statistics(mean + common_part, inv_std)
+    with torch.no_grad():
+        e = standardised(audio, audio_mask, ids, text_mask)
+        torch.testing.assert_close(
+            shifted(audio + common_part, audio_mask, ids, text_mask), e, atol=TOL, rtol=0
+        )
+        plain = former(audio, audio_mask, ids, text_mask)
+        assert (e - plain).abs().max() > 1e-2  # the statistics act
+
+    former.save(tmp_path)
+    state = load_file(tmp_path / "emoq_former.safetensors")
+    save_file(
+        {k: v for k, v in state.items() if not k.startswith("frame_")},
+        tmp_path / "emoq_former.safetensors",
+    )
+    old = EmoQFormer.load(tmp_path)
+    assert not old.frame_mean.any() and bool((old.frame_inv_std == 1).all())
+    with torch.no_grad():
+        torch.testing.assert_close(old(audio, audio_mask, ids, text_mask), plain, atol=0, rtol=0)

@@ -6,13 +6,16 @@ Read top to bottom, this is the paper's figure:
 2. Self-attention over the joint sequence lets queries and text attend to each other
    (padded text tokens are masked out as keys).
 3. Only the query part cross-attends to the audio frames, which a linear layer has projected
-   from HuBERT's width to the Q-Former's; padded frames are masked out.
+   from HuBERT's width to the Q-Former's; padded frames are masked out. Before the projection
+   the frames are standardised per feature by the training split's statistics [not in the
+   paper: a frozen encoder's frames share a large common component, and without it the audio
+   path does not learn; README, "Which input does the model learn from?"].
 4. A feed-forward network, with residuals and LayerNorm after each sub-layer (BERT's post-norm).
 5. Multi-head attentive pooling over the query outputs, then L2 normalisation → e, ‖e‖ = 1.
 
 Embeddings, self-attention and FFN start from a pretrained BERT-family encoder (RoBERTa-base in
-the paper, MiniLM in ``small``); queries, audio projection, cross-attention and pooling are new,
-as in BLIP-2.
+the paper, MiniLM in ``small``); queries, frame statistics, audio projection, cross-attention and
+pooling are new, as in BLIP-2.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 # Parts that the pretrained encoder does not have; everything else is loaded from it.
-NEW_PARTS = {"queries", "audio_proj", "pool"}
+NEW_PARTS = {"queries", "frame_mean", "frame_inv_std", "audio_proj", "pool"}
+# Bundles written before the frames were standardised lack these: they load as the identity.
+_IDENTITY_WHEN_ABSENT = {"frame_mean", "frame_inv_std"}
 
 
 @dataclass
@@ -184,6 +189,11 @@ class EmoQFormer(nn.Module):
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, d)
         self.embed_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.queries = nn.Parameter(torch.randn(cfg.num_queries, d) * 0.02)
+        # (x - mean) * inv_std per HuBERT feature: the identity until training sets the training
+        # split's statistics (set_frame_statistics, before the first step), then trained with
+        # the rest, as Qieemo's feature statistics are.
+        self.frame_mean = nn.Parameter(torch.zeros(cfg.audio_dim))
+        self.frame_inv_std = nn.Parameter(torch.ones(cfg.audio_dim))
         self.audio_proj = nn.Linear(cfg.audio_dim, d)
         self.layers = nn.ModuleList(EmoQLayer(cfg) for _ in range(cfg.num_layers))
         self.pool = AttentivePooling(cfg)
@@ -217,10 +227,17 @@ class EmoQFormer(nn.Module):
         b, n_q = input_ids.shape[0], self.config.num_queries
         x = torch.cat([self.queries.expand(b, -1, -1), self.embed_text(input_ids)], dim=1)
         joint_mask = torch.cat([text_mask.new_ones(b, n_q), text_mask], dim=1).bool()
-        frames = self.audio_proj(audio)
+        frames = self.audio_proj((audio - self.frame_mean) * self.frame_inv_std)
         for layer in self.layers:
             x = layer(x, joint_mask, frames, audio_mask.bool(), n_q)
         return F.normalize(self.pool(x[:, :n_q]), dim=-1)
+
+    @torch.no_grad()
+    def set_frame_statistics(self, mean: torch.Tensor, inv_std: torch.Tensor) -> None:
+        """Standardise the audio frames by the training split's per-feature ``mean`` and
+        ``1/std`` (training/common.py, ``frame_statistics``)."""
+        self.frame_mean.copy_(mean)
+        self.frame_inv_std.copy_(inv_std)
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -261,7 +278,11 @@ class EmoQFormer(nn.Module):
 
         cfg = EmoQFormerConfig(**json.loads((directory / "emoq_former.json").read_text()))
         model = cls(cfg)
-        model.load_state_dict(load_file(directory / "emoq_former.safetensors"))
+        result = model.load_state_dict(
+            load_file(directory / "emoq_former.safetensors"), strict=False
+        )
+        if not set(result.missing_keys) <= _IDENTITY_WHEN_ABSENT or result.unexpected_keys:
+            raise ValueError(f"{directory} does not hold this EmoQ-Former: {result}")
         return model.eval()
 
     def save(self, directory: Path) -> None:

@@ -42,6 +42,14 @@ def collate(transcripts: TranscriptTokenizer, items: list[common.Item]) -> dict[
     }
 
 
+def standardise_frames(former, items: list[common.Item], batch: int, device) -> None:
+    """Set the EmoQ-Former's frame statistics from this group's training split, before the
+    first step of a former that starts fresh (stage 1, or stage 2 when stage 1 is skipped)."""
+    items = sorted(items, key=common.source_of)  # streamed frames: each source read once
+    parts = (common.pad_frames(items[s : s + batch]) for s in range(0, len(items), batch))
+    former.set_frame_statistics(*common.frame_statistics(parts, device))
+
+
 def loop(cfg: dict[str, Any]) -> None:
     """The per-worker training loop (Ray Train)."""
     import ray.train
@@ -63,6 +71,8 @@ def loop(cfg: dict[str, Any]) -> None:
         [p for p in model.parameters() if p.requires_grad], lr=train.lr_stage1
     )
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
+    if start == 0:
+        standardise_frames(getattr(model, "module", model).former, items, per_worker, device)
 
     def batch_loss(batch):
         e, logits = model(batch["frames"], batch["frame_mask"], batch["ids"], batch["text_mask"])
@@ -95,6 +105,7 @@ def train_stage1(config: AnnotatorConfig, manifest: Path, out: Path, name: str =
     written as initialised (seeded by ``train.seed``) and stage 2 starts from it."""
     from annotator.schema import label_set
 
+    config = config.for_kind("emoq")  # its own schedule (train.schedules.emoq)
     if config.train.epochs_stage1 == 0:
         torch.manual_seed(config.train.seed)  # the initialisation is torch's
         model, _ = build(config, label_set(config.train.label_set))

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from annotator.config import AnnotatorConfig
+from annotator.kinds.emoq.stage1 import standardise_frames
 from annotator.kinds.emoq.train_models import Stage2Model
 from annotator.models.transcript import TranscriptTokenizer
 from training import common
@@ -97,6 +98,9 @@ def loop(cfg: dict[str, Any]) -> None:
         [{"params": former, "lr": train.lr_stage1}, {"params": rest, "lr": train.lr_stage2}]
     )
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
+    if start == 0 and from_bundle is None and train.epochs_stage1 == 0:
+        # Table 6's "no stage 1": the former starts here as initialised, its frames unstandardised.
+        standardise_frames(module.former, items, per_worker, device)
     stop_after = cfg.get("stop_after_epochs")
     to_batch = partial(collate, text_tok, prompts, labels, train.emotion_token_weight)
     for epoch in range(start, train.epochs_stage2):
@@ -159,6 +163,7 @@ def train_stage2(
     stage-1 (or served bundle's) weights reach the workers as objects (``common.ship``)."""
     from annotator.schema import label_set
 
+    config = config.for_kind("emoq")  # its own schedule (train.schedules.emoq)
     rows = common.training_rows(manifest, label_set(config.train.label_set), config)
     has_dev = any(row["split"] == "dev" for row in rows)
     return common.run_trainer(

@@ -123,13 +123,11 @@ class Qieemo(ConfigAndWeights, nn.Module):
         return self.feature_mean, self.feature_inv_std
 
     @torch.no_grad()
-    def set_feature_statistics(self, total: torch.Tensor, squares: torch.Tensor, frames: float):
+    def set_feature_statistics(self, mean: torch.Tensor, inv_std: torch.Tensor) -> None:
         """Standardise the fused blocks' features by the training split's statistics: per block
-        and feature, the ``total`` and sum of ``squares`` over ``frames`` real frames."""
-        mean = total / frames
-        std = (squares / frames - mean**2).clamp_min(0).sqrt()
+        and feature, their ``mean`` and ``1/std`` (training/common.py, ``frame_statistics``)."""
         self.feature_mean.copy_(mean)
-        self.feature_inv_std.copy_(1 / std.clamp_min(1e-5))
+        self.feature_inv_std.copy_(inv_std)
 
 
 class CTCEncoder:

@@ -53,7 +53,12 @@ class BatchEncoder:
         from annotator.kinds.qieemo.model import CTCEncoder, QieemoConfig
 
         self.blocks = list(QieemoConfig(**_config_of(bundle)).blocks)
-        self.encoder = CTCEncoder(common.model_path(bundle.base["ctc_encoder"], config), device)
+        from annotator.models.hubert import features_dtype
+
+        # In the dtype the features stage runs it in (float16 on a GPU by default), as served.
+        dtype = features_dtype(config.models.features_dtype, str(device))
+        path = common.model_path(bundle.base["ctc_encoder"], config)
+        self.encoder = CTCEncoder(path, str(device), dtype)
         self.reader = common.ClipReader([clip.example for clip in clips], config.s3, config.audio)
         self.held: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
         if config.train.features == "memory":
@@ -98,9 +103,9 @@ class BatchEncoder:
         # Clones leave inference mode: the tensors feed a training forward.
         blocks = torch.stack([hidden[b] for b in self.blocks], dim=1) * real[:, None]
         return {
-            "blocks": blocks.float().clone(),
-            "logits": (logits * real).float().clone(),
-            "mask": mask.clone(),
+            "blocks": blocks.float().cpu().clone(),
+            "logits": (logits * real).float().cpu().clone(),
+            "mask": mask.cpu().clone(),
             "labels": torch.tensor([c.label for c in clips]),
         }
 
@@ -141,8 +146,8 @@ def loop(cfg: dict[str, Any]) -> None:
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
     if start == 0 and not bundle.extra.get("trained"):
         # Every rank sets the same statistics (summed over all shares): the replicas stay equal.
-        total, squares, frames = feature_statistics(clips, collate, per_worker, device)
-        getattr(model, "module", model).set_feature_statistics(total, squares, frames)
+        mean, inv_std = feature_statistics(clips, collate, per_worker, device)
+        getattr(model, "module", model).set_feature_statistics(mean, inv_std)
 
     def batch_loss(batch):
         nonlocal right
@@ -176,29 +181,13 @@ def loop(cfg: dict[str, Any]) -> None:
 
 def feature_statistics(
     clips: list[Clip], encode: BatchEncoder, batch: int, device
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Per block and feature, the sum and the sum of squares of the fused blocks over every real
-    frame of the training split, and the frame count: this worker's share, one batch at a time,
-    summed over the group."""
-    import torch.distributed as dist
-
-    total = squares = None
-    frames = 0.0
-    clips = sorted(clips, key=common.source_of)  # a source's clips together: read once
-    for start in range(0, len(clips), batch):
-        part = encode(clips[start : start + batch])
-        real = part["mask"][:, None, :, None]  # (batch, 1, frames, 1)
-        blocks = part["blocks"].double() * real
-        sums, sq = blocks.sum(dim=(0, 2)), (blocks**2).sum(dim=(0, 2))
-        total = sums if total is None else total + sums
-        squares = sq if squares is None else squares + sq
-        frames += float(part["mask"].sum())
-    total, squares = total.to(device), squares.to(device)
-    frames_t = torch.tensor([frames], device=device)
-    if dist.is_available() and dist.is_initialized():
-        for tensor in (total, squares, frames_t):
-            dist.all_reduce(tensor)
-    return total.float(), squares.float(), float(frames_t)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per block and feature, the mean and 1/std of the fused blocks over every real frame of
+    the training split (``common.frame_statistics``): this worker's share, one batch at a time,
+    a source's clips together so each is read once."""
+    clips = sorted(clips, key=common.source_of)
+    parts = (encode(clips[s : s + batch]) for s in range(0, len(clips), batch))
+    return common.frame_statistics(((p["blocks"], p["mask"]) for p in parts), device)
 
 
 def train_qieemo(
@@ -215,6 +204,7 @@ def train_qieemo(
     from annotator.kinds.qieemo.model import Qieemo, write_qieemo_bundle
     from annotator.models.bundle import Bundle
 
+    config = config.for_kind("qieemo")  # its own schedule (train.schedules.qieemo)
     start = Bundle.load(common.model_path(str(start_bundle), config))
     if start.kind != "qieemo":
         raise ValueError(f"{start_bundle} is a {start.kind} bundle, not a Qieemo one")
