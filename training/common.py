@@ -10,7 +10,7 @@ import functools
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +71,10 @@ class FrameSource:
         audios = [self.reader.audio(item.example) for item in items]
         audios, _ = heard(self.inputs, audios, ["" for _ in items])
         frames, mask = self.encoder(audios)
-        # Clones leave inference mode: the frames feed a training forward.
-        return (frames * mask[..., None].to(frames.dtype)).clone(), mask.clone()
+        # Computed in the dtype serving computes them in, trained on in float32 (what the
+        # trained modules are); clones leave inference mode: the frames feed a training forward.
+        mask = mask.cpu()
+        return (frames.float().cpu() * mask[..., None]).clone(), mask.clone()
 
 
 @dataclass(eq=False)
@@ -88,35 +90,71 @@ class Item:
     source: FrameSource | None = None  # train.features: stream
 
 
+def encoder_device(config: AnnotatorConfig):
+    """(device, dtype) a kind's frozen encoders run on, in training as in serving: this process's
+    GPU if it has one (a GPU training worker's, or the evaluation actor's), in the features
+    stages' dtype (``models.features_dtype``: float16 on a GPU by default)."""
+    from annotator.models.hubert import features_dtype
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device, features_dtype(config.models.features_dtype, device)
+
+
+def transcripts_heard(
+    examples: Sequence[Example], transcripts: str
+) -> tuple[list[Example], list[str]]:
+    """(examples, texts) as ``train.transcripts`` trains on them: ``reference`` the manifest's
+    text; ``asr`` what the served ASR made of each clip (``Example.asr_transcript``, set by
+    :func:`training_rows`); ``both`` a training example once with each (once where they agree),
+    and any other split (scored, as served) with the ASR's."""
+    if transcripts == "reference":
+        return list(examples), [ex.transcript for ex in examples]
+    missing = [ex.recording for ex in examples if ex.asr_transcript is None]
+    if missing:
+        raise ConfigError(
+            f"train.transcripts {transcripts} needs each clip's ASR transcript, and {missing[0]} "
+            "has none: read the manifest through training_rows (training/asr_transcripts.py)"
+        )
+    out, texts = [], []
+    for ex in examples:
+        heard = [ex.asr_transcript]
+        if transcripts == "both" and ex.split == "train" and ex.transcript != ex.asr_transcript:
+            heard.insert(0, ex.transcript)
+        out += [ex] * len(heard)
+        texts += heard
+    return out, texts
+
+
 def featurize(
     examples: Sequence[Example],
     labels: Sequence[str],
     config: AnnotatorConfig,
     encoder: str | None = None,
+    texts: Sequence[str] | None = None,
 ) -> list[Item]:
     """Each example as an :class:`Item` for the frozen HuBERT (or ``encoder``, another
-    wav2vec2-family model by name, its last layer, as some kinds' bundles name); transcripts from
-    the corpus or ASR; only the inputs ``train.inputs`` keeps. With ``train.features: stream``
-    the frames are computed per batch (:func:`pad_frames`); with ``memory`` once, here."""
+    wav2vec2-family model by name, its last layer, as some kinds' bundles name); ``texts`` each
+    example's words (default: :func:`transcripts_heard`'s, which may repeat an example); only the
+    inputs ``train.inputs`` keeps. With ``train.features: stream``
+    the frames are computed per batch (:func:`pad_frames`); with ``memory`` once, here. The
+    encoder runs as serving runs it (:func:`encoder_device`); frames are float32 CPU tensors."""
     from annotator.models.bundle import heard
     from annotator.models.hubert import HubertFeatures
 
+    # As the features stage runs it: a GPU worker's frames in float16 by default, not float32.
+    device, dtype = encoder_device(config)
     if encoder is None:
         hubert = HubertFeatures(
-            model_path(config.models.hubert, config), config.models.hubert_layer
+            model_path(config.models.hubert, config),
+            config.models.hubert_layer,
+            device=device,
+            dtype=dtype,
         )
     else:
-        hubert = HubertFeatures(model_path(encoder, config))
+        hubert = HubertFeatures(model_path(encoder, config), device=device, dtype=dtype)
     reader = ClipReader(examples, config.s3, config.audio)
-    texts = [ex.transcript for ex in examples]
-    if config.train.transcripts == "asr":
-        from annotator.models.asr import Transcriber
-
-        asr = Transcriber(model_path(config.models.asr.model, config), config.models.asr)
-        texts = []
-        for start in range(0, len(examples), 8):
-            chunk = [reader.audio(ex) for ex in examples[start : start + 8]]
-            texts += [t.text for t in asr(chunk)]
+    if texts is None:
+        examples, texts = transcripts_heard(examples, config.train.transcripts)
     # An ablation trained on one input (train.inputs) never sees the other; serving does the
     # same from the bundle's record.
     _, texts = heard(config.train.inputs, [np.zeros(0)] * len(texts), texts)
@@ -166,6 +204,39 @@ def pad_frames(items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor]:
     if items[0].frames is None:
         return items[0].source.padded(items)
     return pad_rows([i.frames for i in items])
+
+
+def frame_statistics(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per feature, the mean and 1/std of a frozen encoder's real frames over the training split,
+    summed over every rank's share (each rank gets the same values, so replicas stay equal).
+
+    ``batches``: this rank's share as (features (batch, *lead, frames, dim), mask (batch, frames))
+    pairs; the result is (*lead, dim) each. A kind standardises its frames by these before its
+    first step (a random or pretrained encoder's frames share a large common component that
+    drowns the rest: README, "Which input does the model learn from?")."""
+    import torch.distributed as dist
+
+    total = squares = None
+    frames = 0.0
+    for features, mask in batches:
+        real = mask.reshape(mask.shape[0], *[1] * (features.dim() - 3), mask.shape[1], 1)
+        values = features.double() * real
+        sums, sq = values.sum(dim=(0, -2)), (values**2).sum(dim=(0, -2))
+        total = sums if total is None else total + sums
+        squares = sq if squares is None else squares + sq
+        frames += float(mask.sum())
+    if total is None:
+        raise ValueError("no frames to take statistics of")
+    total, squares = total.to(device), squares.to(device)
+    frames_t = torch.tensor([frames], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        for tensor in (total, squares, frames_t):
+            dist.all_reduce(tensor)
+    mean = total / frames_t
+    std = (squares / frames_t - mean**2).clamp_min(0).sqrt()
+    return mean.float(), (1 / std.clamp_min(1e-5)).float()
 
 
 # -- data parallelism --------------------------------------------------------------------------
@@ -453,6 +524,10 @@ def training_rows(
     examples = read_manifest(manifest, labels, config.s3)
     if not any(e.split == "train" for e in examples):
         raise ManifestError(f"{manifest} has no train split to train on")
+    if config.train.transcripts != "reference":
+        from training.asr_transcripts import with_asr_transcripts
+
+        examples = with_asr_transcripts(examples, str(manifest), config)
     return manifest_rows(examples)
 
 
@@ -606,6 +681,9 @@ def worker_share(
     examples = [e for e in examples_of(cfg["examples"], labels) if e.split == split]
     if not examples:
         return [], []
+    # Each transcript a clip is trained on is an item of its own, shared out like the rest (so
+    # ``both`` keeps every rank's share, and its step count, equal).
+    examples, texts = transcripts_heard(examples, config.train.transcripts)
     ctx = ray.train.get_context()
     seed = config.train.seed
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -613,4 +691,5 @@ def worker_share(
         share = shard_indices(len(examples), rank, world, seed)
     else:
         share = list(range(rank, len(examples), world))
-    return examples, featurize([examples[i] for i in share], labels, config, cfg.get("encoder"))
+    mine = [examples[i] for i in share]
+    return examples, featurize(mine, labels, config, cfg.get("encoder"), [texts[i] for i in share])

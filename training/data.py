@@ -36,6 +36,9 @@ class Example:
     fold: int | None = None
     channel: int | None = None  # one channel of a multi-channel source; None: channels mixed
     member: str = ""  # a member of the archive audio_uri names; "": audio_uri is the recording
+    # What the served ASR makes of the clip (training/asr_transcripts.py): set for training on
+    # ASR transcripts (train.transcripts asr | both); a manifest may carry it.
+    asr_transcript: str | None = None
 
     @property
     def recording(self) -> str:
@@ -63,7 +66,10 @@ def write_manifest(examples: Iterable[Example], path: Path | str, s3=None) -> Pa
         opened = path.open("w")
     with opened as handle:
         for ex in examples:
-            handle.write(json.dumps(asdict(ex), sort_keys=True) + "\n")
+            row = asdict(ex)
+            if row["asr_transcript"] is None:  # only where known: manifests stay as they were
+                del row["asr_transcript"]
+            handle.write(json.dumps(row, sort_keys=True) + "\n")
     return path
 
 

@@ -49,10 +49,10 @@ def heard_inputs(
     config: AnnotatorConfig, examples: Sequence[Example], ablate: str | None
 ) -> tuple[list[np.ndarray], list[str]]:
     """The examples' audio and the transcripts a kind that hears both is served (ASR's when
-    ``train.transcripts`` is ``asr``), with ``ablate``'s input taken away."""
+    ``train.transcripts`` is ``asr`` or ``both``), with ``ablate``'s input taken away."""
     audios = load_audios(examples, config.s3, config.audio)
     texts = [ex.transcript for ex in examples]
-    if config.train.transcripts == "asr":
+    if config.train.transcripts != "reference":
         from annotator.models.asr import Transcriber
 
         asr = Transcriber(common.model_path(config.models.asr.model, config), config.models.asr)
@@ -62,17 +62,6 @@ def heard_inputs(
     elif ablate == "text":
         texts = ["" for _ in texts]
     return audios, texts
-
-
-def scoring_device(config: AnnotatorConfig):
-    """(device, dtype) a kind's encoders score on: the GPU the evaluation actor asked for, if it
-    has one, in the features stages' dtype (``models.features_dtype``), as serving does."""
-    import torch
-
-    from annotator.models.hubert import features_dtype
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return device, features_dtype(config.models.features_dtype, device)
 
 
 def llm_posteriors(
@@ -178,7 +167,7 @@ def evaluation_resources(
     from annotator.kinds import kind
 
     stages = [getattr(config.stages, name) for name in kind(bundle_kind).stages]
-    if config.train.transcripts == "asr":
+    if config.train.transcripts != "reference":
         stages.append(config.stages.asr)
     gpus = min(1.0, sum(s.num_gpus for s in stages))
     if config.train.use_gpu:

@@ -143,6 +143,7 @@ def training_record(config: AnnotatorConfig) -> dict[str, Any]:
     return {
         "trained": True,
         "inputs": config.train.inputs,
+        "transcripts": config.train.transcripts,
         "stage1": {"loss": config.train.stage1_loss, "epochs": config.train.epochs_stage1},
     }
 

@@ -79,6 +79,9 @@ class Kind:
             configuration, or ``base.<key>`` of the bundle's record (checked before a run).
         audio_first: an LLM kind whose prompt puts the audio before the transcript.
         small_bundle: the small profile's part holding its untrained bundle (``small:<part>``).
+        schedule: per profile (``small`` / ``paper``), the training fields this kind trains with
+            instead of the top-level ``train.*`` ones (epochs, learning rates, γ, batch): the
+            defaults of ``train.schedules.<name>`` (annotator/config.py, ``TrainSchedule``).
         package: the kind's package, set by the registry (annotator/kinds/__init__.py).
     """
 
@@ -91,6 +94,7 @@ class Kind:
     models: tuple[str, ...] = ()
     audio_first: bool = False
     small_bundle: str = ""
+    schedule: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     package: str = field(default="", compare=False)
 
     @property

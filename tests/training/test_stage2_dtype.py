@@ -50,3 +50,39 @@ def test_stage2_bf16_base_with_fp32_trainables_takes_a_step(small_home, tmp_path
     assert all(trained[n].dtype == torch.float32 for n in lora_b)
     assert any(not torch.equal(trained[n], before) for n, before in lora_b.items())
     assert all(torch.equal(frozen[n], before) for n, before in base.items())
+
+
+def test_training_frames_are_computed_as_the_features_stage_computes_them(small_home, tmp_path):
+    """featurize runs the frozen HuBERT in ``models.features_dtype`` (float16 on a GPU by
+    default, as the features stage runs it), hands the frames on as float32, and they equal the
+    serving encoder's frames in that dtype, not the float32 ones."""
+    from annotator.audio.synth import encode, speak
+    from annotator.models.hubert import HubertFeatures
+    from annotator.schema import label_set
+    from training import common
+    from training.data import Example, load_audios
+
+    examples = []
+    for k, text in enumerate(["the meeting is at ten", "I am so happy today"]):
+        path = tmp_path / f"{k}.wav"
+        encode(speak(text), path)
+        examples.append(Example(str(path), text, "neutral", "en-us", "train"))
+    audios = load_audios(examples)
+    frames = {}
+    for dtype in ("float32", "bfloat16"):
+        config = load_config(
+            None,
+            models={"home": str(small_home), "features_dtype": dtype},
+            train={"features": "memory"},
+        )
+        labels = list(label_set(config.train.label_set))
+        items = common.featurize(examples, labels, config)
+        assert all(i.frames.dtype == torch.float32 for i in items)
+        served = HubertFeatures(
+            common.model_path(config.models.hubert, config), dtype=getattr(torch, dtype)
+        )
+        for audio, item in zip(audios, items, strict=True):
+            alone, _ = served([audio])
+            torch.testing.assert_close(item.frames, alone[0].float(), atol=1e-2, rtol=2e-2)
+        frames[dtype] = items[0].frames
+    assert (frames["bfloat16"] - frames["float32"]).abs().max() > 1e-3  # the dtype did act

@@ -16,13 +16,12 @@ def posteriors(config, bundle, examples: Sequence, labeler=None, ablate: str | N
     from annotator.models.calibration import scaled
     from training import common
     from training.data import load_audios
-    from training.evaluate import scoring_device
 
     if ablate not in (None, "audio"):
         raise ValueError(
             f"an audio-classifier bundle hears no transcript: ablate {ablate!r} means nothing"
         )
-    device, dtype = scoring_device(config)
+    device, dtype = common.encoder_device(config)
     checkpoint = common.model_path(bundle.base["classifier"], config)
     classifier = AudioClassifier.for_bundle(bundle, checkpoint, device, dtype)
     audios = load_audios(examples, config.s3, config.audio)

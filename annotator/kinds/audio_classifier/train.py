@@ -202,6 +202,7 @@ def train_audio_classifier(
     )
     from annotator.models.bundle import Bundle, BundleError
 
+    config = config.for_kind(KIND)  # its own schedule (train.schedules.audio_classifier)
     out = Path(out)
     if out.exists() and any(out.iterdir()):  # refused now, not after the training run
         raise BundleError(f"{out} is not empty: write the new bundle into a new directory")

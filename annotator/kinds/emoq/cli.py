@@ -20,8 +20,20 @@ ABLATION_OPTION = click.option(
 )
 
 
-def _train_config(config_path: Path | None, ablation: str | None) -> AnnotatorConfig:
-    return ablated(_load(config_path), ablation)
+TRANSCRIPTS_OPTION = click.option(
+    "--transcripts",
+    type=click.Choice(["reference", "asr", "both"]),
+    default=None,
+    help="Train on the manifest's reference transcripts, on what the ASR `annotate` runs makes of "
+    "each clip (cached beside the manifest), or on both (train.transcripts; default reference).",
+)
+
+
+def _train_config(
+    config_path: Path | None, ablation: str | None, transcripts: str | None = None
+) -> AnnotatorConfig:
+    train = {"transcripts": transcripts} if transcripts else None
+    return ablated(_load(config_path, train=train), ablation)
 
 
 @click.command("stage1")
@@ -29,14 +41,21 @@ def _train_config(config_path: Path | None, ablation: str | None) -> AnnotatorCo
 @click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default="stage1", show_default=True, help="Run name under train.storage.")
 @ABLATION_OPTION
+@TRANSCRIPTS_OPTION
 @CONFIG_OPTION
 def train_stage1_command(
-    manifest: str, dest: Path, name: str, ablation: str | None, config_path: Path | None
+    manifest: str,
+    dest: Path,
+    name: str,
+    ablation: str | None,
+    transcripts: str | None,
+    config_path: Path | None,
 ) -> None:
     """Stage 1: EmoQ-Former + auxiliary head with MAL; writes the EmoQ-Former to --out."""
     from annotator.kinds.emoq.stage1 import train_stage1
 
-    out = train_stage1(_train_config(config_path, ablation), manifest, dest, name=name)
+    config = _train_config(config_path, ablation, transcripts)
+    out = train_stage1(config, manifest, dest, name=name)
     click.echo(f"stage-1 EmoQ-Former written to {out}")
 
 
@@ -51,6 +70,7 @@ def train_stage1_command(
 @click.option("--out", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default="stage2", show_default=True, help="Run name under train.storage.")
 @ABLATION_OPTION
+@TRANSCRIPTS_OPTION
 @push_options
 @CONFIG_OPTION
 def train_stage2_command(
@@ -59,6 +79,7 @@ def train_stage2_command(
     dest: Path,
     name: str,
     ablation: str | None,
+    transcripts: str | None,
     push: bool,
     promote: str | None,
     config_path: Path | None,
@@ -70,7 +91,7 @@ def train_stage2_command(
     from annotator.kinds.emoq.export import export_bundle
     from annotator.kinds.emoq.stage2 import train_stage2
 
-    config = _train_config(config_path, ablation)
+    config = _train_config(config_path, ablation, transcripts)
     checkpoint = train_stage2(config, manifest, stage1_dir, name=name)
     bundle = export_bundle(config, stage1_dir, checkpoint, dest, extra={"manifest": str(manifest)})
     click.echo(f"bundle {bundle.version} written to {bundle.root}")
@@ -89,6 +110,7 @@ def train_stage2_command(
 )
 @click.option("--classes", type=click.Choice(["4", "7"]), default="7", help="MELD label set.")
 @ABLATION_OPTION
+@TRANSCRIPTS_OPTION
 @CONFIG_OPTION
 def train_cv_command(
     kind: str,
@@ -97,6 +119,7 @@ def train_cv_command(
     sessions: str,
     classes: str,
     ablation: str | None,
+    transcripts: str | None,
     config_path: Path | None,
 ) -> None:
     """The paper's protocol as one job: train and score every fold, then mean ± std.
@@ -110,7 +133,7 @@ def train_cv_command(
     from annotator.kinds.emoq import cv
     from training.data import ManifestError
 
-    config = _train_config(config_path, ablation)
+    config = _train_config(config_path, ablation, transcripts)
     try:
         if kind == "iemocap":
             held_out = [int(s) for s in sessions.split(",") if s.strip()]

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 def posteriors(config, bundle, examples: Sequence, labeler=None, ablate: str | None = None):
     from annotator.kinds.emoq.embedder import EmotionEmbedder
     from training import common
-    from training.evaluate import llm_posteriors, scoring_device
+    from training.evaluate import llm_posteriors
 
-    device, dtype = scoring_device(config)
+    device, dtype = common.encoder_device(config)
     embedder = EmotionEmbedder(
         bundle,
         common.model_path(config.models.hubert, config),

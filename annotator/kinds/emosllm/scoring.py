@@ -10,9 +10,9 @@ from collections.abc import Sequence
 def posteriors(config, bundle, examples: Sequence, labeler=None, ablate: str | None = None):
     from annotator.kinds.emosllm.model import EmoSLLMEmbedder
     from training import common
-    from training.evaluate import llm_posteriors, scoring_device
+    from training.evaluate import llm_posteriors
 
-    device, dtype = scoring_device(config)
+    device, dtype = common.encoder_device(config)
     mapper = EmoSLLMEmbedder(
         bundle, common.model_path(bundle.base["audio_encoder"], config), device, dtype
     )

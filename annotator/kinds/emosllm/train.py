@@ -106,6 +106,7 @@ def train_emosllm(
     from annotator.schema import label_set
     from training.llm import ExportError, adapter_tensors, lora_shapes, training_record
 
+    config = config.for_kind("emosllm")  # its own schedule (train.schedules.emosllm)
     start = Bundle.load(common.model_path(str(start_bundle), config))
     if start.kind != "emosllm":
         raise ValueError(f"{start_bundle} is a {start.kind} bundle, not an EmoSLLM one")

@@ -261,6 +261,7 @@ def train_mister_e(
     from annotator.models.bundle import Bundle
     from training.llm import ExportError
 
+    config = config.for_kind("mister_e")  # its own schedule (train.schedules.mister_e)
     start = Bundle.load(common.model_path(str(start_bundle), config))
     if start.kind != "mister_e":
         raise ValueError(f"{start_bundle} is a {start.kind} bundle, not a MiSTER-E one")

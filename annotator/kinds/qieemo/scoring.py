@@ -15,11 +15,10 @@ def posteriors(config, bundle, examples: Sequence, labeler=None, ablate: str | N
     from annotator.models.calibration import scaled
     from training import common
     from training.data import load_audios
-    from training.evaluate import scoring_device
 
     if ablate not in (None, "audio"):
         raise ValueError(f"a Qieemo bundle hears no transcript: ablate {ablate!r} means nothing")
-    device, dtype = scoring_device(config)
+    device, dtype = common.encoder_device(config)
     encoder = CTCEncoder(
         common.model_path(bundle.base["ctc_encoder"], config), device=device, dtype=dtype
     )
