@@ -124,7 +124,7 @@ def main() -> None:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total, steps = total + float(loss), steps + 1
+                total, steps = total + loss.item(), steps + 1
             losses_by_epoch.append(round(total / steps, 3))
         name = "e_stage1_standardised_frames" if standardised else "e_stage1_raw_frames"
         results[name] = {

@@ -2,8 +2,8 @@
 emotion is in the words only (flat prosody), the exported bundle evaluated as served (vLLM), with
 the transcript or the audio taken away, and through the annotate pipeline.
 
-The prosody-only corpus is not learned by the small profile (its HuBERT has random weights, so
-pitch and loudness do not reach the frames in a learnable form): benchmarks/paths.py reports it.
+What only the prosody carries reaches e through stage 1 (tests/training/test_audio_path.py); the
+whole model served on the prosody-only corpus is not yet reliable (benchmarks/paths.py reports it).
 """
 
 from __future__ import annotations
