@@ -399,6 +399,12 @@ class TrainConfig(_Strict):
             ``memory`` (every example's frames computed once and held: faster epochs, but a
             worker holds its whole share's frames, ~1 GB per 1,000 clips of 4.5 s at HuBERT-large's
             width in float32).
+        standardise_frames: EmoQ: standardise HuBERT's frames per feature by the training
+            split's statistics before the EmoQ-Former projects them (not in the paper; off by
+            default). On the small profile's random HuBERT it is what lets stage 1 learn from
+            the audio (prosody-only corpus: e stops collapsing), but 3 + 8 epochs on the
+            wording-only corpus then reach UA 0.75 instead of 1.0 (README, "Which input does
+            the model learn from?").
         seed: everything random is seeded from it.
         schedules: per kind, the fields of its own schedule (:class:`TrainSchedule`), which win
             over the top-level ones for that kind (MiSTER-E's γ 3, and its published schedule on
@@ -434,6 +440,7 @@ class TrainConfig(_Strict):
     inputs: Literal["both", "audio", "text"] = "both"
     stage1_loss: Literal["mal", "supcon", "focal"] = "mal"
     features: Literal["stream", "memory"] = "stream"
+    standardise_frames: bool = False
     seed: int = 0
     schedules: dict[str, TrainSchedule] = Field(default_factory=dict)
 

@@ -7,7 +7,8 @@ corpus where both carry it, then scored on the held-out voices as served (vLLM),
 A model that uses a path loses accuracy when it is taken away; chance is UA 0.25. Training as
 tests/training/test_retrain.py does (small profile, 2 Ray Train CPU workers, 10 + 12 epochs).
 
-    python -m benchmarks.paths [--corpora prosody,wording,both] [--seed 0] [--result paths]
+    python -m benchmarks.paths [--corpora prosody,wording,both] [--seed 0] [--standardise-frames]
+        [--result paths]
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpora", default="prosody,wording,both")
     parser.add_argument("--seed", type=int, default=0, help="train.seed")
+    parser.add_argument(
+        "--standardise-frames", action="store_true", help="train.standardise_frames: true"
+    )
     parser.add_argument("--result", default="paths", help="benchmarks/results/<result>.json")
     args = parser.parse_args()
     corpora = args.corpora.split(",")
@@ -53,6 +57,7 @@ def main() -> None:
                     "epochs_stage1": 10,
                     "epochs_stage2": 12,
                     "seed": args.seed,
+                    "standardise_frames": args.standardise_frames,
                 },
             )
             t0 = time.perf_counter()
@@ -80,7 +85,15 @@ def main() -> None:
             }
             print(carries, results[carries], flush=True)
     ray.shutdown()
-    write_result(args.result, {"chance_ua": 0.25, "seed": args.seed, "corpora": results})
+    write_result(
+        args.result,
+        {
+            "chance_ua": 0.25,
+            "seed": args.seed,
+            "standardise_frames": args.standardise_frames,
+            "corpora": results,
+        },
+    )
 
 
 if __name__ == "__main__":

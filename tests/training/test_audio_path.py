@@ -41,7 +41,11 @@ def test_stage1_learns_the_emotion_only_the_prosody_carries(
     config = load_config(
         None,
         models={"home": str(small_home)},
-        train={"storage": str(tmp_path / "checkpoints"), "epochs_stage1": 8},
+        train={
+            "storage": str(tmp_path / "checkpoints"),
+            "epochs_stage1": 8,
+            "standardise_frames": True,
+        },
     )
     former = EmoQFormer.load(train_stage1(config, prosody_manifest, tmp_path / "stage1")).eval()
 

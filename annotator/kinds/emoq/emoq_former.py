@@ -7,9 +7,10 @@ Read top to bottom, this is the paper's figure:
    (padded text tokens are masked out as keys).
 3. Only the query part cross-attends to the audio frames, which a linear layer has projected
    from HuBERT's width to the Q-Former's; padded frames are masked out. Before the projection
-   the frames are standardised per feature by the training split's statistics [not in the
-   paper: a frozen encoder's frames share a large common component, and without it the audio
-   path does not learn; README, "Which input does the model learn from?"].
+   the frames may be standardised per feature by the training split's statistics
+   (``train.standardise_frames``) [not in the paper: the small profile's random HuBERT's frames
+   share a large common component that collapses e in stage 1 without it; README, "Which input
+   does the model learn from?"]. Otherwise those statistics stay the identity.
 4. A feed-forward network, with residuals and LayerNorm after each sub-layer (BERT's post-norm).
 5. Multi-head attentive pooling over the query outputs, then L2 normalisation → e, ‖e‖ = 1.
 
@@ -189,9 +190,9 @@ class EmoQFormer(nn.Module):
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, d)
         self.embed_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.queries = nn.Parameter(torch.randn(cfg.num_queries, d) * 0.02)
-        # (x - mean) * inv_std per HuBERT feature: the identity until training sets the training
-        # split's statistics (set_frame_statistics, before the first step), then trained with
-        # the rest, as Qieemo's feature statistics are.
+        # (x - mean) * inv_std per HuBERT feature: the identity unless training sets the
+        # training split's statistics (train.standardise_frames: set_frame_statistics before the
+        # first step), then trained with the rest, as Qieemo's feature statistics are.
         self.frame_mean = nn.Parameter(torch.zeros(cfg.audio_dim))
         self.frame_inv_std = nn.Parameter(torch.ones(cfg.audio_dim))
         self.audio_proj = nn.Linear(cfg.audio_dim, d)

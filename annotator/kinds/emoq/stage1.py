@@ -44,7 +44,8 @@ def collate(transcripts: TranscriptTokenizer, items: list[common.Item]) -> dict[
 
 def standardise_frames(former, items: list[common.Item], batch: int, device) -> None:
     """Set the EmoQ-Former's frame statistics from this group's training split, before the
-    first step of a former that starts fresh (stage 1, or stage 2 when stage 1 is skipped)."""
+    first step of a former that starts fresh (stage 1, or stage 2 when stage 1 is skipped), when
+    ``train.standardise_frames`` asks for it."""
     items = sorted(items, key=common.source_of)  # streamed frames: each source read once
     parts = (common.pad_frames(items[s : s + batch]) for s in range(0, len(items), batch))
     former.set_frame_statistics(*common.frame_statistics(parts, device))
@@ -71,7 +72,7 @@ def loop(cfg: dict[str, Any]) -> None:
         [p for p in model.parameters() if p.requires_grad], lr=train.lr_stage1
     )
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
-    if start == 0:
+    if start == 0 and train.standardise_frames:
         standardise_frames(getattr(model, "module", model).former, items, per_worker, device)
 
     def batch_loss(batch):

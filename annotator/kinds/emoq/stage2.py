@@ -98,7 +98,8 @@ def loop(cfg: dict[str, Any]) -> None:
         [{"params": former, "lr": train.lr_stage1}, {"params": rest, "lr": train.lr_stage2}]
     )
     start = common.load_checkpoint(model, optimizer, cfg.get("resume_from"))
-    if start == 0 and from_bundle is None and train.epochs_stage1 == 0:
+    fresh = start == 0 and from_bundle is None and train.epochs_stage1 == 0
+    if fresh and train.standardise_frames:
         # Table 6's "no stage 1": the former starts here as initialised, its frames unstandardised.
         standardise_frames(module.former, items, per_worker, device)
     stop_after = cfg.get("stop_after_epochs")
