@@ -2,9 +2,9 @@
 the synthetic corpus whose emotion is in the prosody alone (every emotion speaks the same neutral
 sentences), e scored on the held-out voices.
 
-Before the frames were standardised (EmoQFormer.frame_mean / frame_inv_std) every clip's e
-pointed the same way (mean cosine 0.9999) and the stage-1 loss did not fall; the whole model,
-served, stayed at chance (README, "Which input does the model learn from?")."""
+With the frames standardised (train.standardise_frames: EmoQFormer.frame_mean / frame_inv_std);
+without it every clip's e pointed the same way (mean cosine 1.000) and the stage-1 loss did not
+fall (benchmarks/audio_probe.py; README, "Which input does the model learn from?")."""
 
 from __future__ import annotations
 
