@@ -91,11 +91,9 @@ def sequences(prompts, texts, labels, label_ids, weight: float, speakers=None):
     soft-token position (right padding leaves it where the prompt put it). ``speakers``: each
     segment's speaker where known ("" or None: none), named in the prompt as serving does. Each
     answer ends with the token the LLM's chat template closes an assistant turn with
-    (``end_of_turn_id``: ``<|im_end|>`` for Qwen, ``<|eot_id|>`` for Llama 3)."""
-    from annotator.models.prompt import end_of_turn_id
-
+    (``PromptEmbedder.end_of_turn``: ``<|im_end|>`` for Qwen, ``<|eot_id|>`` for Llama 3)."""
     tok = prompts.tokenizer
-    end = end_of_turn_id(tok)
+    end = prompts.end_of_turn
     rows, weights, audio_position = [], [], []
     speakers = speakers if speakers is not None else [None] * len(texts)
     for text, y, speaker in zip(texts, label_ids, speakers, strict=True):

@@ -20,6 +20,7 @@ safetensors, so the LLM is not built a second time next to vLLM.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -236,6 +237,11 @@ class PromptEmbedder:
             audio_slots=bundle.soft_tokens,
             audio_first=bundle.audio_first,
         )
+
+    @functools.cached_property
+    def end_of_turn(self) -> int:
+        """:func:`end_of_turn_id` of the tokenizer, read off its chat template once."""
+        return end_of_turn_id(self.tokenizer)
 
     def _clean(self, text: str) -> str:
         # A transcript must not smuggle in chat markup, special tokens or a second placeholder.

@@ -53,10 +53,8 @@ class BatchEncoder:
         from annotator.kinds.qieemo.model import CTCEncoder, QieemoConfig
 
         self.blocks = list(QieemoConfig(**_config_of(bundle)).blocks)
-        from annotator.models.hubert import features_dtype
-
         # In the dtype the features stage runs it in (float16 on a GPU by default), as served.
-        dtype = features_dtype(config.models.features_dtype, str(device))
+        _, dtype = common.encoder_device(config)
         path = common.model_path(bundle.base["ctc_encoder"], config)
         self.encoder = CTCEncoder(path, str(device), dtype)
         self.reader = common.ClipReader([clip.example for clip in clips], config.s3, config.audio)
